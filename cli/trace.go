@@ -1,7 +1,197 @@
+//go:build hopcheck_wip
+
 package cli
 
-import ucli "github.com/urfave/cli/v2"
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/trace"
+)
 
 func traceCommand() *ucli.Command {
-	return &ucli.Command{Name: "trace"}
+	return &ucli.Command{
+		Name:      "trace",
+		Usage:     "show every hop toward a service (ICMP, UDP or TCP to the service port)",
+		ArgsUsage: "TARGET...   (host, IP, host:port, https://host, amqps://host:5671)",
+		Flags: []ucli.Flag{
+			&ucli.StringFlag{Name: "protocol", Aliases: []string{"P"}, Value: "tcp", Usage: "icmp|udp|tcp|all (all: the three side by side)"},
+			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "trace IPv4 addresses only"},
+			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "trace IPv6 addresses only"},
+			&ucli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop (per flow and round)"},
+			&ucli.IntFlag{Name: "rounds", Value: 1, Usage: "repeat the trace N times (mtr-like cycles)"},
+			&ucli.DurationFlag{Name: "interval", Value: time.Second, Usage: "pause between rounds"},
+			&ucli.IntFlag{Name: "max-hops", Aliases: []string{"m"}, Value: 30, Usage: "largest TTL probed (1-255)"},
+			&ucli.IntFlag{Name: "first-hop", Aliases: []string{"f"}, Value: 1, Usage: "first TTL probed"},
+			&ucli.DurationFlag{Name: "timeout", Aliases: []string{"w"}, Value: 3 * time.Second, Usage: "longest wait for one probe"},
+			&ucli.IntFlag{Name: "flows", Value: 1, Usage: "Paris flows (distinct 5-tuples) to trace; lists every ECMP responder per hop"},
+			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
+			&ucli.BoolFlag{Name: "numeric", Aliases: []string{"n"}, Usage: "no reverse DNS"},
+			&ucli.BoolFlag{Name: "asn", Usage: "look up AS numbers (Team Cymru DNS)"},
+		},
+		Action: runTrace,
+	}
+}
+
+// traceRequest is the validated input of `hopcheck trace`.
+type traceRequest struct {
+	protocols []probe.Protocol
+	family    int
+	cfg       trace.Config
+	privilege string
+	specs     []trace.Spec
+}
+
+func parseTraceRequest(c *ucli.Context) (traceRequest, error) {
+	var req traceRequest
+	switch p := c.String("protocol"); p {
+	case "all":
+		req.protocols = []probe.Protocol{probe.ICMP, probe.UDP, probe.TCP}
+	default:
+		proto, ok := probe.ParseProtocol(p)
+		if !ok {
+			return req, usageErr("unknown --protocol %q (want icmp, udp, tcp or all)", p)
+		}
+		req.protocols = []probe.Protocol{proto}
+	}
+	if c.Bool("ipv4") && c.Bool("ipv6") {
+		return req, usageErr("-4 and -6 exclude each other")
+	}
+	if c.Bool("ipv4") {
+		req.family = 4
+	} else if c.Bool("ipv6") {
+		req.family = 6
+	}
+	switch pv := c.String("privilege"); pv {
+	case "auto", "raw", "unprivileged":
+		req.privilege = pv
+	default:
+		return req, usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	}
+	cfg := trace.DefaultConfig()
+	cfg.Queries = c.Int("queries")
+	cfg.Rounds = c.Int("rounds")
+	cfg.Interval = c.Duration("interval")
+	cfg.MaxHops = c.Int("max-hops")
+	cfg.FirstHop = c.Int("first-hop")
+	cfg.Timeout = c.Duration("timeout")
+	cfg.Flows = c.Int("flows")
+	if cfg.Interval < 0 {
+		return req, usageErr("--interval %s must not be negative", cfg.Interval)
+	}
+	if err := cfg.Validate(); err != nil {
+		return req, usageErr("--%v", err)
+	}
+	req.cfg = cfg
+	if c.NArg() == 0 {
+		return req, usageErr("trace needs at least one TARGET (host, IP, host:port or URL)")
+	}
+	for _, arg := range c.Args().Slice() {
+		spec, err := trace.ParseTarget(arg, 443)
+		if err != nil {
+			return req, usageErr("%v", err)
+		}
+		req.specs = append(req.specs, spec)
+	}
+	return req, nil
+}
+
+func runTrace(c *ucli.Context) error {
+	req, err := parseTraceRequest(c)
+	if err != nil {
+		return err
+	}
+	out, err := openOutput(c, "text", "json")
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	jobs, err := resolveJobs(ctx, req)
+	if err != nil {
+		return err
+	}
+	if req.privilege == "auto" && !probe.HasRawAccess() {
+		warnf(c, "no CAP_NET_RAW: using unprivileged probes (no reply TTL/IP ID of SYN-ACKs, no Paris flows for TCP; ICMP only where net.ipv4.ping_group_range allows). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
+	}
+	if req.privilege == "raw" && !probe.HasRawAccess() {
+		return cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
+	}
+	started := time.Now()
+	opt := trace.Options{Config: req.cfg, Privilege: req.privilege, NewProber: probe.NewProber}
+	if out.tty || isTerminal(c.App.ErrWriter) {
+		fmt.Fprintf(c.App.ErrWriter, "tracing %d path(s)...\n", len(jobs))
+	}
+	traces := trace.TraceAll(ctx, jobs, opt)
+	report := trace.Report{SchemaVersion: trace.SchemaVersion, Tool: "hopcheck " + Version,
+		StartedAt: started.UTC(), Traces: traces, Incomplete: ctx.Err() != nil}
+	if !c.Bool("numeric") || c.Bool("asn") {
+		en := trace.NewEnricher(net.DefaultResolver, trace.EnrichOptions{ReverseDNS: !c.Bool("numeric"),
+			ASN: c.Bool("asn"), Timeout: time.Second})
+		ectx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		en.Enrich(ectx, report.Traces)
+		cancel()
+	}
+	report.DurationS = time.Since(started).Seconds()
+	failed := 0
+	for _, t := range traces {
+		if t.Error != "" && len(t.Hops) == 0 {
+			failed++
+		}
+	}
+	switch out.format {
+	case "json":
+		err = trace.WriteJSON(out.w, report)
+	default:
+		err = trace.WriteText(out.w, report, trace.TextOptions{SideBySide: len(req.protocols) > 1})
+	}
+	if err != nil {
+		return cantRunErr("write report: %v", err)
+	}
+	if err := out.commit(); err != nil {
+		return err
+	}
+	if failed == len(traces) {
+		return cantRunErr("no trace could run: %s", traces[0].Error)
+	}
+	return nil
+}
+
+// resolveJobs resolves every target to all its addresses; an unresolvable
+// name is a usage error naming it.
+func resolveJobs(ctx context.Context, req traceRequest) ([]trace.Job, error) {
+	var jobs []trace.Job
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, spec := range req.specs {
+		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, spec, req.family)
+		if err != nil {
+			return nil, usageErr("%v", err)
+		}
+		for _, a := range addrs {
+			for _, p := range req.protocols {
+				jobs = append(jobs, trace.Job{Host: spec.Host, Dest: trace.Destination{Addr: a, Protocol: p, Port: uint16(spec.Port)}})
+			}
+		}
+	}
+	return jobs, nil
+}
+
+func exePath() string {
+	p, err := os.Executable()
+	if err != nil {
+		return "hopcheck"
+	}
+	return p
 }

@@ -80,6 +80,18 @@ type Quoted struct {
 	// Transport holds the quoted transport bytes (RFC 792 guarantees 8).
 	Transport []byte
 
+	// HeaderLen is the quoted IP header length (IPv4 with options; 40 for
+	// IPv6, whose extension headers, if any, stay in Transport).
+	HeaderLen int
+	// TOS is the IPv4 TOS / IPv6 traffic class byte as the router saw it,
+	// to spot DSCP/ECN rewriting on the way.
+	TOS uint8
+	// DF is the IPv4 don't-fragment bit.
+	DF bool
+	// FragOffset is the IPv4 fragment offset in bytes. When it is not zero
+	// Transport is not a transport header and its fields stay zero.
+	FragOffset int
+
 	// Fields decoded from Transport when present.
 	SrcPort, DstPort uint16 // TCP and UDP
 	TCPSeq           uint32 // TCP (needs 8 bytes)
@@ -87,6 +99,9 @@ type Quoted struct {
 	ICMPType         int    // ICMP echo
 	ICMPID, ICMPSeq  uint16 // ICMP echo
 	ICMPChecksum     uint16 // ICMP echo
+	// TCP is the whole quoted TCP header when the router quoted all of it
+	// (Linux quotes up to 576 bytes), e.g. to see an MSS clamped on the way.
+	TCP *TCPSegment
 }
 
 // ICMPMessage is a decoded ICMP or ICMPv6 message.
@@ -104,6 +119,8 @@ type ICMPMessage struct {
 	Quoted *Quoted
 	// MPLS labels from RFC 4884/4950 extensions, outermost first.
 	MPLS []MPLSLabel
+	// Pointer is the offset a parameter problem points at.
+	Pointer int
 }
 
 // IPv4Header is the subset of an IPv4 header hopcheck needs.
@@ -115,6 +132,11 @@ type IPv4Header struct {
 	TTL       int
 	Protocol  int
 	Src, Dst  netip.Addr
+	// TOS is the TOS (DSCP+ECN) byte.
+	TOS uint8
+	// MoreFragments and FragOffset (in bytes) describe a fragment.
+	MoreFragments bool
+	FragOffset    int
 }
 
 // TCPOptions are the options of a TCP segment that matter for diagnosis.
@@ -202,8 +224,10 @@ func (r Response) Reached() bool {
 		return true
 	case KindDestUnreachable:
 		// Port unreachable (v4 code 3, v6 code 4) comes from the target.
-		return (r.Quoted != nil && r.Quoted.Family == 6 && r.Code == 4) ||
-			(r.Quoted != nil && r.Quoted.Family == 4 && r.Code == 3)
+		if r.From.Is6() && !r.From.Is4In6() {
+			return r.Code == 4
+		}
+		return r.Code == 3
 	}
 	return false
 }

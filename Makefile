@@ -1,0 +1,39 @@
+# hopcheck — build, test, lint, bench.
+GO        ?= go
+BIN       ?= bin/hopcheck
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION)
+export CGO_ENABLED = 0
+
+.PHONY: build test unit lint bench fuzz clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+# The whole suite: unit tests everywhere, lab tests in network namespaces
+# (root needed; they skip otherwise, or fail under HOPCHECK_LAB=required).
+test:
+	$(GO) test -count=1 -timeout 14m ./...
+
+# Unit tests only (no namespaces).
+unit:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Speed targets (benchmarks, not timed tests): decoders, builders, and the
+# lab comparison of hopcheck trace against traceroute (root needed).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./probe/... ./trace/...
+	HOPCHECK_BENCH=1 $(GO) test -run '^$$' -bench 'Lab' -benchtime 1x -timeout 20m ./e2e/...
+
+# Short fuzzing of every decoder (the seed corpus lives in testdata/fuzz).
+FUZZTIME ?= 20s
+fuzz:
+	@for f in $$($(GO) test -list '^Fuzz' ./probe | grep ^Fuzz); do \
+		echo "== $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./probe || exit 1; done
+
+clean:
+	rm -rf bin

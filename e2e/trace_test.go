@@ -1,0 +1,284 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+// silentChain is the foundation scenario: 6 routers, routers 2 and 4 send
+// no ICMP at all.
+func silentChain() lab.Scenario {
+	rs := make([]lab.Router, 6)
+	rs[1].NoICMP = true
+	rs[3].NoICMP = true
+	return lab.Scenario{Name: "silent-chain", Routers: rs}
+}
+
+// wantPath checks a trace against the lab: hops answered by the right
+// router, silent hops silent, destination reached at len(routers)+1.
+func wantPath(t *testing.T, tr trace.Trace, routers []netip.Addr, silent map[int]bool, server netip.Addr) {
+	t.Helper()
+	name := fmt.Sprintf("%s %s", tr.Target.Protocol, tr.Target.Address)
+	if tr.Error != "" {
+		t.Fatalf("%s: trace error %q", name, tr.Error)
+	}
+	if !tr.Reached || tr.ReachedTTL != len(routers)+1 {
+		t.Fatalf("%s: reached=%v at %d, want reached at hop %d; hops: %s", name, tr.Reached, tr.ReachedTTL, len(routers)+1, hopSummary(tr))
+	}
+	if len(tr.Hops) != len(routers)+1 {
+		t.Fatalf("%s: %d hops, want %d: %s", name, len(tr.Hops), len(routers)+1, hopSummary(tr))
+	}
+	for i, h := range tr.Hops {
+		ttl := i + 1
+		if h.TTL != ttl {
+			t.Fatalf("%s: hop %d has ttl %d", name, i, h.TTL)
+		}
+		want := server
+		if ttl <= len(routers) {
+			want = routers[ttl-1]
+		}
+		if silent[ttl] {
+			if len(h.Responders) != 0 || h.Received != 0 {
+				t.Errorf("%s: hop %d should be silent, got %s", name, ttl, hopSummary(tr))
+			}
+			continue
+		}
+		if len(h.Responders) != 1 || h.Responders[0].Address != want.String() {
+			t.Errorf("%s: hop %d responders %v, want exactly %s", name, ttl, responderAddrs(h), want)
+		}
+		if h.Received != h.Sent || h.Sent == 0 {
+			t.Errorf("%s: hop %d received %d of %d", name, ttl, h.Received, h.Sent)
+		}
+	}
+}
+
+func responderAddrs(h trace.Hop) []string {
+	var out []string
+	for _, r := range h.Responders {
+		out = append(out, r.Address)
+	}
+	return out
+}
+
+func hopSummary(tr trace.Trace) string {
+	var b strings.Builder
+	for _, h := range tr.Hops {
+		fmt.Fprintf(&b, "[%d %v %d/%d %s] ", h.TTL, responderAddrs(h), h.Received, h.Sent, h.Note)
+	}
+	return b.String()
+}
+
+func traceJSON(t *testing.T, l *lab.Lab, prefix []string, args ...string) trace.Report {
+	t.Helper()
+	r := runIn(t, l, l.ClientNS, prefix, append([]string{"--format", "json", "trace", "-n"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("hopcheck %v: exit %d\nstderr: %s\nstdout: %s", args, r.code, r.stderr, r.stdout)
+	}
+	checkTraceSchema(t, r.stdout)
+	return decodeJSON[trace.Report](t, r)
+}
+
+// checkTraceSchema asserts the JSON keys the schema promises.
+func checkTraceSchema(t *testing.T, doc string) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	if v, ok := m["schema_version"].(float64); !ok || int(v) != trace.SchemaVersion {
+		t.Fatalf("schema_version = %v, want %d", m["schema_version"], trace.SchemaVersion)
+	}
+	traces, _ := m["traces"].([]any)
+	if len(traces) == 0 {
+		t.Fatalf("no traces[] in %s", doc)
+	}
+	for _, tr := range traces {
+		tm := tr.(map[string]any)
+		need(t, tm, "target", "privilege", "reached", "hops")
+		need(t, tm["target"].(map[string]any), "host", "address", "port", "protocol")
+		for _, h := range tm["hops"].([]any) {
+			hm := h.(map[string]any)
+			need(t, hm, "ttl", "responders", "sent", "received", "loss_pct", "rtt_ms", "note")
+			need(t, hm["rtt_ms"].(map[string]any), "last", "min", "avg", "max", "stdev")
+			for _, r := range hm["responders"].([]any) {
+				need(t, r.(map[string]any), "address", "hostname", "asn", "mpls")
+			}
+		}
+	}
+}
+
+func need(t *testing.T, m map[string]any, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, ok := m[k]; !ok {
+			t.Fatalf("JSON object lacks %q: %v", k, m)
+		}
+	}
+}
+
+func TestTraceSilentRoutersAllProtocols(t *testing.T) {
+	l := buildLab(t, silentChain())
+	silent := map[int]bool{2: true, 4: true}
+	for _, fam := range []struct {
+		name    string
+		server  netip.Addr
+		routers []netip.Addr
+	}{{"ipv4", l.Server4, l.Router4}, {"ipv6", l.Server6, l.Router6}} {
+		for _, proto := range []string{"icmp", "udp", "tcp"} {
+			t.Run(fam.name+"/"+proto, func(t *testing.T) {
+				rep := traceJSON(t, l, nil, "--protocol", proto, fam.server.String()+":443")
+				if len(rep.Traces) != 1 {
+					t.Fatalf("%d traces, want 1", len(rep.Traces))
+				}
+				tr := rep.Traces[0]
+				if tr.Privilege != "raw" {
+					t.Errorf("privilege %q, want raw as root", tr.Privilege)
+				}
+				wantPath(t, tr, fam.routers, silent, fam.server)
+			})
+		}
+	}
+}
+
+func TestTraceUnprivileged(t *testing.T) {
+	l := buildLab(t, silentChain())
+	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, server := range []struct {
+			addr    netip.Addr
+			routers []netip.Addr
+		}{{l.Server4, l.Router4}, {l.Server6, l.Router6}} {
+			t.Run(proto+"/"+server.addr.String(), func(t *testing.T) {
+				rep := traceJSON(t, l, drop, "--protocol", proto, server.addr.String())
+				tr := rep.Traces[0]
+				if tr.Privilege != "unprivileged" {
+					t.Fatalf("privilege %q, want unprivileged", tr.Privilege)
+				}
+				wantPath(t, tr, server.routers, map[int]bool{2: true, 4: true}, server.addr)
+			})
+		}
+	}
+}
+
+func TestTraceConcurrentRunsDoNotMix(t *testing.T) {
+	l := buildLab(t, silentChain())
+	var wg sync.WaitGroup
+	reps := make([]trace.Report, 2)
+	for i := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i] = traceJSON(t, l, nil, "--protocol", "udp", "--queries", "5", l.Server4.String())
+		}()
+	}
+	wg.Wait()
+	for _, rep := range reps {
+		if t.Failed() {
+			return
+		}
+		wantPath(t, rep.Traces[0], l.Router4, map[int]bool{2: true, 4: true}, l.Server4)
+	}
+}
+
+func TestTraceRateLimitIsNotPathLoss(t *testing.T) {
+	rs := make([]lab.Router, 4)
+	rs[1].ICMPRateLimit = 1
+	l := buildLab(t, lab.Scenario{Name: "ratelimit", Routers: rs})
+	rep := traceJSON(t, l, nil, "--protocol", "icmp", "--queries", "10", l.Server4.String())
+	tr := rep.Traces[0]
+	if !tr.Reached {
+		t.Fatalf("not reached: %s", hopSummary(tr))
+	}
+	h := tr.Hops[1]
+	if h.Received >= h.Sent || h.Received == 0 {
+		t.Fatalf("hop 2 received %d of %d; the lab's rate limit should drop some but not all", h.Received, h.Sent)
+	}
+	if h.LossKind != "rate-limit" {
+		t.Errorf("hop 2 loss kind %q, want rate-limit; note %q", h.LossKind, h.Note)
+	}
+	for _, later := range tr.Hops[2:] {
+		if later.LossKind == "path-loss" {
+			t.Errorf("hop %d labelled path loss: %s", later.TTL, hopSummary(tr))
+		}
+	}
+}
+
+func TestTraceTCPBlockedWhileICMPPasses(t *testing.T) {
+	rs := make([]lab.Router, 4)
+	rs[2].DropTCPPort = 443
+	l := buildLab(t, lab.Scenario{Name: "tcpblock", Routers: rs})
+	rep := traceJSON(t, l, nil, "--protocol", "all", "--max-hops", "8", "--timeout", "1s", l.Server4.String()+":443")
+	if len(rep.Traces) != 3 {
+		t.Fatalf("%d traces, want icmp, udp and tcp", len(rep.Traces))
+	}
+	for _, tr := range rep.Traces {
+		switch tr.Target.Protocol {
+		case "icmp", "udp":
+			wantPath(t, tr, l.Router4, nil, l.Server4)
+		case "tcp":
+			if tr.Reached {
+				t.Fatalf("tcp trace reached the server through a router that drops tcp/443: %s", hopSummary(tr))
+			}
+			for _, h := range tr.Hops {
+				answered := len(h.Responders) > 0
+				if h.TTL <= 3 && (!answered || h.Responders[0].Address != l.Router4[h.TTL-1].String()) {
+					t.Errorf("tcp hop %d should be router %s: %s", h.TTL, l.Router4[h.TTL-1], hopSummary(tr))
+				}
+				if h.TTL > 3 && answered {
+					t.Errorf("tcp hop %d answered past the dropping router: %s", h.TTL, hopSummary(tr))
+				}
+			}
+		default:
+			t.Errorf("unexpected protocol %q", tr.Target.Protocol)
+		}
+	}
+}
+
+func TestTraceBadInput(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "report.json")
+	cases := []struct {
+		args []string
+		want string // the bad value, named in the message
+	}{
+		{[]string{"trace", "--protocol", "sctp", "127.0.0.1"}, "sctp"},
+		{[]string{"trace", "127.0.0.1:0"}, "0"},
+		{[]string{"trace", "127.0.0.1:70000"}, "70000"},
+		{[]string{"trace", "--max-hops", "0", "127.0.0.1"}, "0"},
+		{[]string{"trace", "--max-hops", "300", "127.0.0.1"}, "300"},
+		{[]string{"trace", "no-such-host.invalid"}, "no-such-host.invalid"},
+		{[]string{"trace"}, "TARGET"},
+		{[]string{"trace", "ftp://127.0.0.1"}, "ftp"},
+		{[]string{"trace", "--timeout", "soon", "127.0.0.1"}, "soon"},
+		{[]string{"--format", "yaml", "trace", "127.0.0.1"}, "yaml"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			args := append([]string{"-o", out}, c.args...)
+			r := runLocal(t, dir, args...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2; stderr %q", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+				t.Fatalf("stderr should be one line naming %q, got %q", c.want, r.stderr)
+			}
+			if strings.Contains(r.stderr, "goroutine") || r.stdout != "" {
+				t.Fatalf("unexpected output: stdout %q stderr %q", r.stdout, r.stderr)
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 0 {
+				t.Fatalf("files left behind: %v", entries)
+			}
+		})
+	}
+}

@@ -1,0 +1,236 @@
+//go:build hopcheck_wip
+
+package trace
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// Config controls one trace.
+type Config struct {
+	Protocol probe.Protocol
+	Port     uint16
+	FirstHop int
+	MaxHops  int
+	// Queries is the number of probes per hop per flow and round.
+	Queries int
+	// Flows is the number of Paris flows (distinct 5-tuples) traced.
+	Flows int
+	// Rounds repeats the whole trace (mtr-like cycles), Interval apart.
+	Rounds   int
+	Interval time.Duration
+	// Timeout is the longest wait for any single probe.
+	Timeout time.Duration
+	// InFlight caps the probes outstanding at once.
+	InFlight int
+	// NearFactor: a silent probe is given up NearFactor × the RTT of a
+	// later hop's answer after it was sent (traceroute's "NEAR").
+	NearFactor float64
+	// MinWait is the shortest wait for a silent probe.
+	MinWait time.Duration
+	// Progress, when set, is called after each round (for live output).
+	Progress func(round int, obs []Observation)
+}
+
+// DefaultConfig returns the defaults of `hopcheck trace`.
+func DefaultConfig() Config {
+	return Config{Protocol: probe.TCP, Port: 443, FirstHop: 1, MaxHops: 30, Queries: 3, Flows: 1,
+		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 3,
+		MinWait: 200 * time.Millisecond}
+}
+
+// Validate reports the first bad setting as a one-line error.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxHops < 1 || c.MaxHops > 255:
+		return fmt.Errorf("max-hops %d is out of range 1-255", c.MaxHops)
+	case c.FirstHop < 1 || c.FirstHop > c.MaxHops:
+		return fmt.Errorf("first-hop %d is out of range 1-%d (max-hops)", c.FirstHop, c.MaxHops)
+	case c.Queries < 1 || c.Queries > 100:
+		return fmt.Errorf("queries %d is out of range 1-100", c.Queries)
+	case c.Flows < 1 || c.Flows > 64:
+		return fmt.Errorf("flows %d is out of range 1-64", c.Flows)
+	case c.Rounds < 1:
+		return fmt.Errorf("rounds %d must be at least 1", c.Rounds)
+	case c.Timeout <= 0:
+		return fmt.Errorf("timeout %s must be positive", c.Timeout)
+	}
+	return nil
+}
+
+// pendingProbe is a probe whose answer is awaited.
+type pendingProbe struct {
+	obsIndex int
+	probe    probe.Probe
+}
+
+// Run traces toward the prober's destination and returns one observation
+// per probe sent. The caller's context bounds the whole trace; when it is
+// cancelled, Run returns what was observed so far with the context error.
+func Run(ctx context.Context, pr probe.Prober, cfg Config, dst Destination) ([]Observation, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.InFlight < 1 {
+		cfg.InFlight = 64
+	}
+	if cfg.NearFactor <= 0 {
+		cfg.NearFactor = 3
+	}
+	var obs []Observation
+	destTTL := 0 // TTL at which the destination answered; 0 = not yet
+	for round := 0; round < cfg.Rounds; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return obs, ctx.Err()
+			case <-time.After(cfg.Interval):
+			}
+		}
+		var err error
+		obs, destTTL, err = runRound(ctx, pr, cfg, dst, round, obs, destTTL)
+		if cfg.Progress != nil {
+			cfg.Progress(round, obs)
+		}
+		if err != nil {
+			return obs, err
+		}
+	}
+	return obs, nil
+}
+
+// Destination is where a trace goes.
+type Destination struct {
+	Addr     netip.Addr
+	Protocol probe.Protocol
+	Port     uint16
+}
+
+// runRound sends every TTL (up to the destination once known) and waits
+// for the answers with the adaptive wait.
+func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination, round int, obs []Observation, destTTL int) ([]Observation, int, error) {
+	inflight := map[uint16]pendingProbe{}
+	// laterRTT[t] is the largest RTT seen from a hop beyond t this round.
+	answeredRTT := map[int]time.Duration{}
+	maxTTL := cfg.MaxHops
+	if destTTL > 0 {
+		maxTTL = destTTL
+	}
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	responses := pr.Responses()
+
+	record := func(r probe.Response) {
+		pp, ok := inflight[r.ProbeID]
+		if !ok {
+			return
+		}
+		delete(inflight, r.ProbeID)
+		rr := r
+		obs[pp.obsIndex].Response = &rr
+		ttl := pp.probe.TTL
+		if rr.RTT > answeredRTT[ttl] {
+			answeredRTT[ttl] = rr.RTT
+		}
+		if rr.Reached() && (destTTL == 0 || ttl < destTTL) {
+			destTTL = ttl
+			if ttl < maxTTL {
+				maxTTL = ttl
+			}
+		}
+	}
+	// expire gives up on silent probes: after Timeout, or earlier once a
+	// later hop answered (its RTT bounds how long this one can take).
+	expire := func(now time.Time) {
+		for id, pp := range inflight {
+			ttl := pp.probe.TTL
+			if destTTL > 0 && ttl > destTTL {
+				delete(inflight, id)
+				continue
+			}
+			wait := cfg.Timeout
+			var later time.Duration
+			for t, rtt := range answeredRTT {
+				if t > ttl && rtt > later {
+					later = rtt
+				}
+			}
+			if later > 0 {
+				adaptive := time.Duration(cfg.NearFactor * float64(later))
+				if adaptive < cfg.MinWait {
+					adaptive = cfg.MinWait
+				}
+				if adaptive < wait {
+					wait = adaptive
+				}
+			}
+			if now.Sub(pp.probe.SentAt) >= wait {
+				delete(inflight, id)
+			}
+		}
+	}
+	drain := func(block bool) error {
+		if block {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case r, ok := <-responses:
+				if !ok {
+					return fmt.Errorf("prober closed")
+				}
+				record(r)
+			case now := <-ticker.C:
+				expire(now)
+			}
+		}
+		for {
+			select {
+			case r, ok := <-responses:
+				if !ok {
+					return fmt.Errorf("prober closed")
+				}
+				record(r)
+			default:
+				return nil
+			}
+		}
+	}
+
+	for ttl := cfg.FirstHop; ttl <= cfg.MaxHops; ttl++ {
+		if ttl > maxTTL {
+			break
+		}
+		for q := 0; q < cfg.Queries; q++ {
+			for flow := 0; flow < cfg.Flows; flow++ {
+				for len(inflight) >= cfg.InFlight {
+					if err := drain(true); err != nil {
+						return obs, destTTL, err
+					}
+				}
+				if err := drain(false); err != nil {
+					return obs, destTTL, err
+				}
+				if ttl > maxTTL {
+					break
+				}
+				p := probe.Probe{Protocol: dst.Protocol, Dst: dst.Addr, DstPort: dst.Port, TTL: ttl, Flow: flow}
+				if err := pr.Send(&p); err != nil {
+					return obs, destTTL, err
+				}
+				obs = append(obs, Observation{TTL: ttl, Flow: flow, Round: round, ProbeID: p.ID, SentAt: p.SentAt})
+				inflight[p.ID] = pendingProbe{obsIndex: len(obs) - 1, probe: p}
+			}
+		}
+	}
+	for len(inflight) > 0 {
+		if err := drain(true); err != nil {
+			return obs, destTTL, err
+		}
+	}
+	return obs, destTTL, nil
+}

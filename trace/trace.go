@@ -1,0 +1,81 @@
+//go:build hopcheck_wip
+
+package trace
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// Job is one trace to run: a resolved address with one protocol.
+type Job struct {
+	Host string
+	Dest Destination
+}
+
+// ProberFactory opens a prober; probe.NewProber in production, a fake in
+// tests.
+type ProberFactory func(ctx context.Context, cfg probe.Config) (probe.Prober, error)
+
+// Options are the run-wide settings of TraceAll.
+type Options struct {
+	Config    Config
+	Privilege string // auto|raw|unprivileged
+	NewProber ProberFactory
+	// OnTrace, when set, is called with each trace as soon as it is done.
+	OnTrace func(Trace)
+}
+
+// TraceAll runs every job concurrently and returns the traces in job order.
+// A job that cannot run (e.g. its sockets cannot be opened) yields a trace
+// with Error set rather than failing the others.
+func TraceAll(ctx context.Context, jobs []Job, opt Options) []Trace {
+	out := make([]Trace, len(jobs))
+	var wg sync.WaitGroup
+	for i, job := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = traceOne(ctx, job, opt)
+			if opt.OnTrace != nil {
+				opt.OnTrace(out[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func traceOne(ctx context.Context, job Job, opt Options) Trace {
+	cfg := opt.Config
+	cfg.Protocol = job.Dest.Protocol
+	t := Trace{
+		Target: Target{Host: job.Host, Address: job.Dest.Addr.String(), Port: int(job.Dest.Port),
+			Protocol: string(job.Dest.Protocol)},
+		Flows: cfg.Flows, Rounds: cfg.Rounds, Queries: cfg.Queries, Hops: []Hop{},
+	}
+	if job.Dest.Protocol == probe.ICMP {
+		t.Target.Port = 0
+	}
+	start := time.Now()
+	pr, err := opt.NewProber(ctx, probe.Config{Protocol: job.Dest.Protocol, Dst: job.Dest.Addr,
+		DstPort: job.Dest.Port, Flows: cfg.Flows, Privilege: opt.Privilege, MaxWait: cfg.Timeout})
+	if err != nil {
+		t.Error = err.Error()
+		t.Privilege = opt.Privilege
+		return t
+	}
+	defer pr.Close()
+	t.Privilege = string(pr.Privilege())
+	obs, err := Run(ctx, pr, cfg, job.Dest)
+	t.Hops, t.Reached, t.ReachedTTL = Aggregate(obs, AggregateOptions{Queries: cfg.Queries * cfg.Flows, MaxHops: cfg.MaxHops})
+	t.DurationS = time.Since(start).Seconds()
+	if err != nil {
+		t.Error = fmt.Sprintf("trace interrupted: %v", err)
+	}
+	return t
+}
