@@ -1,0 +1,162 @@
+package trace
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// fakePath is a simulated path: hop i (1-based) is routers[i-1] (invalid
+// address = silent), the destination answers at len(routers)+1.
+type fakePath struct {
+	routers []netip.Addr
+	dst     netip.Addr
+	rtt     time.Duration
+
+	mu     sync.Mutex
+	next   uint16
+	sent   []probe.Probe
+	out    chan probe.Response
+	closed bool
+}
+
+func newFakePath(dst netip.Addr, routers ...string) *fakePath {
+	f := &fakePath{dst: dst, rtt: time.Millisecond, out: make(chan probe.Response, 1024)}
+	for _, r := range routers {
+		a, _ := netip.ParseAddr(r) // "" → silent hop
+		f.routers = append(f.routers, a)
+	}
+	return f
+}
+
+func (f *fakePath) Privilege() probe.Privilege       { return probe.PrivilegeRaw }
+func (f *fakePath) Responses() <-chan probe.Response { return f.out }
+func (f *fakePath) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.closed = true
+		close(f.out)
+	}
+	return nil
+}
+
+func (f *fakePath) Send(p *probe.Probe) error {
+	f.mu.Lock()
+	f.next++
+	p.ID = f.next
+	p.SentAt = time.Now()
+	f.sent = append(f.sent, *p)
+	f.mu.Unlock()
+	var r probe.Response
+	switch {
+	case p.TTL <= len(f.routers):
+		from := f.routers[p.TTL-1]
+		if !from.IsValid() {
+			return nil
+		}
+		r = probe.Response{From: from, Kind: probe.KindTimeExceeded}
+	default:
+		r = probe.Response{From: f.dst, Kind: probe.KindSynAck}
+	}
+	r.ProbeID, r.RTT, r.ReplyTTL = p.ID, f.rtt*time.Duration(p.TTL), 64-p.TTL
+	go func() {
+		time.Sleep(r.RTT)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if !f.closed {
+			f.out <- r
+		}
+	}()
+	return nil
+}
+
+func TestRunStopsAtDestinationAndSkipsSilentHopsQuickly(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.6.2")
+	fp := newFakePath(dst, "198.18.0.2", "", "198.18.2.2", "", "198.18.4.2", "198.18.5.2")
+	defer fp.Close()
+	cfg := DefaultConfig()
+	cfg.Timeout = 5 * time.Second
+	start := time.Now()
+	obs, err := Run(context.Background(), fp, cfg, Destination{Addr: dst, Protocol: probe.TCP, Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Silent hops must be given up from later hops' RTTs, far before the
+	// 5 s timeout.
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("trace took %s: adaptive wait did not cut silent hops short", d)
+	}
+	hops, reached, at := Aggregate(obs, AggregateOptions{Queries: cfg.Queries, MaxHops: cfg.MaxHops})
+	if !reached || at != 7 || len(hops) != 7 {
+		t.Fatalf("reached=%v at %d with %d hops, want reached at 7 with 7 hops", reached, at, len(hops))
+	}
+	for _, ttl := range []int{2, 4} {
+		if hops[ttl-1].Received != 0 || len(hops[ttl-1].Responders) != 0 {
+			t.Errorf("hop %d should be silent: %+v", ttl, hops[ttl-1])
+		}
+	}
+	if got := hops[2].Responders[0].Address; got != "198.18.2.2" {
+		t.Errorf("hop 3 = %s", got)
+	}
+	// Probes beyond the destination may be in flight before it answers,
+	// but not many more than one window's worth.
+	for _, p := range fp.sent {
+		if p.TTL > cfg.MaxHops {
+			t.Fatalf("sent ttl %d beyond max-hops", p.TTL)
+		}
+	}
+}
+
+func TestRunHonoursFlowsAndRounds(t *testing.T) {
+	dst := netip.MustParseAddr("2001:db8:0:2::2")
+	fp := newFakePath(dst, "2001:db8::2", "2001:db8:0:1::2")
+	defer fp.Close()
+	cfg := DefaultConfig()
+	cfg.Flows, cfg.Queries, cfg.Rounds, cfg.Interval = 2, 2, 3, 10*time.Millisecond
+	obs, err := Run(context.Background(), fp, cfg, Destination{Addr: dst, Protocol: probe.UDP, Port: 33434})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perTTLRound := map[[2]int]int{}
+	flows := map[int]bool{}
+	for _, o := range obs {
+		perTTLRound[[2]int{o.TTL, o.Round}]++
+		flows[o.Flow] = true
+	}
+	// Rounds after the first know the destination (ttl 3) and stop there.
+	for round := 1; round < 3; round++ {
+		for ttl := 1; ttl <= 3; ttl++ {
+			if n := perTTLRound[[2]int{ttl, round}]; n != 4 {
+				t.Errorf("round %d ttl %d: %d probes, want flows×queries = 4", round, ttl, n)
+			}
+		}
+		if n := perTTLRound[[2]int{4, round}]; n != 0 {
+			t.Errorf("round %d probed beyond the destination (%d probes at ttl 4)", round, n)
+		}
+	}
+	if len(flows) != 2 {
+		t.Errorf("flows used: %v, want 0 and 1", flows)
+	}
+}
+
+func TestRunReturnsPartialOnCancel(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.9.2")
+	fp := newFakePath(dst, "", "", "", "", "", "", "", "", "")
+	defer fp.Close()
+	cfg := DefaultConfig()
+	cfg.Timeout = 10 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	obs, err := Run(ctx, fp, cfg, Destination{Addr: dst, Protocol: probe.ICMP})
+	if err == nil {
+		t.Fatal("want the context error")
+	}
+	if len(obs) == 0 {
+		t.Fatal("want the observations made before cancellation")
+	}
+}
