@@ -226,14 +226,23 @@ func (p *unprivProber) sendDgram(pr *Probe) error {
 	if serr != nil {
 		return fmt.Errorf("set ttl: %w", serr)
 	}
-	now := time.Now()
+	var now time.Time
 	var err error
-	if p.cfg.Protocol == ICMP {
-		_, err = f.conn.WriteTo(payload, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.Dst, 0)))
-	} else {
-		_, err = f.conn.Write(payload)
+	// A send on a socket with a pending ICMP error fails with that error
+	// (and clears it) without sending: the error is already queued, so
+	// send again.
+	for attempt := 0; attempt < 4; attempt++ {
+		now = time.Now()
+		if p.cfg.Protocol == ICMP {
+			_, err = f.conn.WriteTo(payload, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.Dst, 0)))
+		} else {
+			_, err = f.conn.Write(payload)
+		}
+		if err == nil || !isTransientSendErr(err) {
+			break
+		}
 	}
-	if err != nil && !isTransientSendErr(err) {
+	if err != nil {
 		return err
 	}
 	pr.SentAt = now
@@ -241,8 +250,8 @@ func (p *unprivProber) sendDgram(pr *Probe) error {
 	return nil
 }
 
-// isTransientSendErr: a connected UDP socket reports an earlier ICMP
-// error on the next send; that error is already in the error queue.
+// isTransientSendErr: a connected socket reports an earlier ICMP error on
+// the next send; that error is already in the error queue.
 func isTransientSendErr(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
 		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EMSGSIZE)
