@@ -1,0 +1,235 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Observer captures, beside the kernel's own sockets, every TCP segment
+// that one remote endpoint (address and port) sends to this host, through
+// a raw IPPROTO_TCP socket with a BPF filter on the remote endpoint, and
+// keeps per local port what identifies the senders of FINs and RSTs.
+// It needs CAP_NET_RAW.
+type Observer struct {
+	remote netip.AddrPort
+	fd     int
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	flows map[uint16]*FlowRecord
+	err   error // last read error other than timeouts
+}
+
+// observerReadTimeout bounds each blocking read so that Close is noticed.
+const observerReadTimeout = 100 * time.Millisecond
+
+// NewObserver opens the capture for segments from remote.
+func NewObserver(remote netip.AddrPort) (*Observer, error) {
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	family, v6 := unix.AF_INET, false
+	if remote.Addr().Is6() {
+		family, v6 = unix.AF_INET6, true
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("flow observer: %w", ErrNoRawAccess)
+		}
+		return nil, fmt.Errorf("flow observer: raw tcp socket: %w", err)
+	}
+	o := &Observer{remote: remote, fd: fd, done: make(chan struct{}), flows: map[uint16]*FlowRecord{}}
+	if err := o.setup(v6); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("flow observer: %w", err)
+	}
+	o.wg.Add(1)
+	go o.read(v6)
+	return o, nil
+}
+
+func (o *Observer) setup(v6 bool) error {
+	prog, err := bpf.Assemble(observerFilter(o.remote, v6))
+	if err != nil {
+		return fmt.Errorf("assemble filter: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.SetsockoptSockFprog(o.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("attach filter: %w", err)
+	}
+	tv := unix.NsecToTimeval(observerReadTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(o.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("receive timeout: %w", err)
+	}
+	_ = unix.SetsockoptInt(o.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	if v6 {
+		if err := unix.SetsockoptInt(o.fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1); err != nil {
+			return fmt.Errorf("hop limit control messages: %w", err)
+		}
+	}
+	return nil
+}
+
+// observerFilter is the classic BPF program that keeps only segments from
+// remote: IPv4 sockets see the IP header (source address, then the TCP
+// source port after the variable-length header); IPv6 raw sockets see
+// only the TCP header, so the address is checked in user space.
+func observerFilter(remote netip.AddrPort, v6 bool) []bpf.Instruction {
+	port := uint32(remote.Port())
+	if v6 {
+		return []bpf.Instruction{
+			bpf.LoadAbsolute{Off: 0, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: port, SkipFalse: 1},
+			bpf.RetConstant{Val: 0xffff},
+			bpf.RetConstant{Val: 0},
+		}
+	}
+	a := remote.Addr().As4()
+	src := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: src, SkipFalse: 3},
+		bpf.LoadMemShift{Off: 0},
+		bpf.LoadIndirect{Off: 0, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: port, SkipFalse: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	}
+}
+
+func (o *Observer) read(v6 bool) {
+	defer o.wg.Done()
+	buf := make([]byte, 65536)
+	oob := make([]byte, 128)
+	for {
+		select {
+		case <-o.done:
+			return
+		default:
+		}
+		var seg Segment
+		var err error
+		if v6 {
+			var n, oobn int
+			var from unix.Sockaddr
+			n, oobn, _, from, err = unix.Recvmsg(o.fd, buf, oob, 0)
+			if err == nil {
+				at := time.Now()
+				src := netip.Addr{}
+				if sa, ok := from.(*unix.SockaddrInet6); ok {
+					src = netip.AddrFrom16(sa.Addr).Unmap()
+				}
+				if src != o.remote.Addr() {
+					continue
+				}
+				seg, err = DecodeObservedTCP(buf[:n], src, netip.IPv6Unspecified(), hopLimitFrom(oob[:oobn]), at)
+			}
+		} else {
+			var n int
+			n, _, err = unix.Recvfrom(o.fd, buf, 0)
+			if err == nil {
+				seg, err = DecodeObservedIPv4(buf[:n], time.Now())
+			}
+		}
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			select {
+			case <-o.done:
+				return
+			default:
+			}
+			o.mu.Lock()
+			o.err = err
+			o.mu.Unlock()
+			if errors.Is(err, unix.EBADF) {
+				return
+			}
+			continue
+		}
+		if seg.Src != o.remote {
+			continue
+		}
+		o.mu.Lock()
+		r := o.flows[seg.Dst.Port()]
+		if r == nil {
+			r = &FlowRecord{}
+			o.flows[seg.Dst.Port()] = r
+		}
+		r.add(seg)
+		o.mu.Unlock()
+	}
+}
+
+func hopLimitFrom(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return -1
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_HOPLIMIT && len(m.Data) >= 4 {
+			return int(m.Data[0]) | int(m.Data[1])<<8 | int(m.Data[2])<<16 | int(m.Data[3])<<24
+		}
+	}
+	return -1
+}
+
+// Flow returns a copy of what was seen toward local port port so far.
+func (o *Observer) Flow(port uint16) FlowRecord {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r := o.flows[port]; r != nil {
+		return r.clone()
+	}
+	return FlowRecord{}
+}
+
+// WaitFinRst waits up to wait for a FIN or RST toward port that arrived
+// at or after since (the kernel hands the raw copy out before the socket
+// reports the error, but our reader may lag a little), and returns the
+// flow record.
+func (o *Observer) WaitFinRst(port uint16, since time.Time, wait time.Duration) FlowRecord {
+	deadline := time.Now().Add(wait)
+	for {
+		r := o.Flow(port)
+		for _, s := range r.FinRst {
+			if !s.At.Before(since) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			return r
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Forget drops the record of port (after its connection is done).
+func (o *Observer) Forget(port uint16) {
+	o.mu.Lock()
+	delete(o.flows, port)
+	o.mu.Unlock()
+}
+
+// Close stops the capture.
+func (o *Observer) Close() error {
+	select {
+	case <-o.done:
+		return nil
+	default:
+	}
+	close(o.done)
+	o.wg.Wait()
+	return unix.Close(o.fd)
+}
