@@ -22,7 +22,7 @@ type Report struct {
 	Incomplete    bool      `json:"incomplete,omitempty"`
 }
 
-// Target is what one trace went to.
+// Target is what one trace went to. Port is 0 for ICMP.
 type Target struct {
 	Host     string `json:"host"`
 	Address  string `json:"address"`
@@ -58,18 +58,26 @@ type Hop struct {
 	ReplyTTL int `json:"reply_ttl"`
 	// LossKind is "", "rate-limit" (loss here that does not persist to
 	// later hops) or "path-loss" (loss that starts here and persists).
+	// "" also means "not classified" (no loss, too few probes to tell, or
+	// nothing answered after this hop).
 	LossKind string `json:"loss_kind,omitempty"`
-	Note     string `json:"note"`
+	// Note explains the hop in words, several notes joined by "; " (see
+	// docs/schema-trace.md).
+	Note string `json:"note"`
 }
 
 // Responder is one address that answered at a hop (several under ECMP).
 type Responder struct {
-	Address  string            `json:"address"`
-	Hostname string            `json:"hostname"`
-	ASN      string            `json:"asn"`
+	Address string `json:"address"`
+	// Hostname (reverse DNS) and ASN ("AS13335") are filled by Enricher;
+	// "" when not looked up or not found.
+	Hostname string `json:"hostname"`
+	ASN      string `json:"asn"`
+	// MPLS is the label stack of the latest reply, outermost first.
 	MPLS     []probe.MPLSLabel `json:"mpls"`
 	Received int               `json:"received"`
-	Flows    []int             `json:"flows,omitempty"`
+	// Flows lists, ascending, the Paris flows whose probes it answered.
+	Flows []int `json:"flows,omitempty"`
 	// Kinds lists what the responder sent (time-exceeded, syn-ack, ...).
 	Kinds []string `json:"kinds,omitempty"`
 }
