@@ -223,6 +223,11 @@ func (tw *textWriter) hopRows(tb *table, h Hop) {
 	}
 	row = append(row, msCell(h.RTTms.Last), msCell(h.RTTms.Avg), msCell(h.RTTms.Min),
 		msCell(h.RTTms.Max), msCell(h.RTTms.Stdev), cell{text: h.Note, color: lossColor})
+	if len(h.Responders) == 0 { // answers without an address: still a row
+		row[1] = cell{text: "?"}
+		tb.rows = append(tb.rows, row)
+		return
+	}
 	for i, r := range h.Responders {
 		if i == 0 {
 			row[1] = cell{text: responderLabel(r)}

@@ -97,7 +97,7 @@ func sampleReport() Report {
 }
 
 // protocolsReport has three protocols toward one address (TCP to 443 is
-// filtered after hop 3 while ICMP and UDP reach hop 5) and one TCP trace
+// rejected at hop 4 while ICMP and UDP reach hop 5) and one TCP trace
 // toward another address of the same name.
 func protocolsReport() Report {
 	const dst = "198.19.0.10"
@@ -117,8 +117,9 @@ func protocolsReport() Report {
 		path(5, echo, dst))
 	udp := buildTrace(Target{Host: "api.example.com", Address: dst, Port: 33434, Protocol: "udp"}, "raw", 3, 1,
 		path(5, func(a string, ms float64) *probe.Response { return unreach(a, 3, ms) }, dst))
+	// A firewall at hop 4 rejects TCP to 443 (ICMP admin prohibited).
 	tcpObs := path(3, te, "198.18.3.1")
-	tcpObs = append(tcpObs, at(4, nil, nil, nil)...)
+	tcpObs = append(tcpObs, at(4, unreach("198.18.4.1", 13, 4), unreach("198.18.4.1", 13, 4.5), nil)...)
 	tcpObs = append(tcpObs, at(5, nil, nil, nil)...)
 	tcp := buildTrace(Target{Host: "api.example.com", Address: dst, Port: 443, Protocol: "tcp"}, "raw", 3, 1, tcpObs)
 	other := buildTrace(Target{Host: "api.example.com", Address: "198.19.0.11", Port: 443, Protocol: "tcp"}, "raw", 3, 1,
@@ -160,7 +161,7 @@ func TestWriteTextSideBySide(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "text-side-by-side.golden", b.Bytes())
-	if !strings.Contains(b.String(), "tcp/443 stops after hop 3 while icmp and udp/33434 go on to hop 5\n") {
+	if !strings.Contains(b.String(), "tcp/443 stops after hop 4 while icmp and udp/33434 go on to hop 5\n") {
 		t.Errorf("side-by-side view does not say where TCP stops:\n%s", b.String())
 	}
 	// Without SideBySide the same report is one table per trace.
@@ -189,6 +190,18 @@ func TestWriteTextEmpty(t *testing.T) {
 		"destination not reached\n"
 	if b.String() != want {
 		t.Errorf("failed trace:\n got %q\nwant %q", b.String(), want)
+	}
+}
+
+func TestWriteTextHopWithoutResponders(t *testing.T) {
+	r := Report{Traces: []Trace{{Target: Target{Address: "198.19.0.1", Protocol: "icmp"}, Queries: 1, Rounds: 1,
+		Hops: []Hop{{TTL: 1, Sent: 1, Received: 1, RTTms: RTTStats{Last: 1, Min: 1, Avg: 1, Max: 1}}}}}}
+	var b bytes.Buffer
+	if err := WriteText(&b, r, TextOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n  1  ?  ") {
+		t.Errorf("hop without responders not shown:\n%s", b.String())
 	}
 }
 
