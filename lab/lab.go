@@ -1,0 +1,482 @@
+// Package lab builds a network lab in Linux network namespaces: a chain
+// client → N routers → server, connected by veth pairs, with per-router
+// middlebox behaviour (ICMP suppression and rate limits, silent drops, idle
+// conntrack expiry, MTU black holes, MSS clamping, NAT, random SYN resets)
+// and a lab server (HTTPS, AMQP header responder, TCP echo) in the server
+// namespace. Lab tests run hopcheck inside the client namespace.
+//
+// Addresses are 198.18.0.0/15 and 2001:db8::/32 only, and exist only inside
+// the lab namespaces: nothing is sent from or to the root namespace.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Router is one hop of the chain and the middlebox behaviour it shows.
+type Router struct {
+	NoICMP          bool          // sends no ICMP errors (time-exceeded, unreachable, v6 packet-too-big); neighbour discovery keeps working
+	ICMPRateLimit   int           // ICMP errors per second this router may send, burst the same (0 = unlimited)
+	DropTCPPort     uint16        // silently drop forwarded TCP to this destination port
+	IdleTimeout     time.Duration // conntrack established timeout (rounded up to seconds); a flow idle longer loses its state
+	IdleAction      string        // for a packet of an expired flow: "reset" (TCP reset) or "drop" (default)
+	LinkMTU         int           // MTU of this router's link toward the server (both ends); 0 = 1500
+	HideFragNeeded  bool          // drop this router's ICMP frag-needed / ICMPv6 packet-too-big (PMTU black hole)
+	MSSClamp        int           // rewrite the MSS option of forwarded SYNs and SYN-ACKs to this value
+	Masquerade      bool          // source NAT out of the server-side interface
+	SYNResetPercent int           // reject this percentage of forwarded SYNs with a TCP reset
+}
+
+// Server configures the lab server. Zero values mean the defaults.
+type Server struct {
+	HTTPSPort int           // default 443: TLS HTTP server
+	AMQPPort  int           // default 5671: TLS AMQP-header responder
+	EchoPort  int           // default 7: plain TCP echo
+	IdleClose time.Duration // idle close of every connection (HTTP keep-alive, AMQP, echo); 0 = 120s
+	MaxConns  int           // open connections across ports; beyond it, new ones are reset. 0 = no cap
+	LargeSize int           // bytes of GET /large; 0 = 8 MiB
+	Token     string        // valid x-access-token; "" = "lab-token"
+}
+
+// Server defaults.
+const (
+	DefaultHTTPSPort = 443
+	DefaultAMQPPort  = 5671
+	DefaultEchoPort  = 7
+	DefaultIdleClose = 120 * time.Second
+	DefaultLargeSize = 8 << 20
+	DefaultToken     = "lab-token"
+	// ServerName is in the server certificate's SANs besides its addresses.
+	ServerName = "lab.hopcheck.test"
+)
+
+// WithDefaults returns s with zero fields set to their defaults.
+func (s Server) WithDefaults() Server {
+	if s.HTTPSPort == 0 {
+		s.HTTPSPort = DefaultHTTPSPort
+	}
+	if s.AMQPPort == 0 {
+		s.AMQPPort = DefaultAMQPPort
+	}
+	if s.EchoPort == 0 {
+		s.EchoPort = DefaultEchoPort
+	}
+	if s.IdleClose == 0 {
+		s.IdleClose = DefaultIdleClose
+	}
+	if s.LargeSize == 0 {
+		s.LargeSize = DefaultLargeSize
+	}
+	if s.Token == "" {
+		s.Token = DefaultToken
+	}
+	return s
+}
+
+// Scenario declares a lab: the routers from the client side to the server
+// side, and the server.
+type Scenario struct {
+	Name    string
+	Routers []Router
+	Server  Server
+}
+
+// Options control how a lab is built.
+type Options struct {
+	// Binary is the hopcheck binary that runs `lab-serve` in the server
+	// namespace; "" = this executable.
+	Binary string
+	// Prefix of namespace names; "" = "hc".
+	Prefix string
+	// Log receives progress lines; nil = silent.
+	Log func(format string, args ...any)
+}
+
+// DefaultPrefix starts the names of lab namespaces.
+const DefaultPrefix = "hc"
+
+// Lab is a built lab. Close it.
+type Lab struct {
+	ID  string // unique per lab: prefix, creator pid, "x", random hex
+	Dir string // temp dir: CA, cert, key, token, server log
+
+	ClientNS, ServerNS string
+	RouterNS           []string
+
+	Client4, Server4, Client6, Server6 netip.Addr
+	// Router4[i] and Router6[i] are the addresses router i+1 answers from:
+	// its client-facing interface.
+	Router4, Router6 []netip.Addr
+
+	CAFile string // PEM CA of the server cert (SANs: server addresses, ServerName)
+	Server Server // the server configuration in force (defaults applied)
+
+	log       func(format string, args ...any)
+	server    *exec.Cmd
+	serverEnd chan struct{} // closed when the server process has been reaped
+
+	mu        sync.Mutex
+	closed    bool
+	closeErr  error
+	stopWatch func()
+}
+
+// netnsDir is where `ip netns` keeps its namespace handles.
+const netnsDir = "/run/netns"
+
+// Build creates the namespaces, links, routes and rules of sc, writes the
+// certificates and starts the lab server. On any error it tears down what
+// it built. It first removes stale namespaces of dead earlier runs.
+func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
+	start := time.Now()
+	prefix := opt.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	logf := opt.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	binary := opt.Binary
+	if binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("lab: finding this executable for lab-serve: %w", err)
+		}
+		binary = exe
+	}
+	if err := CleanupStale(prefix); err != nil {
+		logf("lab: removing stale namespaces: %v", err)
+	}
+	id, err := newID(prefix)
+	if err != nil {
+		return nil, err
+	}
+	topo, err := planTopology(id, sc)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	dir, err := os.MkdirTemp("", id+"-")
+	if err != nil {
+		return nil, fmt.Errorf("lab: creating temp dir: %w", err)
+	}
+	l := &Lab{
+		ID: id, Dir: dir,
+		ClientNS: topo.clientNS, ServerNS: topo.serverNS, RouterNS: topo.routerNS,
+		Client4: topo.client4, Client6: topo.client6, Server4: topo.server4, Server6: topo.server6,
+		Router4: topo.router4, Router6: topo.router6,
+		Server: sc.Server.WithDefaults(),
+		log:    logf,
+	}
+	if err := l.build(ctx, topo, binary); err != nil {
+		if cerr := l.Close(); cerr != nil {
+			err = fmt.Errorf("%w (and tearing down: %v)", err, cerr)
+		}
+		return nil, fmt.Errorf("lab %s (scenario %q): %w", id, sc.Name, err)
+	}
+	logf("lab %s: %d routers built in %v", id, len(sc.Routers), time.Since(start).Round(time.Millisecond))
+	return l, nil
+}
+
+// build creates namespaces and veths in one root batch, then configures
+// every namespace and starts the server, all in parallel.
+func (l *Lab) build(ctx context.Context, topo topology, binary string) error {
+	if err := runCmd(ctx, strings.Join(topo.rootBatch, "\n")+"\n", "ip", "-batch", "-"); err != nil {
+		return fmt.Errorf("creating namespaces and links: %w", err)
+	}
+	errs := make(chan error, len(topo.nodes)+1)
+	for _, nd := range topo.nodes {
+		go func() { errs <- configureNode(ctx, nd) }()
+	}
+	go func() {
+		ca, cert, key, err := WriteCerts(l.Dir, []netip.Addr{l.Server4, l.Server6})
+		if err == nil {
+			l.CAFile = ca
+			err = l.startServer(ctx, binary, cert, key)
+		}
+		errs <- err
+	}()
+	var all []error
+	for range len(topo.nodes) + 1 {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+// configureNode loads the ruleset first (its ct rule loads conntrack, whose
+// sysctls exist only then), then the sysctls (DAD off before links go up),
+// then addresses, links and routes.
+func configureNode(ctx context.Context, nd node) error {
+	if nd.ruleset != "" {
+		if err := runCmd(ctx, nd.ruleset, "ip", "netns", "exec", nd.ns, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("%s %s: loading nft ruleset: %w", nd.role, nd.ns, err)
+		}
+	}
+	args := append([]string{"netns", "exec", nd.ns, "sysctl", "-q", "-w"}, nd.sysctls...)
+	if err := runCmd(ctx, "", "ip", args...); err != nil {
+		return fmt.Errorf("%s %s: setting sysctls: %w", nd.role, nd.ns, err)
+	}
+	if err := runCmd(ctx, strings.Join(nd.ipBatch, "\n")+"\n", "ip", "-n", nd.ns, "-batch", "-"); err != nil {
+		return fmt.Errorf("%s %s: addresses and routes: %w", nd.role, nd.ns, err)
+	}
+	return nil
+}
+
+// startServer runs `binary lab-serve` in the server namespace and waits
+// until it prints "ready".
+func (l *Lab) startServer(ctx context.Context, binary, certFile, keyFile string) error {
+	tokenFile := filepath.Join(l.Dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(l.Server.Token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing token file: %w", err)
+	}
+	logPath := filepath.Join(l.Dir, "server.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("creating server log: %w", err)
+	}
+	s := l.Server
+	cmd := exec.Command("ip", "netns", "exec", l.ServerNS, binary, "lab-serve",
+		"--cert", certFile, "--key", keyFile,
+		"--https-port", strconv.Itoa(s.HTTPSPort),
+		"--amqp-port", strconv.Itoa(s.AMQPPort),
+		"--echo-port", strconv.Itoa(s.EchoPort),
+		"--idle-close", s.IdleClose.String(),
+		"--max-conns", strconv.Itoa(s.MaxConns),
+		"--large-size", strconv.Itoa(s.LargeSize),
+		"--token-file", tokenFile)
+	ready := newReadyWriter(logFile)
+	cmd.Stdout = ready
+	cmd.Stderr = logFile
+	// If this process dies without Close, the server goes with it; stale
+	// namespaces are removed by the next run's CleanupStale.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting lab server: %w", err)
+	}
+	end := make(chan struct{})
+	l.mu.Lock()
+	l.server, l.serverEnd = cmd, end
+	l.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(end)
+	}()
+	timer := time.NewTimer(15 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-ready.ready:
+		return nil
+	case <-end:
+		return fmt.Errorf("lab server exited before ready: %s", tail(logPath, 400))
+	case <-timer.C:
+		return fmt.Errorf("lab server not ready after 15s: %s", tail(logPath, 400))
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for lab server: %w", ctx.Err())
+	}
+}
+
+// Close stops the lab server and every process left in the lab's
+// namespaces, deletes the namespaces and removes Dir. It is idempotent and
+// safe to call concurrently; later calls return the first call's result.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return l.closeErr
+	}
+	l.closed = true
+	if l.stopWatch != nil {
+		l.stopWatch()
+	}
+	var errs []error
+	if l.server != nil && l.server.Process != nil {
+		_ = l.server.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-l.serverEnd:
+		case <-time.After(3 * time.Second):
+			_ = l.server.Process.Kill()
+			<-l.serverEnd
+		}
+	}
+	namespaces := append([]string{l.ClientNS}, l.RouterNS...)
+	namespaces = append(namespaces, l.ServerNS)
+	if err := deleteNamespaces(namespaces); err != nil {
+		errs = append(errs, err)
+	}
+	if l.Dir != "" {
+		if err := os.RemoveAll(l.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s: %w", l.Dir, err))
+		}
+	}
+	l.closeErr = errors.Join(errs...)
+	if l.closeErr != nil {
+		l.closeErr = fmt.Errorf("lab %s: closing: %w", l.ID, l.closeErr)
+	}
+	return l.closeErr
+}
+
+// deleteNamespaces kills the processes left in the given namespaces and
+// deletes those that exist.
+func deleteNamespaces(names []string) error {
+	var batch []string
+	for _, ns := range names {
+		if ns == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err != nil {
+			continue
+		}
+		killNamespaceProcesses(ns)
+		batch = append(batch, "netns del "+ns)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	err := runCmd(context.Background(), strings.Join(batch, "\n")+"\n", "ip", "-force", "-batch", "-")
+	if err == nil {
+		return nil
+	}
+	// Another cleaner may have raced us; only what still exists is an error.
+	var left []string
+	for _, ns := range names {
+		if _, serr := os.Stat(filepath.Join(netnsDir, ns)); serr == nil {
+			left = append(left, ns)
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	return fmt.Errorf("deleting namespaces %s: %w", strings.Join(left, " "), err)
+}
+
+// killNamespaceProcesses SIGKILLs every process whose network namespace is
+// ns (processes the lab or its users started there), never this process.
+func killNamespaceProcesses(ns string) {
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 || pid == os.Getpid() {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Command returns `ip netns exec ns name args...`.
+func (l *Lab) Command(ctx context.Context, ns string, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// Namespaces lists the lab's namespaces from client to server.
+func (l *Lab) Namespaces() []string {
+	out := append([]string{l.ClientNS}, l.RouterNS...)
+	return append(out, l.ServerNS)
+}
+
+// TokenFile is the file holding the server's access token (mode 0600).
+func (l *Lab) TokenFile() string { return filepath.Join(l.Dir, "token") }
+
+// ServerLog returns the lab server's log so far (for test failure output).
+func (l *Lab) ServerLog() string {
+	b, err := os.ReadFile(filepath.Join(l.Dir, "server.log"))
+	if err != nil {
+		return fmt.Sprintf("(server log unreadable: %v)", err)
+	}
+	return string(b)
+}
+
+// newID returns prefix, this pid, "x" and 4 random hex digits: short enough
+// that namespace names stay readable, and the pid tells CleanupStale whether
+// the creator is still alive.
+func newID(prefix string) (string, error) {
+	var b [2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("lab: random id: %w", err)
+	}
+	return prefix + strconv.Itoa(os.Getpid()) + "x" + hex.EncodeToString(b[:]), nil
+}
+
+// runCmd runs name args with stdin and returns an error that carries its
+// output.
+func runCmd(ctx context.Context, stdin string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// tail returns the last n bytes of a file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "(empty log)"
+	}
+	return s
+}
+
+// readyWriter copies the server's stdout to the log and closes ready at the
+// first "ready" line.
+type readyWriter struct {
+	w     io.Writer
+	ready chan struct{}
+	buf   []byte
+	seen  bool
+}
+
+func newReadyWriter(w io.Writer) *readyWriter {
+	return &readyWriter{w: w, ready: make(chan struct{})}
+}
+
+func (r *readyWriter) Write(p []byte) (int, error) {
+	if !r.seen {
+		r.buf = append(r.buf, p...)
+		for {
+			i := bytes.IndexByte(r.buf, '\n')
+			if i < 0 {
+				break
+			}
+			if strings.TrimSpace(string(r.buf[:i])) == "ready" {
+				r.seen = true
+				close(r.ready)
+				r.buf = nil
+				break
+			}
+			r.buf = r.buf[i+1:]
+		}
+	}
+	return r.w.Write(p)
+}

@@ -1,0 +1,341 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ServeConfig configures the lab server process (`hopcheck lab-serve`).
+type ServeConfig struct {
+	Server
+	CertFile, KeyFile string
+	Listen4, Listen6  string    // listen addresses; "" = 0.0.0.0 and ::; "-" = that family off
+	Ready             io.Writer // optional: gets "ready\n" once every listener is bound
+	Log               io.Writer // optional: connection events and errors
+}
+
+// Serve runs the lab server until ctx is done: a TLS HTTP server, a TLS
+// AMQP-header responder and a TCP echo, each on both families. It returns
+// nil after ctx is done, or the error that stopped it.
+func Serve(ctx context.Context, cfg ServeConfig) error {
+	s := cfg.Server.WithDefaults()
+	logw := cfg.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	logger := log.New(logw, "lab-serve: ", log.LstdFlags|log.Lmicroseconds)
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("lab-serve: loading certificate: %w", err)
+	}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	httpTLS := tlsConf.Clone()
+	httpTLS.NextProtos = []string{"http/1.1"}
+
+	hosts := []string{}
+	for _, h := range []struct{ v, def string }{{cfg.Listen4, "0.0.0.0"}, {cfg.Listen6, "::"}} {
+		switch h.v {
+		case "-":
+		case "":
+			hosts = append(hosts, h.def)
+		default:
+			hosts = append(hosts, h.v)
+		}
+	}
+	if len(hosts) == 0 {
+		return errors.New("lab-serve: both families are off")
+	}
+
+	conns := newConnTracker(s.MaxConns, logger)
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	listen := func(port int) ([]net.Listener, error) {
+		var out []net.Listener
+		for _, h := range hosts {
+			network := "tcp4"
+			if net.ParseIP(h).To4() == nil {
+				network = "tcp6" // IPV6_V6ONLY: the tcp4 listener takes v4
+			}
+			ln, err := net.Listen(network, net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				return nil, fmt.Errorf("lab-serve: %w", err)
+			}
+			listeners = append(listeners, ln)
+			out = append(out, &trackedListener{Listener: ln, conns: conns})
+		}
+		return out, nil
+	}
+	httpLns, err := listen(s.HTTPSPort)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	amqpLns, err := listen(s.AMQPPort)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	echoLns, err := listen(s.EchoPort)
+	if err != nil {
+		closeAll()
+		return err
+	}
+
+	srv := &http.Server{
+		Handler:           NewHTTPHandler(s),
+		IdleTimeout:       s.IdleClose,
+		ReadHeaderTimeout: s.IdleClose,
+		ErrorLog:          logger,
+	}
+	var wg sync.WaitGroup
+	serveErr := make(chan error, len(listeners))
+	for _, ln := range httpLns {
+		wg.Go(func() {
+			if err := srv.Serve(tls.NewListener(ln, httpTLS)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("lab-serve: https: %w", err)
+			}
+		})
+	}
+	for _, ln := range amqpLns {
+		wg.Go(func() {
+			acceptLoop(tls.NewListener(ln, tlsConf), serveErr, func(c net.Conn) { serveAMQP(c, s.IdleClose, logger) })
+		})
+	}
+	for _, ln := range echoLns {
+		wg.Go(func() {
+			acceptLoop(ln, serveErr, func(c net.Conn) { serveEcho(c, s.IdleClose) })
+		})
+	}
+	logger.Printf("listening: https %d, amqp %d, echo %d on %v; max conns %d, idle close %v",
+		s.HTTPSPort, s.AMQPPort, s.EchoPort, hosts, s.MaxConns, s.IdleClose)
+	if cfg.Ready != nil {
+		if _, err := io.WriteString(cfg.Ready, "ready\n"); err != nil {
+			logger.Printf("writing ready: %v", err)
+		}
+	}
+	var result error
+	select {
+	case <-ctx.Done():
+	case result = <-serveErr:
+	}
+	closeAll()
+	srv.Close()
+	conns.closeAll()
+	wg.Wait()
+	return result
+}
+
+// acceptLoop serves each accepted connection on its own goroutine until the
+// listener is closed.
+func acceptLoop(ln net.Listener, errc chan<- error, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("lab-serve: accept: %w", err)
+			}
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+// serveEcho copies back what it reads until EOF or idleClose without data.
+func serveEcho(c net.Conn, idleClose time.Duration) {
+	buf := make([]byte, 32<<10)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(idleClose))
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serveAMQP reads the 8-byte protocol header. The right one gets
+// Connection.Start, then the connection is held (input discarded) until the
+// peer closes or idles idleClose; any other gets our header back and a
+// close, as a broker does.
+func serveAMQP(c net.Conn, idleClose time.Duration, logger *log.Logger) {
+	_ = c.SetReadDeadline(time.Now().Add(idleClose))
+	var hdr [8]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return
+	}
+	if hdr != AMQPHeader {
+		logger.Printf("amqp %v: wrong header %q", c.RemoteAddr(), hdr[:])
+		_, _ = c.Write(AMQPHeader[:])
+		return
+	}
+	frame, err := EncodeConnectionStart(LabConnectionStart())
+	if err != nil {
+		logger.Printf("amqp: encoding Connection.Start: %v", err)
+		return
+	}
+	if _, err := c.Write(frame); err != nil {
+		return
+	}
+	buf := make([]byte, 4096)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(idleClose))
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// WhoamiPath is the authenticated endpoint of the lab HTTPS server.
+const WhoamiPath = "/v1/users/whoami.xml"
+
+// NewHTTPHandler serves:
+//
+//	GET /v1/users/whoami.xml  200 <bookmaker_details/> XML with the right
+//	                          x-access-token, else 401
+//	GET /large                s.LargeSize bytes
+//	GET /peer                 the client address as the server sees it
+//	GET /                     a short text
+func NewHTTPHandler(s Server) http.Handler {
+	s = s.WithDefaults()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+WhoamiPath, func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get("x-access-token")
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<error code="401" message="invalid or missing x-access-token"/>`+"\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
+			`<bookmaker_details response_code="OK" expire_at="2099-01-01T00:00:00Z" bookmaker_id="1" virtual_host="/lab"/>`+"\n")
+	})
+	mux.HandleFunc("GET /large", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(s.LargeSize))
+		chunk := bytes.Repeat([]byte("hopcheck-lab-large-body\n"), 32<<10/24)
+		for left := s.LargeSize; left > 0; {
+			n := min(left, len(chunk))
+			if _, err := w.Write(chunk[:n]); err != nil {
+				return
+			}
+			left -= n
+		}
+	})
+	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, r.RemoteAddr+"\n")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hopcheck lab server\n")
+	})
+	return mux
+}
+
+// connTracker counts open connections across all ports, enforces MaxConns
+// and closes everything at shutdown.
+type connTracker struct {
+	max    int
+	logger *log.Logger
+	mu     sync.Mutex
+	open   map[*trackedConn]struct{}
+	closed bool
+}
+
+func newConnTracker(max int, logger *log.Logger) *connTracker {
+	return &connTracker{max: max, logger: logger, open: map[*trackedConn]struct{}{}}
+}
+
+func (t *connTracker) add(c *trackedConn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || (t.max > 0 && len(t.open) >= t.max) {
+		return false
+	}
+	t.open[c] = struct{}{}
+	return true
+}
+
+func (t *connTracker) remove(c *trackedConn) {
+	t.mu.Lock()
+	delete(t.open, c)
+	t.mu.Unlock()
+}
+
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	all := make([]*trackedConn, 0, len(t.open))
+	for c := range t.open {
+		all = append(all, c)
+	}
+	t.mu.Unlock()
+	for _, c := range all {
+		c.Close()
+	}
+}
+
+// trackedListener admits connections through the tracker; beyond the cap
+// it closes them with SO_LINGER 0 so that the client gets a reset.
+type trackedListener struct {
+	net.Listener
+	conns *connTracker
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c, tracker: l.conns}
+		if l.conns.add(tc) {
+			return tc, nil
+		}
+		l.conns.logger.Printf("%v: over max conns %d: reset", c.RemoteAddr(), l.conns.max)
+		resetClose(c)
+	}
+}
+
+// resetClose closes c with a TCP reset instead of a FIN.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+type trackedConn struct {
+	net.Conn
+	tracker *connTracker
+	once    sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.tracker.remove(c) })
+	return err
+}

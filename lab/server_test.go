@@ -1,0 +1,324 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestHTTPHandler(t *testing.T) {
+	h := NewHTTPHandler(Server{Token: "secret", LargeSize: 100_000})
+	tests := []struct {
+		name, path, token string
+		status            int
+		body              string // substring
+		size              int    // exact body size if > 0
+	}{
+		{"whoami with token", WhoamiPath, "secret", 200, "<bookmaker_details ", 0},
+		{"whoami without token", WhoamiPath, "", 401, "<error", 0},
+		{"whoami wrong token", WhoamiPath, "secreT", 401, "<error", 0},
+		{"whoami token prefix", WhoamiPath, "secre", 401, "", 0},
+		{"large", "/large", "", 200, "hopcheck-lab-large-body", 100_000},
+		{"peer", "/peer", "", 200, "192.0.2.1:1234", 0},
+		{"root", "/", "", 200, "hopcheck lab server", 0},
+		{"unknown", "/nope", "", 404, "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", tc.path, nil)
+			if tc.token != "" {
+				req.Header.Set("x-access-token", tc.token)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			body := rec.Body.String()
+			if rec.Code != tc.status || !strings.Contains(body, tc.body) {
+				t.Fatalf("status %d body %.200q, want %d with %q", rec.Code, body, tc.status, tc.body)
+			}
+			if tc.size > 0 && (len(body) != tc.size || rec.Header().Get("Content-Length") != strconv.Itoa(tc.size)) {
+				t.Fatalf("body %d bytes, Content-Length %s, want %d", len(body), rec.Header().Get("Content-Length"), tc.size)
+			}
+			if strings.Contains(body, "secret") {
+				t.Fatal("response leaks the token")
+			}
+		})
+	}
+}
+
+func TestWriteCertsVerifies(t *testing.T) {
+	dir := t.TempDir()
+	ips := []netip.Addr{netip.MustParseAddr("198.18.6.2"), netip.MustParseAddr("2001:db8:0:6::2")}
+	caFile, certFile, keyFile, err := WriteCerts(dir, ips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := caPool(t, caFile)
+	for _, name := range []string{"198.18.6.2", "2001:db8:0:6::2", ServerName} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+			t.Errorf("verify for %s: %v", name, err)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "198.18.6.3"}); err == nil {
+		t.Error("verified for an address not in the SANs")
+	}
+	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode: %v %v", st.Mode(), err)
+	}
+}
+
+func caPool(t *testing.T, caFile string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no CA in " + caFile)
+	}
+	return pool
+}
+
+// freePorts returns n TCP ports free on 127.0.0.1 (and ::1 when available).
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	for len(ports) < n {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		p := ln.Addr().(*net.TCPAddr).Port
+		if ln6, err := net.Listen("tcp6", "[::1]:"+strconv.Itoa(p)); err == nil {
+			held = append(held, ln6)
+		} else if !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.EAFNOSUPPORT) {
+			continue
+		}
+		ports = append(ports, p)
+	}
+	return ports
+}
+
+// startLoopbackServer runs Serve on loopback and returns the ports.
+func startLoopbackServer(t *testing.T, s Server) (Server, *x509.CertPool) {
+	t.Helper()
+	dir := t.TempDir()
+	caFile, certFile, keyFile, err := WriteCerts(dir, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	s.HTTPSPort, s.AMQPPort, s.EchoPort = ports[0], ports[1], ports[2]
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, ServeConfig{Server: s, CertFile: certFile, KeyFile: keyFile,
+			Listen4: "127.0.0.1", Listen6: "-", Ready: pw, Log: testLogWriter{t}})
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if line != "ready\n" {
+		cancel()
+		t.Fatalf("server not ready: %q %v %v", line, err, <-done)
+	}
+	go io.Copy(io.Discard, pr)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, caPool(t, caFile)
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+func TestServeLoopback(t *testing.T) {
+	s, pool := startLoopbackServer(t, Server{Token: "tok", IdleClose: 700 * time.Millisecond, LargeSize: 1 << 20})
+
+	t.Run("https whoami and keep-alive idle close", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", loopback(s.HTTPSPort), &tls.Config{RootCAs: pool, ServerName: ServerName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		for _, tc := range []struct {
+			token  string
+			status int
+		}{{"tok", 200}, {"", 401}, {"tok", 200}} { // one connection: keep-alive
+			req, _ := http.NewRequest("GET", "https://"+ServerName+WhoamiPath, nil)
+			if tc.token != "" {
+				req.Header.Set("x-access-token", tc.token)
+			}
+			if err := req.Write(conn); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("token %q: status %d, want %d", tc.token, resp.StatusCode, tc.status)
+			}
+		}
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("idle keep-alive connection: %v, want EOF", err)
+		}
+		if d := time.Since(start); d < 500*time.Millisecond || d > 3*time.Second {
+			t.Fatalf("server closed the idle connection after %v, want about 700ms", d)
+		}
+	})
+
+	t.Run("amqp start", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", loopback(s.AMQPPort), &tls.Config{RootCAs: pool, ServerName: ServerName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(AMQPHeader[:])
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 0, 512)
+		for {
+			cs, _, err := DecodeConnectionStart(buf)
+			if err == nil {
+				if cs.Mechanisms != "PLAIN" || cs.Locales != "en_US" || cs.VersionMinor != 9 {
+					t.Fatalf("got %+v", cs)
+				}
+				return
+			}
+			if !errors.Is(err, ErrAMQPShort) {
+				t.Fatal(err)
+			}
+			tmp := make([]byte, 512)
+			n, rerr := conn.Read(tmp)
+			if rerr != nil {
+				t.Fatalf("reading Connection.Start: %v (have % x)", rerr, buf)
+			}
+			buf = append(buf, tmp[:n]...)
+		}
+	})
+
+	t.Run("amqp wrong header", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", loopback(s.AMQPPort), &tls.Config{RootCAs: pool, ServerName: ServerName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte("AMQP\x00\x00\x08\x00"))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(conn)
+		if string(got) != string(AMQPHeader[:]) {
+			t.Fatalf("got %q (%v), want the protocol header and close", got, err)
+		}
+	})
+
+	t.Run("echo", func(t *testing.T) {
+		conn, err := net.Dial("tcp", loopback(s.EchoPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if got := echoOnce(t, conn, "hello"); got != "hello" {
+			t.Fatalf("echo %q", got)
+		}
+	})
+}
+
+func echoOnce(t *testing.T, conn net.Conn, msg string) string {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		t.Fatal(err)
+	}
+	return string(buf)
+}
+
+func TestServeMaxConnsResets(t *testing.T) {
+	s, pool := startLoopbackServer(t, Server{MaxConns: 2})
+	a, err := net.Dial("tcp", loopback(s.EchoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	echoOnce(t, a, "a")
+	b, err := tls.Dial("tcp", loopback(s.HTTPSPort), &tls.Config{RootCAs: pool, ServerName: ServerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// Third connection, on a third port: accepted by the kernel, then reset.
+	c, err := net.Dial("tcp", loopback(s.AMQPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection over the cap: %v, want a reset", err)
+	}
+	// A closed connection frees its slot.
+	a.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		d, err := net.Dial("tcp", loopback(s.EchoPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.SetDeadline(time.Now().Add(time.Second))
+		d.Write([]byte("d"))
+		_, err = io.ReadFull(d, make([]byte, 1))
+		d.Close()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed after closing a connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

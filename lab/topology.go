@@ -1,0 +1,309 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Interface names inside every lab namespace. Each veth end lives in its own
+// namespace from the moment it is created, so the same short names can be
+// reused on every node and never collide with the root namespace.
+const (
+	ifToClient = "toclient" // a node's interface on the link toward the client
+	ifToServer = "toserver" // a node's interface on the link toward the server
+)
+
+// maxRouters bounds the chain so that link k fits 198.18.k.0/24.
+const maxRouters = 250
+
+// Idle actions of Router.IdleAction.
+const (
+	IdleActionReset = "reset"
+	IdleActionDrop  = "drop"
+)
+
+// link4 returns the IPv4 address of side (1 = left, 2 = right) on link k.
+func link4(k, side int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, byte(k), byte(side)})
+}
+
+// link6 returns the IPv6 address of side (1 = left, 2 = right) on link k:
+// 2001:db8:0:k::side.
+func link6(k, side int) netip.Addr {
+	var b [16]byte
+	b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+	b[6], b[7] = byte(k>>8), byte(k)
+	b[15] = byte(side)
+	return netip.AddrFrom16(b)
+}
+
+func linkPrefix4(k int) netip.Prefix { return netip.PrefixFrom(link4(k, 0), 24) }
+func linkPrefix6(k int) netip.Prefix { return netip.PrefixFrom(link6(k, 0), 64) }
+
+// node is one namespace of the chain and everything needed to configure it.
+type node struct {
+	ns      string
+	role    string   // "client", "router" or "server"
+	sysctls []string // key=value, applied with sysctl -w after the ruleset
+	ruleset string   // nft ruleset (routers only), loaded before the sysctls
+	ipBatch []string // `ip -n ns -batch -` lines: addresses, links up, routes
+}
+
+// topology is the full plan of a lab: pure data, built by planTopology.
+type topology struct {
+	rootBatch []string // `ip -batch -` lines run in the root namespace
+	nodes     []node   // client, routers..., server
+	clientNS  string
+	serverNS  string
+	routerNS  []string
+	client4   netip.Addr
+	client6   netip.Addr
+	server4   netip.Addr
+	server6   netip.Addr
+	router4   []netip.Addr
+	router6   []netip.Addr
+}
+
+// namespaceName names node index idx (0 = client, N+1 = server) of lab id.
+func namespaceName(id string, idx, routers int) string {
+	switch idx {
+	case 0:
+		return id + "-c"
+	case routers + 1:
+		return id + "-s"
+	default:
+		return id + "-r" + strconv.Itoa(idx)
+	}
+}
+
+// validateScenario reports the first invalid knob, naming it.
+func validateScenario(sc Scenario) error {
+	if len(sc.Routers) > maxRouters {
+		return fmt.Errorf("scenario %q: %d routers, at most %d", sc.Name, len(sc.Routers), maxRouters)
+	}
+	for i, r := range sc.Routers {
+		where := fmt.Sprintf("scenario %q router %d", sc.Name, i+1)
+		switch {
+		case r.ICMPRateLimit < 0:
+			return fmt.Errorf("%s: ICMPRateLimit %d is negative", where, r.ICMPRateLimit)
+		case r.IdleTimeout < 0:
+			return fmt.Errorf("%s: IdleTimeout %v is negative", where, r.IdleTimeout)
+		case r.IdleAction != "" && r.IdleAction != IdleActionReset && r.IdleAction != IdleActionDrop:
+			return fmt.Errorf("%s: IdleAction %q is neither %q nor %q", where, r.IdleAction, IdleActionReset, IdleActionDrop)
+		case r.IdleAction != "" && r.IdleTimeout == 0:
+			return fmt.Errorf("%s: IdleAction %q needs an IdleTimeout", where, r.IdleAction)
+		case r.LinkMTU != 0 && (r.LinkMTU < 1280 || r.LinkMTU > 65535):
+			// Below 1280 the kernel removes IPv6 from the interface.
+			return fmt.Errorf("%s: LinkMTU %d outside 1280..65535", where, r.LinkMTU)
+		case r.MSSClamp != 0 && (r.MSSClamp < 88 || r.MSSClamp > 65495):
+			return fmt.Errorf("%s: MSSClamp %d outside 88..65495", where, r.MSSClamp)
+		case r.SYNResetPercent < 0 || r.SYNResetPercent > 100:
+			return fmt.Errorf("%s: SYNResetPercent %d outside 0..100", where, r.SYNResetPercent)
+		}
+	}
+	s := sc.Server
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"HTTPSPort", s.HTTPSPort}, {"AMQPPort", s.AMQPPort}, {"EchoPort", s.EchoPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("scenario %q server: %s %d outside 1..65535", sc.Name, p.name, p.v)
+		}
+	}
+	if s.IdleClose < 0 || s.MaxConns < 0 || s.LargeSize < 0 {
+		return fmt.Errorf("scenario %q server: IdleClose, MaxConns and LargeSize must not be negative", sc.Name)
+	}
+	return nil
+}
+
+// planTopology computes namespaces, veths, addresses, routes, sysctls and
+// rulesets of the chain client → routers → server. It runs nothing.
+func planTopology(id string, sc Scenario) (topology, error) {
+	if err := validateScenario(sc); err != nil {
+		return topology{}, err
+	}
+	n := len(sc.Routers)
+	t := topology{}
+	names := make([]string, n+2)
+	for idx := range names {
+		names[idx] = namespaceName(id, idx, n)
+		t.rootBatch = append(t.rootBatch, "netns add "+names[idx])
+	}
+	for k := 0; k <= n; k++ {
+		t.rootBatch = append(t.rootBatch, fmt.Sprintf("link add name %s netns %s type veth peer name %s netns %s",
+			ifToServer, names[k], ifToClient, names[k+1]))
+	}
+	t.clientNS, t.serverNS = names[0], names[n+1]
+	t.routerNS = names[1 : n+1]
+	t.client4, t.client6 = link4(0, 1), link6(0, 1)
+	t.server4, t.server6 = link4(n, 2), link6(n, 2)
+	for i := 1; i <= n; i++ {
+		t.router4 = append(t.router4, link4(i-1, 2))
+		t.router6 = append(t.router6, link6(i-1, 2))
+	}
+
+	for idx := 0; idx <= n+1; idx++ {
+		nd := node{ns: names[idx]}
+		var ifaces []string
+		b := []string{"link set lo up"}
+		if idx > 0 { // left link idx-1: this node is its right side
+			k := idx - 1
+			ifaces = append(ifaces, ifToClient)
+			b = append(b,
+				fmt.Sprintf("addr add %s/24 dev %s", link4(k, 2), ifToClient),
+				fmt.Sprintf("addr add %s/64 dev %s nodad", link6(k, 2), ifToClient))
+			up := "link set " + ifToClient + " up"
+			if k > 0 && sc.Routers[k-1].LinkMTU > 0 { // the router on the left owns this link's MTU
+				up = fmt.Sprintf("link set %s mtu %d up", ifToClient, sc.Routers[k-1].LinkMTU)
+			}
+			b = append(b, up)
+		}
+		if idx <= n { // right link idx: this node is its left side
+			k := idx
+			ifaces = append(ifaces, ifToServer)
+			b = append(b,
+				fmt.Sprintf("addr add %s/24 dev %s", link4(k, 1), ifToServer),
+				fmt.Sprintf("addr add %s/64 dev %s nodad", link6(k, 1), ifToServer))
+			up := "link set " + ifToServer + " up"
+			if idx > 0 && sc.Routers[idx-1].LinkMTU > 0 {
+				up = fmt.Sprintf("link set %s mtu %d up", ifToServer, sc.Routers[idx-1].LinkMTU)
+			}
+			b = append(b, up)
+		}
+		nd.sysctls = append(nd.sysctls,
+			"net.ipv6.conf.all.accept_dad=0",
+			"net.ipv6.conf.default.accept_dad=0")
+		for _, ifc := range ifaces {
+			nd.sysctls = append(nd.sysctls, "net.ipv6.conf."+ifc+".accept_dad=0")
+		}
+		// The kernel's default ICMP rate limits would look like loss to a
+		// traceroute; ICMPRateLimit is an explicit nft limit instead.
+		nd.sysctls = append(nd.sysctls,
+			"net.ipv4.icmp_ratelimit=0",
+			"net.ipv4.icmp_msgs_per_sec=10000",
+			"net.ipv4.icmp_msgs_burst=10000",
+			"net.ipv6.icmp.ratelimit=0")
+		switch idx {
+		case 0:
+			nd.role = "client"
+			b = append(b,
+				fmt.Sprintf("route add default via %s", link4(0, 2)),
+				fmt.Sprintf("route add default via %s", link6(0, 2)))
+		case n + 1:
+			nd.role = "server"
+			b = append(b,
+				fmt.Sprintf("route add default via %s", link4(n, 1)),
+				fmt.Sprintf("route add default via %s", link6(n, 1)))
+		default:
+			nd.role = "router"
+			r := sc.Routers[idx-1]
+			nd.ruleset = routerRuleset(r)
+			nd.sysctls = append(nd.sysctls,
+				"net.ipv4.ip_forward=1",
+				"net.ipv6.conf.all.forwarding=1")
+			if r.IdleTimeout > 0 {
+				nd.sysctls = append(nd.sysctls,
+					"net.netfilter.nf_conntrack_tcp_timeout_established="+strconv.Itoa(idleSeconds(r.IdleTimeout)),
+					"net.netfilter.nf_conntrack_tcp_loose=0")
+			}
+			for k := 0; k <= n; k++ {
+				switch {
+				case k < idx-1: // behind the left neighbour
+					b = append(b,
+						fmt.Sprintf("route add %s via %s", linkPrefix4(k), link4(idx-1, 1)),
+						fmt.Sprintf("route add %s via %s", linkPrefix6(k), link6(idx-1, 1)))
+				case k > idx: // behind the right neighbour
+					b = append(b,
+						fmt.Sprintf("route add %s via %s", linkPrefix4(k), link4(idx, 2)),
+						fmt.Sprintf("route add %s via %s", linkPrefix6(k), link6(idx, 2)))
+				}
+			}
+		}
+		nd.ipBatch = b
+		t.nodes = append(t.nodes, nd)
+	}
+	return t, nil
+}
+
+// idleSeconds rounds an idle timeout up to whole seconds (conntrack's unit),
+// at least 1.
+func idleSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// ICMP error types, as nft names them. Neighbour discovery (133-137) is
+// deliberately absent so that IPv6 keeps working on a NoICMP router.
+const (
+	icmp4Errors = "{ destination-unreachable, source-quench, redirect, time-exceeded, parameter-problem }"
+	icmp6Errors = "{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }"
+)
+
+// routerRuleset renders the nft ruleset of one router: all knobs in one
+// `table inet hopcheck`.
+func routerRuleset(r Router) string {
+	var sb strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&sb, format+"\n", a...) }
+	w("table inet hopcheck {")
+	w("\tchain forward {")
+	w("\t\ttype filter hook forward priority filter; policy accept;")
+	// A ct expression makes conntrack track this namespace's flows. With
+	// tcp_loose=0 a packet of an expired flow has no entry and is "invalid".
+	switch {
+	case r.IdleTimeout > 0 && r.IdleAction == IdleActionReset:
+		w("\t\tmeta l4proto tcp ct state invalid reject with tcp reset")
+	case r.IdleTimeout > 0:
+		w("\t\tmeta l4proto tcp ct state invalid drop")
+	default:
+		w("\t\tct state invalid counter")
+	}
+	if r.DropTCPPort != 0 {
+		w("\t\ttcp dport %d drop", r.DropTCPPort)
+	}
+	if r.SYNResetPercent > 0 {
+		// Only connection-opening SYNs (not SYN-ACKs).
+		w("\t\ttcp flags & (syn | ack) == syn numgen random mod 100 < %d reject with tcp reset", r.SYNResetPercent)
+	}
+	if r.MSSClamp > 0 {
+		// SYN and SYN-ACK, as an MSS-clamping middlebox does.
+		w("\t\ttcp flags syn tcp option maxseg size set %d", r.MSSClamp)
+	}
+	w("\t}")
+	if r.NoICMP || r.HideFragNeeded || r.ICMPRateLimit > 0 {
+		w("\tchain output {")
+		w("\t\ttype filter hook output priority filter; policy accept;")
+		if r.NoICMP {
+			w("\t\ticmp type %s drop", icmp4Errors)
+			w("\t\ticmpv6 type %s drop", icmp6Errors)
+		}
+		if r.HideFragNeeded {
+			w("\t\ticmp type destination-unreachable icmp code frag-needed drop")
+			w("\t\ticmpv6 type packet-too-big drop")
+		}
+		if r.ICMPRateLimit > 0 {
+			// One chain with one limit: both families share the budget.
+			w("\t\ticmp type %s jump icmp_error_limit", icmp4Errors)
+			w("\t\ticmpv6 type %s jump icmp_error_limit", icmp6Errors)
+		}
+		w("\t}")
+		if r.ICMPRateLimit > 0 {
+			w("\tchain icmp_error_limit {")
+			w("\t\tlimit rate over %d/second burst %d packets drop", r.ICMPRateLimit, r.ICMPRateLimit)
+			w("\t}")
+		}
+	}
+	if r.Masquerade {
+		w("\tchain postrouting {")
+		w("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+		w("\t\toifname %q masquerade", ifToServer)
+		w("\t}")
+	}
+	w("}")
+	return sb.String()
+}
