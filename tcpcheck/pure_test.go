@@ -1,0 +1,109 @@
+package tcpcheck
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestParseTarget(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		app  App
+		port int
+		host string
+		err  string
+	}{
+		{"https://api.betradar.com", AppHTTPS, 443, "api.betradar.com", ""},
+		{"amqps://mq.betradar.com", AppAMQPS, 5671, "mq.betradar.com", ""},
+		{"amqps://user:secret@mq.betradar.com:5671", AppAMQPS, 5671, "mq.betradar.com", ""},
+		{"tcp://198.18.0.10:7", AppTCP, 7, "198.18.0.10", ""},
+		{"198.18.0.10:443", AppTCP, 443, "198.18.0.10", ""},
+		{"[2001:db8::1]:443", AppTCP, 443, "2001:db8::1", ""},
+		{"ftp://x.example", "", 0, "", "unknown scheme"},
+		{"http://x.example", "", 0, "", "not supported"},
+		{"x.example", "", 0, "", "missing port"},
+		{"x.example:70000", "", 0, "", "out of range"},
+		{"tcp://x.example", "", 0, "", "missing port"},
+	} {
+		got, err := ParseTarget(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: err %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", c.in, err)
+			continue
+		}
+		if got.App != c.app || got.Spec.Port != c.port || got.Spec.Host != c.host {
+			t.Errorf("%q: got %+v", c.in, got)
+		}
+		if strings.Contains(got.Name(), "secret") {
+			t.Errorf("%q: credentials kept in %q", c.in, got.Name())
+		}
+	}
+}
+
+func TestIsBetradar(t *testing.T) {
+	for h, want := range map[string]bool{"api.betradar.com": true, "BETRADAR.COM.": true, "global.stgapi.betradar.com": true,
+		"notbetradar.com": false, "betradar.com.example": false, "198.18.0.1": false} {
+		if IsBetradar(h) != want {
+			t.Errorf("IsBetradar(%q) != %v", h, want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		phase Phase
+		err   error
+		want  Outcome
+	}{
+		{PhaseTCP, nil, OutcomeOK},
+		{PhaseTCP, fmt.Errorf("dial: %w", syscall.ECONNREFUSED), OutcomeRefused},
+		{PhaseTCP, os.ErrDeadlineExceeded, OutcomeTimeout},
+		{PhaseTCP, context.DeadlineExceeded, OutcomeTimeout},
+		{PhaseTLS, fmt.Errorf("read: %w", syscall.ECONNRESET), OutcomeResetInHandshake},
+		{PhaseTLS, x509.UnknownAuthorityError{}, OutcomeTLSError},
+		{PhaseTLS, io.EOF, OutcomeTLSError},
+		{PhaseApp, syscall.ECONNRESET, OutcomeResetInHandshake},
+		{PhaseApp, &appError{"no Connection.Start"}, OutcomeAppError},
+		{PhaseRequest, syscall.ECONNRESET, OutcomeReset},
+		{PhaseRequest, syscall.EPIPE, OutcomeReset},
+		{PhaseRequest, syscall.ETIMEDOUT, OutcomeTimeout},
+		{PhaseRequest, io.EOF, OutcomeClosed},
+		{PhaseRequest, errors.New("strange"), OutcomeAppError},
+	} {
+		if got := Classify(c.phase, c.err); got != c.want {
+			t.Errorf("Classify(%s, %v) = %s, want %s", c.phase, c.err, got, c.want)
+		}
+	}
+}
+
+func TestWilson(t *testing.T) {
+	for _, c := range []struct {
+		k, n   int
+		lo, hi float64
+	}{
+		{0, 0, 0, 1},
+		{0, 10, 0, 0.2775},
+		{10, 10, 0.7225, 1},
+		{20, 1000, 0.01302, 0.03063},
+		{1, 1000, 0.000177, 0.005642},
+		{50, 100, 0.4038, 0.5962},
+	} {
+		lo, hi := Wilson(c.k, c.n)
+		if math.Abs(lo-c.lo) > 5e-4 || math.Abs(hi-c.hi) > 5e-4 {
+			t.Errorf("Wilson(%d, %d) = [%.5f, %.5f], want [%.5f, %.5f]", c.k, c.n, lo, hi, c.lo, c.hi)
+		}
+	}
+}
