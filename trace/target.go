@@ -108,6 +108,11 @@ func ParseTarget(s string, defaultPort int) (Spec, error) {
 			return fail("empty host in %q", raw)
 		}
 	} else {
+		// user:secret@host without a scheme is rejected below; keep the
+		// secret out of the message.
+		if j := strings.LastIndexByte(s, '@'); j >= 0 {
+			raw = "<credentials>" + s[j:]
+		}
 		spec.Raw = raw
 		if hasSpace(raw) {
 			return fail("target %q contains whitespace", raw)

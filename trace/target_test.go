@@ -91,6 +91,7 @@ func TestParseTargetErrors(t *testing.T) {
 		{"bücher.example", `host "bücher.example" in "bücher.example": non-ASCII name: use its xn-- (punycode) form`},
 		{long + ".com", `host "` + long + `.com" in "` + long + `.com": label "` + long + `" is longer than 63 characters`},
 		{"amqps://user:s3cret@:5671", `empty host in "amqps://:5671"`},
+		{"user:s3cret@broker.example.com", `target "<credentials>@broker.example.com" is neither a host, host:port nor a URL (scheme://host[:port])`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -235,4 +236,34 @@ func TestResolveAllWrapsError(t *testing.T) {
 	if !slices.Equal(r.asked, []string{"ip4 slow.example"}) {
 		t.Errorf("asked %v", r.asked)
 	}
+}
+
+// FuzzParseTarget checks that any input gives a usable Spec or a one-line
+// error that does not echo URL credentials.
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"example.com", "198.18.0.1:443", "[2001:db8::1]:443", "2001:db8::1",
+		"https://user:pw@example.com:8443/x?y#z", "amqps://h", "tcp://h:1", "x:70000", "[::1", "a..b", ""} {
+		f.Add(s, 443)
+	}
+	f.Fuzz(func(t *testing.T, s string, defaultPort int) {
+		spec, err := ParseTarget(s, defaultPort)
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\n\r") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			if !errors.Is(err, ErrInvalidTarget) {
+				t.Fatalf("error %q does not match ErrInvalidTarget", err)
+			}
+			return
+		}
+		if spec.Host == "" || spec.Port < 0 || spec.Port > 65535 {
+			t.Fatalf("ParseTarget(%q) = %+v", s, spec)
+		}
+		if spec.PortFromInput && spec.Port == 0 {
+			t.Fatalf("ParseTarget(%q): port 0 from input", s)
+		}
+		if spec.Addr.IsValid() && spec.Addr.Is4In6() {
+			t.Fatalf("ParseTarget(%q): mapped address kept", s)
+		}
+	})
 }
