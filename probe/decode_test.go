@@ -51,6 +51,9 @@ var (
 // Real packets, full IP packets as the client captured them: run by
 // testdata/capture/capture.sh (Linux 6.18 router and server in network
 // namespaces; output kept in testdata/capture/linux-6.18.txt). Nonce 0x5eed1e55.
+// TCP segments the kernel itself sent over the veth links (fxSYN*Kernel,
+// fxSYNACK*, fxRST6) were left to checksum offload: their checksum field holds only
+// the folded pseudo-header sum, and routers quote them that way.
 var (
 	// fxSYN4Kernel: SYN the kernel sent for connect() with IP_TTL 1 (60 bytes: 40-byte TCP header with Linux options).
 	// 198.18.1.2 > 198.18.2.2 proto 6.
