@@ -1,5 +1,3 @@
-//go:build hopcheck_wip
-
 package cli
 
 import (
