@@ -87,10 +87,17 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			labServeCommand(),
 		},
 		// Report unknown flags etc. as one line, not usage + error.
-		OnUsageError: func(c *ucli.Context, err error, isSub bool) error {
-			return usageErr("%v", err)
-		},
+		OnUsageError:   oneLineUsageError,
 		ExitErrHandler: func(*ucli.Context, error) {},
 	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = oneLineUsageError
+	}
 	return app
+}
+
+// oneLineUsageError turns urfave/cli's flag errors (which would print the
+// whole help) into one line and exit code 2.
+func oneLineUsageError(_ *ucli.Context, err error, _ bool) error {
+	return usageErr("%v", err)
 }

@@ -20,7 +20,7 @@ func BenchmarkLabTraceVsTraceroute(b *testing.B) {
 	if _, err := exec.LookPath("traceroute"); err != nil {
 		b.Skip("traceroute not installed (apt-get install traceroute)")
 	}
-	l := buildLabB(b, silentChain())
+	l := buildLab(b, silentChain())
 	dst := l.Server4.String()
 	pairs := []struct {
 		name      string
@@ -44,19 +44,6 @@ func BenchmarkLabTraceVsTraceroute(b *testing.B) {
 				p.name, float64(hc.Microseconds())/1000, float64(ref.Microseconds())/1000, ratio)
 		}
 	}
-}
-
-func buildLabB(b *testing.B, sc lab.Scenario) *lab.Lab {
-	b.Helper()
-	lab.Require(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := lab.Build(ctx, sc, lab.Options{Binary: binary})
-	if err != nil {
-		b.Fatalf("build lab: %v", err)
-	}
-	b.Cleanup(func() { l.Close() })
-	return l
 }
 
 // medianWall runs argv n times in the client namespace and returns the

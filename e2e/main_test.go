@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/lab/labtest"
 )
 
 // binary is the hopcheck binary built once for all tests.
@@ -29,6 +30,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "hopcheck")
+	if prebuilt := os.Getenv(labtest.BinaryEnv); prebuilt != "" {
+		binary = prebuilt
+		os.Exit(m.Run())
+	}
 	build := exec.Command("go", "build", "-o", binary, "..")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -41,22 +46,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildLab builds a scenario and tears it down when the test ends.
-func buildLab(t *testing.T, sc lab.Scenario) *lab.Lab {
+// buildLab builds a scenario and tears it down when the test ends (or on
+// SIGINT/SIGTERM).
+func buildLab(t testing.TB, sc lab.Scenario) *lab.Lab {
 	t.Helper()
-	lab.Require(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := lab.Build(ctx, sc, lab.Options{Binary: binary, Log: t.Logf})
-	if err != nil {
-		t.Fatalf("build lab %q: %v", sc.Name, err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("close lab: %v", err)
-		}
-	})
-	return l
+	return labtest.Build(t, sc, lab.Options{Binary: binary})
 }
 
 // result is one run of the binary.
