@@ -84,6 +84,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		},
 		Commands: []*ucli.Command{
 			traceCommand(),
+			tcpCommand(),
 			labServeCommand(),
 		},
 		// Report unknown flags etc. as one line, not usage + error.

@@ -1,0 +1,452 @@
+package tcpcheck
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DialConfig is how every connection of a test is made and used.
+type DialConfig struct {
+	App        App
+	ServerName string // TLS SNI and HTTP Host
+	Path       string // HTTP request path
+	// Token is sent as x-access-token; it is never printed, logged or
+	// written anywhere else.
+	Token    string
+	RootCAs  *x509.CertPool // nil: system roots
+	Insecure bool
+
+	ConnectTimeout time.Duration // SYN to established
+	SetupTimeout   time.Duration // TLS handshake and first exchange
+	// UserTimeout bounds how long sent data may stay unacknowledged
+	// (TCP_USER_TIMEOUT) so that a silently dropped flow fails in bounded
+	// time; RequestTimeout bounds waiting for an answer.
+	UserTimeout    time.Duration
+	RequestTimeout time.Duration
+}
+
+// DefaultDialConfig returns the timeouts used unless a test overrides them.
+func DefaultDialConfig() DialConfig {
+	return DialConfig{Path: "/v1/users/whoami.xml", ConnectTimeout: 5 * time.Second, SetupTimeout: 10 * time.Second,
+		UserTimeout: 3 * time.Second, RequestTimeout: 5 * time.Second}
+}
+
+// PhasesMs are the durations of the phases of a connection in
+// milliseconds; 0 where the phase did not happen.
+type PhasesMs struct {
+	TCP       float64 `json:"tcp"`
+	TLS       float64 `json:"tls,omitempty"`
+	FirstByte float64 `json:"first_byte,omitempty"`
+}
+
+// event is what the reader goroutine of a connection saw: an answer (an
+// HTTP response, echoed bytes, AMQP bytes) or the end of the stream.
+type event struct {
+	at     time.Time
+	status int    // HTTP status
+	data   []byte // bytes (echo, AMQP), a copy
+	err    error  // EOF (FIN), ECONNRESET, ETIMEDOUT...
+	body   int64  // HTTP body bytes read
+}
+
+// Conn is one established connection with a goroutine that reads from it
+// all the time, so that a FIN or RST arriving while it idles is seen when
+// it arrives.
+type Conn struct {
+	cfg    DialConfig
+	tcp    *net.TCPConn
+	c      net.Conn // tcp, or TLS over it
+	Local  netip.AddrPort
+	Phases PhasesMs
+	// Fresh is when the connection last finished an exchange: its idle
+	// age counts from here.
+	Fresh  time.Time
+	Status int // HTTP status of the first request
+
+	events chan event
+	ended  *event // the end of stream, once seen
+
+	// received counts bytes read from the socket; lastRead is the
+	// UnixNano of the last read that returned data (progress of a
+	// transfer).
+	received atomic.Int64
+	lastRead atomic.Int64
+}
+
+// countingReader records the progress of reads.
+type countingReader struct{ cn *Conn }
+
+func (r countingReader) Read(p []byte) (int, error) {
+	n, err := r.cn.c.Read(p)
+	if n > 0 {
+		r.cn.received.Add(int64(n))
+		r.cn.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// DialResult is the outcome of Dial: Conn is nil unless Outcome is ok.
+type DialResult struct {
+	Conn      *Conn
+	LocalPort uint16 // known even when the connection failed (0 if not)
+	Started   time.Time
+	Phases    PhasesMs
+	Outcome   Outcome
+	Phase     Phase // where it failed
+	Err       error
+	FailedAt  time.Time
+}
+
+// Dial connects to addr, does the TLS handshake and the first application
+// exchange (HTTP request, AMQP header), measuring each phase.
+func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
+	res := DialResult{Started: time.Now()}
+	var localPort uint16
+	d := net.Dialer{
+		Timeout:   cfg.ConnectTimeout,
+		KeepAlive: -1, // TCP keepalive off: idle must stay idle
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var cerr error
+			err := rc.Control(func(fd uintptr) {
+				localPort, cerr = prepareSocket(int(fd), addr.Addr().Is6(), cfg.UserTimeout)
+			})
+			if err != nil {
+				return err
+			}
+			return cerr
+		},
+	}
+	fail := func(phase Phase, err error) DialResult {
+		res.LocalPort, res.FailedAt = localPort, time.Now()
+		res.Outcome, res.Phase, res.Err = Classify(phase, err), phase, err
+		return res
+	}
+	nc, err := d.DialContext(ctx, "tcp", addr.String())
+	res.Phases.TCP = msSince(res.Started)
+	if err != nil {
+		return fail(PhaseTCP, err)
+	}
+	tcp := nc.(*net.TCPConn)
+	cn := &Conn{cfg: cfg, tcp: tcp, c: tcp, events: make(chan event, 4)}
+	if ap, err := netip.ParseAddrPort(tcp.LocalAddr().String()); err == nil {
+		cn.Local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		localPort = ap.Port()
+	}
+	deadline := time.Now().Add(cfg.SetupTimeout)
+	if cfg.App == AppHTTPS || cfg.App == AppAMQPS {
+		tstart := time.Now()
+		tc := tls.Client(tcp, &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure,
+			NextProtos: nextProtos(cfg.App)})
+		hctx, cancel := context.WithDeadline(ctx, deadline)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		res.Phases.TLS = msSince(tstart)
+		if err != nil {
+			tcp.Close()
+			return fail(PhaseTLS, err)
+		}
+		cn.c = tc
+	}
+	go cn.read()
+	switch cfg.App {
+	case AppHTTPS:
+		start := time.Now()
+		ev, err := cn.exchange(deadline)
+		res.Phases.FirstByte = msSince(start)
+		if err != nil {
+			cn.Close()
+			return fail(PhaseApp, err)
+		}
+		cn.Status = ev.status
+	case AppAMQPS:
+		start := time.Now()
+		err := cn.amqpStart(deadline)
+		res.Phases.FirstByte = msSince(start)
+		if err != nil {
+			cn.Close()
+			return fail(PhaseApp, err)
+		}
+	}
+	cn.Fresh = time.Now()
+	res.Conn, res.LocalPort, res.Outcome = cn, localPort, OutcomeOK
+	res.Phases = PhasesMs{TCP: res.Phases.TCP, TLS: res.Phases.TLS, FirstByte: res.Phases.FirstByte}
+	cn.Phases = res.Phases
+	return res
+}
+
+func nextProtos(app App) []string {
+	if app == AppHTTPS {
+		return []string{"http/1.1"}
+	}
+	return nil
+}
+
+// prepareSocket binds the socket to an ephemeral port before connect, so
+// that its port is known (and observed) even if the SYN is answered by a
+// RST, and sets TCP_USER_TIMEOUT.
+func prepareSocket(fd int, v6 bool, userTimeout time.Duration) (uint16, error) {
+	var sa unix.Sockaddr = &unix.SockaddrInet4{}
+	if v6 {
+		sa = &unix.SockaddrInet6{}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return 0, fmt.Errorf("bind ephemeral port: %w", err)
+	}
+	if userTimeout > 0 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout/time.Millisecond)); err != nil {
+			return 0, fmt.Errorf("TCP_USER_TIMEOUT: %w", err)
+		}
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, fmt.Errorf("getsockname: %w", err)
+	}
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port), nil
+	case *unix.SockaddrInet6:
+		return uint16(a.Port), nil
+	}
+	return 0, nil
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}
+
+// read delivers every answer and finally the end of the stream.
+func (cn *Conn) read() {
+	defer close(cn.events)
+	switch cn.cfg.App {
+	case AppHTTPS:
+		br := bufio.NewReader(countingReader{cn})
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				cn.events <- event{at: time.Now(), err: err}
+				return
+			}
+			at := time.Now()
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				cn.events <- event{at: time.Now(), err: err}
+				return
+			}
+			cn.events <- event{at: at, status: resp.StatusCode, body: n}
+		}
+	default:
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := countingReader{cn}.Read(buf)
+			at := time.Now()
+			if n > 0 {
+				cn.events <- event{at: at, data: append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				cn.events <- event{at: at, err: err}
+				return
+			}
+		}
+	}
+}
+
+// Events delivers what arrives while the connection idles. The caller
+// that watches an idle connection reads it; exchanges read it too.
+func (cn *Conn) Events() <-chan event { return cn.events }
+
+// writeRequest sends one request (HTTP GET, echo line, AMQP heartbeat).
+func (cn *Conn) writeRequest(deadline time.Time) error {
+	_ = cn.c.SetWriteDeadline(deadline)
+	var msg []byte
+	switch cn.cfg.App {
+	case AppHTTPS:
+		req := "GET " + cn.cfg.Path + " HTTP/1.1\r\nHost: " + hostHeader(cn.cfg.ServerName) + "\r\nUser-Agent: hopcheck\r\nAccept: */*\r\n"
+		if cn.cfg.Token != "" {
+			req += "x-access-token: " + cn.cfg.Token + "\r\n"
+		}
+		msg = []byte(req + "\r\n")
+	case AppAMQPS:
+		msg = []byte{8, 0, 0, 0, 0, 0, 0, 0xCE} // heartbeat frame
+	default:
+		msg = []byte("hopcheck\n")
+	}
+	_, err := cn.c.Write(msg)
+	return err
+}
+
+func hostHeader(h string) string {
+	if a, err := netip.ParseAddr(h); err == nil && a.Is6() {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+// exchange sends one request and waits for its answer (HTTP response,
+// echo) or, for AMQP whose heartbeats are not answered, until the request
+// is acknowledged.
+func (cn *Conn) exchange(deadline time.Time) (event, error) {
+	if cn.ended != nil {
+		return *cn.ended, cn.ended.err
+	}
+	if err := cn.writeRequest(deadline); err != nil {
+		// The reader has probably seen why (RST): prefer its error.
+		select {
+		case ev, ok := <-cn.events:
+			if ok && ev.err != nil {
+				cn.ended = &ev
+				return ev, ev.err
+			}
+		case <-time.After(50 * time.Millisecond):
+		}
+		return event{at: time.Now(), err: err}, err
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	var tick <-chan time.Time
+	if cn.cfg.App == AppAMQPS {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case ev, ok := <-cn.events:
+			if !ok {
+				ev = event{at: time.Now(), err: io.EOF}
+			}
+			if ev.err != nil {
+				cn.ended = &ev
+				return ev, ev.err
+			}
+			if cn.cfg.App == AppAMQPS {
+				continue
+			}
+			return ev, nil
+		case <-tick:
+			if cn.unacked() == 0 {
+				return event{at: time.Now()}, nil
+			}
+		case <-timer.C:
+			err := fmt.Errorf("no answer within %v: %w", cn.cfg.RequestTimeout, errTimeout)
+			return event{at: time.Now(), err: err}, err
+		}
+	}
+}
+
+var errTimeout = syscall.ETIMEDOUT
+
+// unacked is tcpi_unacked from TCP_INFO (-1 on error).
+func (cn *Conn) unacked() int {
+	rc, err := cn.tcp.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := -1
+	_ = rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			n = int(info.Unacked)
+		}
+	})
+	return n
+}
+
+// TCPInfo returns the kernel's TCP_INFO for the connection.
+func (cn *Conn) TCPInfo() (*unix.TCPInfo, error) {
+	rc, err := cn.tcp.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return nil, err
+	}
+	return info, ierr
+}
+
+// Reuse does one request after idling and reports its outcome.
+func (cn *Conn) Reuse() (Outcome, time.Time, error) {
+	ev, err := cn.exchange(time.Now().Add(cn.cfg.RequestTimeout))
+	if err == nil {
+		cn.Fresh = time.Now()
+	}
+	return Classify(PhaseRequest, err), ev.at, err
+}
+
+// amqpStart sends the AMQP 0-9-1 protocol header and expects a
+// Connection.Start method frame (type 1, channel 0, class 10, method 10).
+func (cn *Conn) amqpStart(deadline time.Time) error {
+	_ = cn.c.SetWriteDeadline(deadline)
+	if _, err := cn.c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+		return err
+	}
+	var got []byte
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for len(got) < 11 {
+		select {
+		case ev, ok := <-cn.events:
+			if !ok || ev.err != nil {
+				if ev.err == nil {
+					ev.err = io.EOF
+				}
+				cn.ended = &ev
+				return ev.err
+			}
+			got = append(got, ev.data...)
+		case <-timer.C:
+			return fmt.Errorf("no Connection.Start within %v: %w", cn.cfg.SetupTimeout, errTimeout)
+		}
+	}
+	return CheckConnectionStart(got)
+}
+
+// CheckConnectionStart validates the start of a broker's first frame.
+func CheckConnectionStart(b []byte) error {
+	if len(b) >= 8 && string(b[:4]) == "AMQP" {
+		return &appError{fmt.Sprintf("broker rejected the protocol header and offered %q", b[:8])}
+	}
+	if len(b) < 11 {
+		return &appError{"short AMQP frame"}
+	}
+	if b[0] != 1 || b[1] != 0 || b[2] != 0 || b[7] != 0 || b[8] != 10 || b[9] != 0 || b[10] != 10 {
+		return &appError{fmt.Sprintf("first AMQP frame is not Connection.Start (% x)", b[:11])}
+	}
+	return nil
+}
+
+// Close closes the connection (FIN).
+func (cn *Conn) Close() error {
+	err := cn.c.Close()
+	if cn.c != net.Conn(cn.tcp) {
+		cn.tcp.Close()
+	}
+	return err
+}
+
+// Abort closes with a RST (SO_LINGER 0) so that no state lingers.
+func (cn *Conn) Abort() error {
+	_ = cn.tcp.SetLinger(0)
+	return cn.Close()
+}
+
+// SetKeepAlive turns TCP keepalive on with probes every interval after
+// idle (the verification of an idle-timeout fix).
+func (cn *Conn) SetKeepAlive(idle time.Duration) error {
+	return cn.tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: idle, Count: 3})
+}

@@ -1,0 +1,128 @@
+package tcpcheck
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// echoVolume is what a data test sends through a TCP echo target.
+const echoVolume = 4 << 20
+
+// RunData makes one connection, then one large transfer (HTTP GET of
+// opt.DataPath, or echoVolume bytes through an echo service), watching
+// its progress: a mid-stream reset (with origin) or a stall (handshake
+// fine, no progress for opt.StallAfter: the PMTU black-hole signature).
+func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result, []Finding) {
+	s := newSession(opt, job, start)
+	defer s.close()
+	dr := Dial(ctx, opt.Dial, s.dst)
+	rec := s.dialRecord(dr)
+	if dr.Conn == nil {
+		pk, _ := s.packets(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
+		rec.Packets = pk
+		s.add(rec)
+		s.res.Error = fmt.Sprintf("connection failed before the transfer: %s", rec.Outcome)
+		return s.res, nil
+	}
+	s.learn(dr.LocalPort)
+	cn := dr.Conn
+	defer cn.Abort()
+	before := cn.received.Load()
+	xferStart := time.Now()
+	cn.lastRead.Store(xferStart.UnixNano())
+	var werr error
+	if opt.Dial.App == AppHTTPS {
+		path := cn.cfg.Path
+		cn.cfg.Path = opt.DataPath
+		werr = cn.writeRequest(time.Now().Add(opt.Dial.RequestTimeout))
+		cn.cfg.Path = path
+	} else {
+		go func() {
+			chunk := make([]byte, 32<<10)
+			for sent := 0; sent < echoVolume; sent += len(chunk) {
+				_ = cn.c.SetWriteDeadline(time.Now().Add(opt.StallAfter + 5*time.Second))
+				if _, err := cn.c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	outcome, stalled := OutcomeOK, false
+	var endErr error
+	var endAt time.Time
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for werr == nil {
+		select {
+		case <-ctx.Done():
+			outcome, endErr = OutcomeTimeout, ctx.Err()
+			break loop
+		case ev, ok := <-cn.Events():
+			if !ok || ev.err != nil {
+				if ev.err == nil {
+					ev.err = fmt.Errorf("stream ended")
+				}
+				outcome, endErr, endAt = Classify(PhaseRequest, ev.err), ev.err, ev.at
+				break loop
+			}
+			if opt.Dial.App == AppHTTPS && ev.status != 0 {
+				break loop
+			}
+			if opt.Dial.App != AppHTTPS && cn.received.Load()-before >= echoVolume {
+				break loop
+			}
+		case <-tick.C:
+			if since := time.Since(time.Unix(0, cn.lastRead.Load())); since >= opt.StallAfter {
+				stalled, outcome = true, OutcomeTimeout
+				endErr = fmt.Errorf("no progress for %v after %d bytes", opt.StallAfter, cn.received.Load()-before)
+				endAt = time.Now()
+				break loop
+			}
+		}
+	}
+	if werr != nil {
+		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, time.Now()
+	}
+	moved := cn.received.Load() - before
+	rec.Uses = 1
+	if outcome != OutcomeOK {
+		rec.Outcome, rec.Phase, rec.Error, rec.EndS = outcome, PhaseRequest, endErr.Error(), s.since(endAt)
+	}
+	var attr *probe.Attribution
+	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset())
+	var infoEv []string
+	if info, err := cn.TCPInfo(); err == nil {
+		infoEv = append(infoEv, fmt.Sprintf("TCP_INFO: send MSS %d, receive MSS %d, path MTU %d, retransmissions %d (total %d), lost %d",
+			info.Snd_mss, info.Rcv_mss, info.Pmtu, info.Retransmits, info.Total_retrans, info.Lost))
+	}
+	s.add(rec)
+	var findings []Finding
+	switch {
+	case stalled:
+		f := Finding{Kind: KindDataStall, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
+		f.Evidence = append(f.Evidence, fmt.Sprintf("the handshake worked, then the transfer stopped after %d bytes: no progress for %v", moved, opt.StallAfter))
+		f.Evidence = append(f.Evidence, "no FIN or RST: full-size segments vanish on the way (PMTU black hole: ICMP fragmentation-needed filtered, no MSS clamping)")
+		f.Evidence = append(f.Evidence, infoEv...)
+		f.Advice = "Full-size packets are lost without an ICMP error: allow ICMP fragmentation-needed / packet-too-big on your firewalls, clamp the TCP MSS at your edge (e.g. iptables TCPMSS --clamp-mss-to-pmtu), or lower the interface MTU; enable net.ipv4.tcp_mtu_probing=1 as a workaround."
+		findings = append(findings, f)
+	case outcome.IsReset():
+		f := Finding{Kind: KindMidstreamReset, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
+		f.Evidence = append(f.Evidence, fmt.Sprintf("the transfer was reset after %d bytes", moved))
+		if attr != nil {
+			f.Origin, f.Hop = attr.Origin, attr.Hop
+			f.Evidence = append(f.Evidence, attr.Reason)
+			f.HopAddress = s.hopAddress(ctx, attr)
+			if attr.Origin != probe.OriginUnknown {
+				f.Confidence = "high"
+			}
+		}
+		f.Evidence = append(f.Evidence, infoEv...)
+		f.Advice = "Transfers are reset mid-stream: retry idempotent requests, and ask the operator of the resetting device about its limits (size, rate, inspection)."
+		findings = append(findings, f)
+	}
+	return s.res, findings
+}

@@ -1,0 +1,236 @@
+package tcpcheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// SchemaVersion of the JSON report (docs/schema-tcp.md).
+const SchemaVersion = 1
+
+// Report is the result of one `hopcheck tcp` run.
+type Report struct {
+	SchemaVersion int       `json:"schema_version"`
+	Tool          string    `json:"tool"`
+	Test          string    `json:"test"` // connect|concurrency|data|idle
+	StartedAt     time.Time `json:"started_at"`
+	DurationS     float64   `json:"duration_s"`
+	// Evidence is "packets" when the flow observer captured every
+	// connection's segments (raw socket), "socket" when only the kernel
+	// socket's errors were seen (weaker: no TTLs, origin unknown).
+	Evidence   string    `json:"evidence"`
+	Results    []Result  `json:"results"`
+	Findings   []Finding `json:"findings"`
+	Incomplete bool      `json:"incomplete"`
+}
+
+// Result is the test of one address of one target.
+type Result struct {
+	Target  string `json:"target"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+	App     App    `json:"app"`
+	Error   string `json:"error,omitempty"`
+	// ServerTTL is the TTL of the server's SYN-ACKs; ServerHop the hop
+	// it means (0 unknown).
+	ServerTTL   int             `json:"server_ttl"`
+	ServerHop   int             `json:"server_hop"`
+	Counts      map[Outcome]int `json:"counts"`
+	Connections []ConnRecord    `json:"connections"`
+	Idle        *IdleResult     `json:"idle,omitempty"`
+	Concurrency *ConcResult     `json:"concurrency,omitempty"`
+}
+
+// ConnRecord is one connection (or one use of it) and how it ended.
+type ConnRecord struct {
+	ID        int      `json:"id"`
+	LocalPort uint16   `json:"local_port"`
+	StartS    float64  `json:"start_s"` // since the test started
+	Phases    PhasesMs `json:"phases_ms"`
+	Outcome   Outcome  `json:"outcome"`
+	Phase     Phase    `json:"phase,omitempty"` // where it failed
+	Error     string   `json:"error,omitempty"`
+	Status    int      `json:"http_status,omitempty"`
+	// IdleS is the idle time before the use that ended it (idle test).
+	IdleS float64 `json:"idle_s,omitempty"`
+	// Uses counts successful reuses after idling (idle test).
+	Uses int `json:"uses,omitempty"`
+	// EndS is when it ended, since the test started.
+	EndS    float64     `json:"end_s,omitempty"`
+	Packets []PacketRec `json:"packets,omitempty"` // FINs and RSTs the observer saw
+}
+
+// PacketRec is one FIN or RST as the flow observer saw it.
+type PacketRec struct {
+	Flags  string       `json:"flags"` // RST, RST+ACK, FIN+ACK...
+	AtS    float64      `json:"at_s"`  // since the test started
+	TTL    int          `json:"ttl"`
+	IPID   int          `json:"ip_id"`
+	DF     bool         `json:"df"`
+	Seq    uint32       `json:"seq"`
+	Hop    int          `json:"hop"`
+	Origin probe.Origin `json:"origin"`
+	Reason string       `json:"reason"`
+}
+
+// IdleResult is the idle-timeout search of one address.
+type IdleResult struct {
+	TimeoutS  float64    `json:"timeout_s"` // 0: none found up to max_s
+	BracketS  [2]float64 `json:"bracket_s"` // [longest survived, shortest failed]
+	MaxS      float64    `json:"max_s"`
+	Behaviour string     `json:"behaviour,omitempty"` // reset|drop|close
+	Width     int        `json:"width"`               // simultaneous connections at most
+	// Verified: "survived" (a connection with TCP keepalive at T/2 lived
+	// past T), "failed", or "not-tested".
+	Verified string `json:"verified"`
+}
+
+// ConcResult is the concurrency ramp of one address.
+type ConcResult struct {
+	Cap       int `json:"cap"`
+	Reached   int `json:"reached"`    // connections open at once, at most
+	FirstFail int `json:"first_fail"` // the ordinal of the first failing connection, 0 none
+}
+
+// Finding kinds.
+const (
+	KindIdleReset        = "idle-reset"
+	KindIdleDrop         = "idle-drop"
+	KindIdleClose        = "idle-close"
+	KindConnectReset     = "connect-reset"
+	KindConnectTimeout   = "connect-timeout"
+	KindConcurrencyLimit = "concurrency-limit"
+	KindMidstreamReset   = "midstream-reset"
+	KindDataStall        = "data-stall"
+)
+
+// Finding is one problem found, with who caused it and what to do.
+type Finding struct {
+	Kind         string       `json:"kind"`
+	Target       string       `json:"target"`
+	Address      string       `json:"address"`
+	Hop          int          `json:"hop"`
+	HopAddress   string       `json:"hop_address"`
+	Origin       probe.Origin `json:"origin"`
+	Confidence   string       `json:"confidence"` // high|medium|low
+	Evidence     []string     `json:"evidence"`
+	Advice       string       `json:"advice"`
+	IdleTimeoutS float64      `json:"idle_timeout_s,omitempty"`
+	IdleBracketS []float64    `json:"idle_bracket_s,omitempty"`
+	Limit        int          `json:"limit,omitempty"`
+	Rate         float64      `json:"rate,omitempty"`
+	RateCI       []float64    `json:"rate_ci,omitempty"`
+}
+
+// WriteJSON writes the report as indented JSON.
+func WriteJSON(w io.Writer, r Report) error {
+	if r.Findings == nil {
+		r.Findings = []Finding{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteText writes a short human summary.
+func WriteText(w io.Writer, r Report) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "hopcheck tcp %s: %d address(es), %.1fs, evidence from %s\n", r.Test, len(r.Results), r.DurationS, r.Evidence)
+	for _, res := range r.Results {
+		fmt.Fprintf(&b, "\n%s  %s port %d (%s)\n", res.Target, res.Address, res.Port, res.App)
+		if res.Error != "" {
+			fmt.Fprintf(&b, "  error: %s\n", res.Error)
+		}
+		keys := make([]string, 0, len(res.Counts))
+		for k := range res.Counts {
+			keys = append(keys, string(k))
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %d", k, res.Counts[Outcome(k)]))
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(&b, "  connections: %s\n", strings.Join(parts, ", "))
+		}
+		if res.ServerHop > 0 {
+			fmt.Fprintf(&b, "  server at hop %d (SYN-ACK TTL %d)\n", res.ServerHop, res.ServerTTL)
+		}
+		if id := res.Idle; id != nil {
+			if id.TimeoutS > 0 {
+				fmt.Fprintf(&b, "  idle timeout %.1fs (between %.1fs and %.1fs), %s; keepalive fix: %s\n",
+					id.TimeoutS, id.BracketS[0], id.BracketS[1], id.Behaviour, id.Verified)
+			} else {
+				fmt.Fprintf(&b, "  no idle timeout up to %.0fs\n", id.MaxS)
+			}
+		}
+		if c := res.Concurrency; c != nil {
+			fmt.Fprintf(&b, "  concurrency: %d open at once (cap %d)\n", c.Reached, c.Cap)
+		}
+	}
+	if len(r.Findings) == 0 {
+		b.WriteString("\nno findings\n")
+	}
+	for _, f := range r.Findings {
+		where := string(f.Origin)
+		if f.Hop > 0 {
+			where += fmt.Sprintf(" at hop %d", f.Hop)
+			if f.HopAddress != "" {
+				where += " (" + f.HopAddress + ")"
+			}
+		}
+		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s\n", f.Kind, f.Target, f.Address, where, f.Confidence)
+		for _, e := range f.Evidence {
+			fmt.Fprintf(&b, "  - %s\n", e)
+		}
+		if f.Advice != "" {
+			fmt.Fprintf(&b, "  advice: %s\n", f.Advice)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 }
+
+func flagString(f probe.TCPFlags) string {
+	var parts []string
+	for _, x := range []struct {
+		f probe.TCPFlags
+		n string
+	}{{probe.FlagSYN, "SYN"}, {probe.FlagFIN, "FIN"}, {probe.FlagRST, "RST"}, {probe.FlagPSH, "PSH"}, {probe.FlagACK, "ACK"}} {
+		if f.Has(x.f) {
+			parts = append(parts, x.n)
+		}
+	}
+	return strings.Join(parts, "+")
+}
+
+// IdleAdvice is the advice for an idle timeout T: client settings that
+// keep connections from idling that long.
+func IdleAdvice(t time.Duration, behaviour string) string {
+	s := t.Seconds()
+	evict := math.Max(1, math.Floor(s*0.5))
+	ka := math.Max(1, math.Floor(s*0.5))
+	hb := math.Max(1, math.Floor(s/2))
+	var what string
+	switch behaviour {
+	case "drop":
+		what = "Idle connections are dropped silently after about %.0fs: a pooled connection reused later hangs until a timeout."
+	case "close":
+		what = "Idle connections are closed after about %.0fs: reusing a pooled connection after that fails with EOF or reset."
+	default:
+		what = "Idle connections are reset after about %.0fs: reusing a pooled connection after that fails with a reset."
+	}
+	return fmt.Sprintf(what+" Keep idle time below it: Java HttpClient evictIdleConnections(%.0f s) (SDK: no eviction by default); "+
+		".NET SocketsHttpHandler.PooledConnectionIdleTimeout = %.0f s; Go http.Transport.IdleConnTimeout = %.0f s; "+
+		"TCP keepalive time %.0f s (net.ipv4.tcp_keepalive_time, or per socket TCP_KEEPIDLE); AMQP heartbeat %.0f s.",
+		s, evict, evict, evict, ka, hb)
+}

@@ -1,0 +1,183 @@
+package tcpcheck
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+// Options configure every test; zero values mean the defaults of the CLI.
+type Options struct {
+	Dial DialConfig
+	// Width is the number of simultaneous connections: the idle ladder's
+	// width and the concurrency cap.
+	Width   int
+	IdleMax time.Duration
+	// Verify holds one connection past the idle timeout with TCP
+	// keepalive at half of it.
+	Verify bool
+	Count  int     // connect: connections
+	Rate   float64 // connect: connections per second
+	// DataPath is the HTTP path of the data test's large transfer.
+	DataPath string
+	// StallAfter: a data transfer without progress this long is a stall.
+	StallAfter time.Duration
+	// Observe captures packets with the flow observer (needs CAP_NET_RAW).
+	Observe bool
+	// HopAddress finds the address of the device at hop toward dst ("" if
+	// unknown); nil: not looked up.
+	HopAddress func(ctx context.Context, dst netip.AddrPort, hop int) string
+	Log        func(format string, a ...any)
+}
+
+// Job is one address of one target.
+type Job struct {
+	Target Target
+	Addr   netip.Addr
+}
+
+// session is the state of one test of one address.
+type session struct {
+	opt   Options
+	job   Job
+	dst   netip.AddrPort
+	start time.Time
+	obs   *probe.Observer
+
+	mu     sync.Mutex
+	fp     probe.Fingerprint // the server's, from the first SYN-ACK seen
+	res    Result
+	nextID int
+}
+
+func newSession(opt Options, job Job, start time.Time) *session {
+	s := &session{opt: opt, job: job, dst: job.Target.Endpoint(job.Addr), start: start}
+	s.res = Result{Target: job.Target.Name(), Address: job.Addr.String(), Port: job.Target.Spec.Port,
+		App: job.Target.App, Counts: map[Outcome]int{}, Connections: []ConnRecord{}}
+	if opt.Observe {
+		o, err := probe.NewObserver(s.dst)
+		if err == nil {
+			s.obs = o
+		} else {
+			s.logf("flow observer for %s: %v", s.dst, err)
+		}
+	}
+	return s
+}
+
+func (s *session) logf(format string, a ...any) {
+	if s.opt.Log != nil {
+		s.opt.Log(format, a...)
+	}
+}
+
+func (s *session) close() {
+	if s.obs != nil {
+		s.obs.Close()
+	}
+}
+
+func (s *session) since(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return seconds(t.Sub(s.start))
+}
+
+// learn takes the server fingerprint from a flow's SYN-ACK.
+func (s *session) learn(port uint16) {
+	if s.obs == nil || port == 0 {
+		return
+	}
+	r := s.obs.Flow(port)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.fp.Known() {
+		if f := r.Fingerprint(); f.Known() {
+			s.fp = f
+			s.res.ServerTTL, s.res.ServerHop = f.TTL, probe.SenderHop(f.TTL)
+		}
+	}
+}
+
+func (s *session) fingerprint(own probe.FlowRecord) probe.Fingerprint {
+	if f := own.Fingerprint(); f.Known() {
+		return f
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fp
+}
+
+// packets returns the FINs and RSTs seen toward port from since on (after
+// waiting briefly for the capture to catch up) with their attribution,
+// and the attribution of the first one (nil if none).
+func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec, *probe.Attribution) {
+	if s.obs == nil || port == 0 {
+		return nil, nil
+	}
+	var r probe.FlowRecord
+	if wait {
+		r = s.obs.WaitFinRst(port, since, 300*time.Millisecond)
+	} else {
+		r = s.obs.Flow(port)
+	}
+	fp := s.fingerprint(r)
+	var out []PacketRec
+	var first *probe.Attribution
+	for _, seg := range r.FinRst {
+		if seg.At.Before(since) {
+			continue
+		}
+		a := probe.Attribute(seg, fp)
+		out = append(out, PacketRec{Flags: flagString(seg.Flags), AtS: s.since(seg.At), TTL: seg.TTL, IPID: seg.IPID,
+			DF: seg.DF, Seq: seg.Seq, Hop: a.Hop, Origin: a.Origin, Reason: a.Reason})
+		if first == nil {
+			a := a
+			first = &a
+		}
+	}
+	return out, first
+}
+
+// add appends a connection record and counts its outcome.
+func (s *session) add(rec ConnRecord) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	rec.ID = s.nextID
+	s.res.Connections = append(s.res.Connections, rec)
+	s.res.Counts[rec.Outcome]++
+	return len(s.res.Connections) - 1
+}
+
+// dialRecord turns a dial into a record.
+func (s *session) dialRecord(dr DialResult) ConnRecord {
+	rec := ConnRecord{LocalPort: dr.LocalPort, StartS: s.since(dr.Started), Phases: dr.Phases, Outcome: dr.Outcome, Phase: dr.Phase}
+	if dr.Err != nil {
+		rec.Error = dr.Err.Error()
+		rec.EndS = s.since(dr.FailedAt)
+	}
+	if dr.Conn != nil {
+		rec.Status = dr.Conn.Status
+	}
+	return rec
+}
+
+// hopAddress looks up the device at hop (middleboxes only).
+func (s *session) hopAddress(ctx context.Context, a *probe.Attribution) string {
+	if a == nil || a.Origin != probe.OriginMiddlebox || a.Hop <= 0 || s.opt.HopAddress == nil {
+		return ""
+	}
+	return s.opt.HopAddress(ctx, s.dst, a.Hop)
+}
+
+func (s *session) evidenceMode() string {
+	if s.obs != nil {
+		return "packets"
+	}
+	return "socket"
+}
