@@ -228,7 +228,11 @@ func (p *rawProber) Send(pr *Probe) error {
 	}
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
+	// Record the send time before the packet leaves: the answer can be
+	// read before Send returns.
 	now := time.Now()
+	pr.SentAt = now
+	p.pending.setSent(pr.ID, now)
 	if p.cfg.Dst.Is4() {
 		h := &ipv4.Header{
 			Version: ipv4.Version, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(pkt),
@@ -247,8 +251,6 @@ func (p *rawProber) Send(pr *Probe) error {
 		p.pending.take(pr.ID)
 		return fmt.Errorf("send %s probe ttl %d to %s: %w", pr.Protocol, pr.TTL, pr.Dst, err)
 	}
-	pr.SentAt = now
-	p.pending.setSent(pr.ID, now)
 	p.pending.expire(now.Add(-2 * time.Minute))
 	return nil
 }

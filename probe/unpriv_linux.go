@@ -232,7 +232,10 @@ func (p *unprivProber) sendDgram(pr *Probe) error {
 	// (and clears it) without sending: the error is already queued, so
 	// send again.
 	for attempt := 0; attempt < 4; attempt++ {
+		// Recorded before the write: the answer can be read before it returns.
 		now = time.Now()
+		pr.SentAt = now
+		p.pending.setSent(pr.ID, now)
 		if p.cfg.Protocol == ICMP {
 			_, err = f.conn.WriteTo(payload, net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.Dst, 0)))
 		} else {
@@ -245,8 +248,6 @@ func (p *unprivProber) sendDgram(pr *Probe) error {
 	if err != nil {
 		return err
 	}
-	pr.SentAt = now
-	p.pending.setSent(pr.ID, now)
 	return nil
 }
 
@@ -369,13 +370,13 @@ func (p *unprivProber) sendTCP(pr *Probe) error {
 		sa = &unix.SockaddrInet4{Port: int(p.cfg.DstPort), Addr: p.cfg.Dst.As4()}
 	}
 	now := time.Now()
+	pr.SentAt = now
+	p.pending.setSent(pr.ID, now)
 	err = unix.Connect(fd, sa)
 	if err != nil && err != unix.EINPROGRESS {
 		unix.Close(fd)
 		return fmt.Errorf("connect: %w", err)
 	}
-	pr.SentAt = now
-	p.pending.setSent(pr.ID, now)
 	p.wg.Add(1)
 	go p.waitTCP(fd, pr.ID, now)
 	return nil
