@@ -107,7 +107,7 @@ func DecodeICMPv4(b []byte) (ICMPMessage, error) {
 	if len(b) < icmpHeaderLen {
 		return ICMPMessage{}, fmt.Errorf("icmp: message needs %d bytes, have %d: %w", icmpHeaderLen, len(b), ErrTruncated)
 	}
-	m, err := icmp.ParseMessage(protoICMP, b)
+	m, err := parseICMP(protoICMP, b)
 	if err != nil {
 		return ICMPMessage{}, fmt.Errorf("icmp: parse type %d code %d: %w: %w", b[0], b[1], ErrMalformed, err)
 	}
@@ -151,7 +151,7 @@ func DecodeICMPv6(b []byte) (ICMPMessage, error) {
 	if len(b) < icmpHeaderLen {
 		return ICMPMessage{}, fmt.Errorf("icmpv6: message needs %d bytes, have %d: %w", icmpHeaderLen, len(b), ErrTruncated)
 	}
-	m, err := icmp.ParseMessage(protoICMPv6, b)
+	m, err := parseICMP(protoICMPv6, b)
 	if err != nil {
 		return ICMPMessage{}, fmt.Errorf("icmpv6: parse type %d code %d: %w: %w", b[0], b[1], ErrMalformed, err)
 	}
@@ -185,6 +185,18 @@ func DecodeICMPv6(b []byte) (ICMPMessage, error) {
 	}
 	msg.Quoted = q
 	return msg, nil
+}
+
+// parseICMP is icmp.ParseMessage, with a panic in it (a bug on some
+// input we have not met) turned into an error: decoders face arbitrary
+// packets from the network and must never take the process down.
+func parseICMP(proto int, b []byte) (m *icmp.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("x/net/icmp panicked: %v", r)
+		}
+	}()
+	return icmp.ParseMessage(proto, b)
 }
 
 // mplsLabels collects the RFC 4950 incoming label stack entries.

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -371,6 +372,14 @@ var (
 		9c40829a001840c2686f70635eed1e55000900000000ee89000000000000000000000000000000000000000000000000
 		000000000000000000000000000000000000000000000000000000000000000000000000000000002000dff400080101
 		ffffff01`)
+	// fxIfInfo4: time exceeded quoting fxUDP4Probe with an RFC 5837
+	// interface information extension (ifindex 2, 198.18.1.1, "eth0",
+	// MTU 1500) instead of MPLS labels.
+	fxIfInfo4 = fx(`
+		0b008432002000004500002c0008000001112a91c6120102c61202029c40829a001840c1686f70635eed1e5500080000
+		0000badb0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
+		0000000000000000000000000000000000000000000000000000000000000000000000000000000020006414001c020f
+		0000000200010000c61201010865746830000000000005dc`)
 	// fxTrunc4: an RFC 792 minimal quote (IP header + 8 bytes) of
 	// fxSYN4Probe, as old routers send.
 	fxTrunc4 = fx(`0b00f973000000004500003c0007000001062a8dc6120102c61202029c4700505eed0007`)
@@ -485,6 +494,9 @@ func TestDecodeICMPv4(t *testing.T) {
 	udpProbe := probe4(protoUDP, 1, 8, 44)
 	udpProbe.SrcPort, udpProbe.DstPort, udpProbe.UDPChecksum = 40000, 33434, 0x40c1
 
+	udpPorts := udpProbe
+	udpPorts.UDPChecksum = 0
+
 	echoProbe := probe4(protoICMP, 1, 10, 44)
 	echoProbe.ICMPType, echoProbe.ICMPID, echoProbe.ICMPSeq, echoProbe.ICMPChecksum = 8, 0x1e55, 10, 0x40b9
 
@@ -545,6 +557,10 @@ func TestDecodeICMPv4(t *testing.T) {
 			want: withMPLS(quotedTE(4, udpProbe), mpls), transportLen: 24},
 		{name: "MPLS extension after 128 bytes of a longer datagram", in: fxMPLS4Long,
 			want: withMPLS(quotedTE(4, longProbe), []MPLSLabel{{Label: 299776, S: true, TTL: 254}}), transportLen: 108},
+		{name: "RFC 5837 interface extension: no labels, padding cut", in: fxIfInfo4,
+			want: quotedTE(4, udpProbe), transportLen: 24},
+		{name: "quote of 4 transport bytes", in: teQuoting("4500002c0008000001112a91c6120102c61202029c40829a"),
+			want: quotedTE(4, udpPorts), transportLen: 4},
 		{name: "unknown type", in: fx("ff00000000000000deadbeef"),
 			want: ICMPMessage{Family: 4, Kind: KindOther, Type: 255}},
 		{name: "redirect is other", in: fx("0501000000000000" + "4500002c0008000001112a91c6120102c61202029c40829a001840c1"),
@@ -642,6 +658,7 @@ func TestQuotedTransportBytes(t *testing.T) {
 		{"v4 full quote", DecodeICMPv4, ipv4Payload(t, fxTE4SYNProbe), fxSYN4Probe[20:]},
 		{"v4 MPLS padded", DecodeICMPv4, fxMPLS4, fxUDP4Probe[20:]},
 		{"v4 MPLS compat", DecodeICMPv4, fxMPLS4Compat, fxUDP4Probe[20:]},
+		{"v4 interface extension", DecodeICMPv4, fxIfInfo4, fxUDP4Probe[20:]},
 		{"v4 truncated", DecodeICMPv4, fxTrunc4, fxSYN4Probe[20:28]},
 		{"v4 frag needed", DecodeICMPv4, ipv4Payload(t, fxFragNeeded4), fxUDP4BigProbe[20:548]},
 		{"v6 full quote", DecodeICMPv6, ipv6Payload(fxTE6UDPProbe), fxUDP6Probe[40:]},
@@ -801,14 +818,17 @@ func TestDecodeTCPSegment(t *testing.T) {
 // TestSyntheticFixturesProvenance re-marshals the synthetic fixtures with
 // x/net/icmp, so they stay what their comments say.
 func TestSyntheticFixturesProvenance(t *testing.T) {
-	te4 := func(data []byte, labels ...icmp.MPLSLabel) []byte {
-		m := icmp.Message{Type: ipv4.ICMPTypeTimeExceeded, Body: &icmp.TimeExceeded{Data: data,
-			Extensions: []icmp.Extension{&icmp.MPLSLabelStack{Class: 1, Type: 1, Labels: labels}}}}
+	marshal := func(body *icmp.TimeExceeded) []byte {
+		m := icmp.Message{Type: ipv4.ICMPTypeTimeExceeded, Body: body}
 		b, err := m.Marshal(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
+	}
+	te4 := func(data []byte, labels ...icmp.MPLSLabel) []byte {
+		return marshal(&icmp.TimeExceeded{Data: data,
+			Extensions: []icmp.Extension{&icmp.MPLSLabelStack{Class: 1, Type: 1, Labels: labels}}})
 	}
 	te6 := func(data []byte, exts ...icmp.Extension) []byte {
 		m := icmp.Message{Type: ipv6.ICMPTypeTimeExceeded, Body: &icmp.TimeExceeded{Data: data, Extensions: exts}}
@@ -848,6 +868,9 @@ func TestSyntheticFixturesProvenance(t *testing.T) {
 		{"fxMPLS4Long", te4(long[:128], icmp.MPLSLabel{Label: 299776, S: true, TTL: 254}), fxMPLS4Long},
 		{"fxMPLS6", te6(fxUDP6Probe, &icmp.MPLSLabelStack{Class: 1, Type: 1,
 			Labels: []icmp.MPLSLabel{{Label: 1048575, TC: 7, S: true, TTL: 1}}}), fxMPLS6},
+		{"fxIfInfo4", marshal(&icmp.TimeExceeded{Data: fxUDP4Probe, Extensions: []icmp.Extension{&icmp.InterfaceInfo{
+			Class: 2, Type: 0x0f, Interface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
+			Addr: &net.IPAddr{IP: net.IP(router4.AsSlice())}}}}), fxIfInfo4},
 		{"fxTrunc4", withChecksum(append(fx("0b00000000000000"), fxSYN4Probe[:28]...)), fxTrunc4},
 		{"fxFrag6", te6(frag), fxFrag6},
 	} {
