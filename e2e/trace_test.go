@@ -255,7 +255,6 @@ func TestTraceBadInput(t *testing.T) {
 		{[]string{"trace", "127.0.0.1:70000"}, "70000"},
 		{[]string{"trace", "--max-hops", "0", "127.0.0.1"}, "0"},
 		{[]string{"trace", "--max-hops", "300", "127.0.0.1"}, "300"},
-		{[]string{"trace", "no-such-host.invalid"}, "no-such-host.invalid"},
 		{[]string{"trace"}, "TARGET"},
 		{[]string{"trace", "ftp://127.0.0.1"}, "ftp"},
 		{[]string{"trace", "--timeout", "soon", "127.0.0.1"}, "soon"},
@@ -280,5 +279,32 @@ func TestTraceBadInput(t *testing.T) {
 				t.Fatalf("files left behind: %v", entries)
 			}
 		})
+	}
+}
+
+// TestTraceNames: a name is traced to every address it resolves to, and an
+// unresolvable name is a usage error naming it. Lookups stay inside the
+// lab (see isolateDNS).
+func TestTraceNames(t *testing.T) {
+	l := buildLab(t, lab.Scenario{Name: "names", Routers: make([]lab.Router, 2)})
+	rep := traceJSON(t, l, nil, "--protocol", "icmp", "https://"+labHost)
+	got := map[string]bool{}
+	for _, tr := range rep.Traces {
+		got[tr.Target.Address] = tr.Reached
+		if tr.Target.Host != labHost || tr.Target.Port != 0 {
+			t.Errorf("target %+v, want host %s (icmp: port 0)", tr.Target, labHost)
+		}
+	}
+	if len(got) != 2 || !got[l.Server4.String()] || !got[l.Server6.String()] {
+		t.Fatalf("traced %v, want both %s and %s reached", got, l.Server4, l.Server6)
+	}
+	v6 := traceJSON(t, l, nil, "-6", "--protocol", "udp", labHost)
+	if len(v6.Traces) != 1 || v6.Traces[0].Target.Address != l.Server6.String() {
+		t.Fatalf("-6 traced %+v, want only %s", v6.Traces, l.Server6)
+	}
+
+	r := runIn(t, l, l.ClientNS, nil, "trace", "no-such-host.invalid")
+	if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "no-such-host.invalid") {
+		t.Fatalf("unresolvable name: exit %d, stderr %q; want exit 2 and one line naming it", r.code, r.stderr)
 	}
 }
