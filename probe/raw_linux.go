@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -42,6 +43,8 @@ type rawProber struct {
 	tcp4  *ipv4.RawConn    // IPv4 TCP: reads SYN-ACK/RST
 	icmp6 *ipv6.PacketConn // IPv6: reads ICMPv6, sends echo
 	send6 *ipv6.PacketConn // IPv6 TCP/UDP: sends (and reads TCP)
+	// Raw connections of the reading sockets, for kernel receive stamps.
+	stampICMP4, stampTCP4, stampICMP6, stampSend6 syscall.RawConn
 
 	pending   *pendingTable
 	responses chan Response
@@ -91,6 +94,7 @@ func (p *rawProber) open() error {
 			c.Close()
 			return fmt.Errorf("raw icmp socket: %w", err)
 		}
+		p.stampICMP4 = syscallConn(c)
 		if p.cfg.Protocol == TCP {
 			c, err := net.ListenPacket("ip4:tcp", p.src.String())
 			if err != nil {
@@ -100,6 +104,7 @@ func (p *rawProber) open() error {
 				c.Close()
 				return fmt.Errorf("raw tcp socket: %w", err)
 			}
+			p.stampTCP4 = syscallConn(c)
 		}
 		return nil
 	}
@@ -108,6 +113,7 @@ func (p *rawProber) open() error {
 		return fmt.Errorf("open raw icmpv6 socket: %w", err)
 	}
 	p.icmp6 = c.IPv6PacketConn()
+	p.stampICMP6 = syscallConn(p.icmp6.PacketConn)
 	var f ipv6.ICMPFilter
 	f.SetAll(true)
 	for _, t := range []ipv6.ICMPType{ipv6.ICMPTypeDestinationUnreachable, ipv6.ICMPTypePacketTooBig,
@@ -132,6 +138,7 @@ func (p *rawProber) open() error {
 		return fmt.Errorf("open raw %s socket: %w", p.cfg.Protocol, err)
 	}
 	p.send6 = ipv6.NewPacketConn(sc)
+	p.stampSend6 = syscallConn(sc)
 	if err := p.send6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
 		return fmt.Errorf("ipv6 hop limit control messages: %w", err)
 	}
@@ -276,6 +283,9 @@ func (p *rawProber) buildTransport(pr *Probe) ([]byte, int, error) {
 }
 
 func (p *rawProber) startReaders() {
+	for _, rc := range []syscall.RawConn{p.stampICMP4, p.stampTCP4, p.stampICMP6, p.stampSend6} {
+		enableStamps(rc)
+	}
 	if p.raw4 != nil {
 		p.wg.Add(1)
 		go p.readICMP4()
@@ -309,7 +319,7 @@ func (p *rawProber) readICMP4() {
 			}
 			continue
 		}
-		at := time.Now()
+		at := kernelStamp(p.stampICMP4, time.Now())
 		m, err := DecodeICMPv4(payload)
 		if err != nil {
 			continue
@@ -330,7 +340,7 @@ func (p *rawProber) readICMP6() {
 			}
 			continue
 		}
-		at := time.Now()
+		at := kernelStamp(p.stampICMP6, time.Now())
 		m, err := DecodeICMPv6(buf[:n])
 		if err != nil {
 			continue
@@ -354,7 +364,7 @@ func (p *rawProber) readTCP4() {
 			}
 			continue
 		}
-		at := time.Now()
+		at := kernelStamp(p.stampTCP4, time.Now())
 		from, _ := netip.AddrFromSlice(h.Src.To4())
 		p.handleTCP(payload, from, h.TTL, h.ID, at)
 	}
@@ -371,7 +381,7 @@ func (p *rawProber) readTCP6() {
 			}
 			continue
 		}
-		at := time.Now()
+		at := kernelStamp(p.stampSend6, time.Now())
 		hl := -1
 		if cm != nil {
 			hl = cm.HopLimit
