@@ -73,10 +73,13 @@ func (o SYNOptions) tcpOptions() ([]layers.TCPOption, error) {
 	}
 	nop := layers.TCPOption{OptionType: layers.TCPOptionKindNop}
 	sack := layers.TCPOption{OptionType: layers.TCPOptionKindSACKPermitted}
-	var opts []layers.TCPOption
+	opts := make([]layers.TCPOption, 0, 7)
+	// One backing array for all option values: MSS 2, TSval+TSecr 8, WS 1.
+	data := make([]byte, 11)
+	mss, ts, ws := data[0:2], data[2:10], data[10:11]
 	if o.MSS > 0 {
-		opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindMSS,
-			OptionData: binary.BigEndian.AppendUint16(nil, uint16(o.MSS))})
+		binary.BigEndian.PutUint16(mss, uint16(o.MSS))
+		opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindMSS, OptionData: mss})
 	}
 	if o.Timestamps {
 		if o.SACKPermitted {
@@ -84,15 +87,14 @@ func (o SYNOptions) tcpOptions() ([]layers.TCPOption, error) {
 		} else {
 			opts = append(opts, nop, nop)
 		}
-		ts := make([]byte, 8) // TSval, TSecr 0
-		binary.BigEndian.PutUint32(ts, o.TSVal)
+		binary.BigEndian.PutUint32(ts, o.TSVal) // TSecr stays 0
 		opts = append(opts, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionData: ts})
 	} else if o.SACKPermitted {
 		opts = append(opts, nop, nop, sack)
 	}
 	if o.WindowScale >= 0 {
-		opts = append(opts, nop, layers.TCPOption{OptionType: layers.TCPOptionKindWindowScale,
-			OptionData: []byte{byte(o.WindowScale)}})
+		ws[0] = byte(o.WindowScale)
+		opts = append(opts, nop, layers.TCPOption{OptionType: layers.TCPOptionKindWindowScale, OptionData: ws})
 	}
 	return opts, nil
 }
