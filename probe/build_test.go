@@ -322,6 +322,10 @@ func TestBuildErrors(t *testing.T) {
 			return err
 		}, "mss 65536"},
 		{"SYN window scale 256", func() error { _, err := BuildTCPSYN(v4, v4, 1, 2, 0, 0, SYNOptions{WindowScale: 256}); return err }, "window scale 256"},
+		{"TCP segment too long", func() error {
+			_, err := BuildTCPSegment(v4, v4, 1, 2, 0, 0, FlagACK, 0, make([]byte, 65516))
+			return err
+		}, "above 65535"},
 		{"UDP checksum 0", func() error { _, err := BuildUDP(v4, v4, 1, 2, 0, make([]byte, 12)); return err }, "checksum 0"},
 		{"UDP payload 1 byte", func() error { _, err := BuildUDP(v4, v4, 1, 2, 1, []byte{1}); return err }, "compensation word"},
 		{"UDP mixed families", func() error { _, err := BuildUDP(v6, v4, 1, 2, 1, make([]byte, 12)); return err }, "not of one IP family"},

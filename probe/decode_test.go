@@ -898,3 +898,34 @@ func BenchmarkDecodeICMPv4(b *testing.B) {
 		})
 	}
 }
+
+// TestMPLSOtherCType ignores label stack objects of a C-Type other than 1
+// (incoming stack, the only one RFC 4950 defines).
+func TestMPLSOtherCType(t *testing.T) {
+	m := icmp.Message{Type: ipv4.ICMPTypeTimeExceeded, Body: &icmp.TimeExceeded{Data: fxUDP4Probe,
+		Extensions: []icmp.Extension{
+			&icmp.MPLSLabelStack{Class: 1, Type: 2, Labels: []icmp.MPLSLabel{{Label: 99, S: true, TTL: 1}}},
+			&icmp.MPLSLabelStack{Class: 1, Type: 1, Labels: []icmp.MPLSLabel{{Label: 100, S: true, TTL: 1}}},
+		}}}
+	b, err := m.Marshal(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// x/net always writes C-Type 1: patch the first object's and redo the
+	// extension checksum. Extension header at 8+128, first object after it.
+	const ext = 8 + 128
+	if b[ext+4+2] != 1 || b[ext+4+3] != 1 {
+		t.Fatalf("unexpected layout %x", b[ext:])
+	}
+	b[ext+4+3] = 2
+	b[ext+2], b[ext+3] = 0, 0
+	c := Checksum(b[ext:], 0)
+	b[ext+2], b[ext+3] = byte(c>>8), byte(c)
+	got, err := DecodeICMPv4(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []MPLSLabel{{Label: 100, S: true, TTL: 1}}; !reflect.DeepEqual(got.MPLS, want) {
+		t.Errorf("labels %+v, want %+v", got.MPLS, want)
+	}
+}
