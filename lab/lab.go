@@ -17,10 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,7 +219,65 @@ func (l *Lab) build(ctx context.Context, topo topology, binary string) error {
 			all = append(all, err)
 		}
 	}
-	return errors.Join(all...)
+	if len(all) > 0 {
+		return errors.Join(all...)
+	}
+	for _, nd := range topo.nodes {
+		if err := waitLinksReady(ctx, nd.ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitLinksReady waits until every lab interface in ns is operationally up
+// and has its IPv6 link-local address: before that, IPv6 packets are lost.
+func waitLinksReady(ctx context.Context, ns string) error {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var notReady string
+		err := InNamespace(ns, func() error {
+			ifaces, err := net.Interfaces()
+			if err != nil {
+				return err
+			}
+			for _, ifc := range ifaces {
+				if ifc.Name != ifToClient && ifc.Name != ifToServer {
+					continue
+				}
+				if ifc.Flags&net.FlagRunning == 0 {
+					notReady = ifc.Name + " not running"
+					return nil
+				}
+				addrs, err := ifc.Addrs()
+				if err != nil {
+					return err
+				}
+				if !slices.ContainsFunc(addrs, func(a net.Addr) bool {
+					ipn, ok := a.(*net.IPNet)
+					return ok && ipn.IP.IsLinkLocalUnicast()
+				}) {
+					notReady = ifc.Name + " has no IPv6 link-local address"
+					return nil
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: checking links: %w", ns, err)
+		}
+		if notReady == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s after 3s", ns, notReady)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // configureNode loads the ruleset first (its ct rule loads conntrack, whose

@@ -292,13 +292,14 @@ func TestServeMaxConnsResets(t *testing.T) {
 	}
 	defer b.Close()
 	// Third connection, on a third port: accepted by the kernel, then reset.
+	// The reset often arrives before connect(2) returns.
 	c, err := net.Dial("tcp", loopback(s.AMQPPort))
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
 	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("connection over the cap: %v, want a reset", err)
 	}
 	// A closed connection frees its slot.
@@ -306,13 +307,12 @@ func TestServeMaxConnsResets(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		d, err := net.Dial("tcp", loopback(s.EchoPort))
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			d.SetDeadline(time.Now().Add(time.Second))
+			d.Write([]byte("d"))
+			_, err = io.ReadFull(d, make([]byte, 1))
+			d.Close()
 		}
-		d.SetDeadline(time.Now().Add(time.Second))
-		d.Write([]byte("d"))
-		_, err = io.ReadFull(d, make([]byte, 1))
-		d.Close()
 		if err == nil {
 			return
 		}

@@ -16,6 +16,13 @@ const (
 	ifToServer = "toserver" // a node's interface on the link toward the server
 )
 
+// Interface indexes: ifIndexToServer+k and ifIndexToClient+k are the two
+// ends of link k.
+const (
+	ifIndexToServer = 1000
+	ifIndexToClient = 2000
+)
+
 // maxRouters bounds the chain so that link k fits 198.18.k.0/24.
 const maxRouters = 250
 
@@ -133,8 +140,12 @@ func planTopology(id string, sc Scenario) (topology, error) {
 		t.rootBatch = append(t.rootBatch, "netns add "+names[idx])
 	}
 	for k := 0; k <= n; k++ {
-		t.rootBatch = append(t.rootBatch, fmt.Sprintf("link add name %s netns %s type veth peer name %s netns %s",
-			ifToServer, names[k], ifToClient, names[k+1]))
+		// Distinct ifindexes on the two ends: in fresh namespaces both would
+		// get index 2, and the kernel's linkwatch then treats the veth as
+		// not "urgent" and reports carrier up to a second late, during
+		// which IPv6 on it has no link-local address and loses packets.
+		t.rootBatch = append(t.rootBatch, fmt.Sprintf("link add name %s index %d netns %s type veth peer name %s index %d netns %s",
+			ifToServer, ifIndexToServer+k, names[k], ifToClient, ifIndexToClient+k, names[k+1]))
 	}
 	t.clientNS, t.serverNS = names[0], names[n+1]
 	t.routerNS = names[1 : n+1]

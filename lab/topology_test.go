@@ -42,10 +42,10 @@ func TestPlanTopologyChain(t *testing.T) {
 	}
 	wantRoot := []string{
 		"netns add hc1x0abc-c", "netns add hc1x0abc-r1", "netns add hc1x0abc-r2", "netns add hc1x0abc-r3", "netns add hc1x0abc-s",
-		"link add name toserver netns hc1x0abc-c type veth peer name toclient netns hc1x0abc-r1",
-		"link add name toserver netns hc1x0abc-r1 type veth peer name toclient netns hc1x0abc-r2",
-		"link add name toserver netns hc1x0abc-r2 type veth peer name toclient netns hc1x0abc-r3",
-		"link add name toserver netns hc1x0abc-r3 type veth peer name toclient netns hc1x0abc-s",
+		"link add name toserver index 1000 netns hc1x0abc-c type veth peer name toclient index 2000 netns hc1x0abc-r1",
+		"link add name toserver index 1001 netns hc1x0abc-r1 type veth peer name toclient index 2001 netns hc1x0abc-r2",
+		"link add name toserver index 1002 netns hc1x0abc-r2 type veth peer name toclient index 2002 netns hc1x0abc-r3",
+		"link add name toserver index 1003 netns hc1x0abc-r3 type veth peer name toclient index 2003 netns hc1x0abc-s",
 	}
 	if !slices.Equal(topo.rootBatch, wantRoot) {
 		t.Errorf("root batch:\n%s", strings.Join(topo.rootBatch, "\n"))
