@@ -31,7 +31,7 @@ func RunConcurrency(ctx context.Context, opt Options, job Job, start time.Time) 
 	limit := 0
 	extraFails := 0
 	for i := 1; i <= opt.Width && ctx.Err() == nil; i++ {
-		dr := Dial(ctx, opt.Dial, s.dst)
+		dr := Dial(ctx, s.opt.Dial, s.dst)
 		if dr.Conn == nil && ctx.Err() != nil {
 			break
 		}

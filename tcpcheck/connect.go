@@ -40,7 +40,7 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dr := Dial(ctx, opt.Dial, s.dst)
+			dr := Dial(ctx, s.opt.Dial, s.dst)
 			if dr.Conn == nil && ctx.Err() != nil {
 				return
 			}

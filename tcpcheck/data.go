@@ -18,12 +18,20 @@ const echoVolume = 4 << 20
 func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result, []Finding) {
 	s := newSession(opt, job, start)
 	defer s.close()
-	dr := Dial(ctx, opt.Dial, s.dst)
+	// A stall is judged by progress, not by the kernel giving up.
+	s.opt.Dial.UserTimeout, s.opt.Dial.SetupTimeout = 0, opt.StallAfter
+	dr := Dial(ctx, s.opt.Dial, s.dst)
 	rec := s.dialRecord(dr)
 	if dr.Conn == nil {
 		pk, _ := s.packets(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
 		rec.Packets = pk
 		s.add(rec)
+		if dr.Outcome == OutcomeTimeout && dr.Phase != PhaseTCP {
+			// The TCP handshake worked and the first full-size answer
+			// (the server's certificate flight) never came.
+			f := stallFinding(s, fmt.Sprintf("the TCP handshake worked, then the %s phase made no progress for %v", dr.Phase, opt.StallAfter), nil)
+			return s.res, []Finding{f}
+		}
 		s.res.Error = fmt.Sprintf("connection failed before the transfer: %s", rec.Outcome)
 		return s.res, nil
 	}
@@ -34,7 +42,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	xferStart := time.Now()
 	cn.lastRead.Store(xferStart.UnixNano())
 	var werr error
-	if opt.Dial.App == AppHTTPS {
+	if s.opt.Dial.App == AppHTTPS {
 		path := cn.cfg.Path
 		cn.cfg.Path = opt.DataPath
 		werr = cn.writeRequest(time.Now().Add(opt.Dial.RequestTimeout))
@@ -69,10 +77,10 @@ loop:
 				outcome, endErr, endAt = Classify(PhaseRequest, ev.err), ev.err, ev.at
 				break loop
 			}
-			if opt.Dial.App == AppHTTPS && ev.status != 0 {
+			if s.opt.Dial.App == AppHTTPS && ev.status != 0 {
 				break loop
 			}
-			if opt.Dial.App != AppHTTPS && cn.received.Load()-before >= echoVolume {
+			if s.opt.Dial.App != AppHTTPS && cn.received.Load()-before >= echoVolume {
 				break loop
 			}
 		case <-tick.C:
@@ -103,12 +111,7 @@ loop:
 	var findings []Finding
 	switch {
 	case stalled:
-		f := Finding{Kind: KindDataStall, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
-		f.Evidence = append(f.Evidence, fmt.Sprintf("the handshake worked, then the transfer stopped after %d bytes: no progress for %v", moved, opt.StallAfter))
-		f.Evidence = append(f.Evidence, "no FIN or RST: full-size segments vanish on the way (PMTU black hole: ICMP fragmentation-needed filtered, no MSS clamping)")
-		f.Evidence = append(f.Evidence, infoEv...)
-		f.Advice = "Full-size packets are lost without an ICMP error: allow ICMP fragmentation-needed / packet-too-big on your firewalls, clamp the TCP MSS at your edge (e.g. iptables TCPMSS --clamp-mss-to-pmtu), or lower the interface MTU; enable net.ipv4.tcp_mtu_probing=1 as a workaround."
-		findings = append(findings, f)
+		findings = append(findings, stallFinding(s, fmt.Sprintf("the handshake worked, then the transfer stopped after %d bytes: no progress for %v", moved, opt.StallAfter), infoEv))
 	case outcome.IsReset():
 		f := Finding{Kind: KindMidstreamReset, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
 		f.Evidence = append(f.Evidence, fmt.Sprintf("the transfer was reset after %d bytes", moved))
@@ -125,4 +128,13 @@ loop:
 		findings = append(findings, f)
 	}
 	return s.res, findings
+}
+
+func stallFinding(s *session, what string, more []string) Finding {
+	f := Finding{Kind: KindDataStall, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
+	f.Evidence = append(f.Evidence, what)
+	f.Evidence = append(f.Evidence, "no FIN or RST: full-size segments vanish on the way (PMTU black hole: ICMP fragmentation-needed filtered, no MSS clamping)")
+	f.Evidence = append(f.Evidence, more...)
+	f.Advice = "Full-size packets are lost without an ICMP error: allow ICMP fragmentation-needed / packet-too-big on your firewalls, clamp the TCP MSS at your edge (e.g. iptables TCPMSS --clamp-mss-to-pmtu), or lower the interface MTU; enable net.ipv4.tcp_mtu_probing=1 as a workaround."
+	return f
 }

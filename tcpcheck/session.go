@@ -54,6 +54,7 @@ type session struct {
 }
 
 func newSession(opt Options, job Job, start time.Time) *session {
+	opt.Dial.App, opt.Dial.ServerName = job.Target.App, job.Target.ServerName()
 	s := &session{opt: opt, job: job, dst: job.Target.Endpoint(job.Addr), start: start}
 	s.res = Result{Target: job.Target.Name(), Address: job.Addr.String(), Port: job.Target.Spec.Port,
 		App: job.Target.App, Counts: map[Outcome]int{}, Connections: []ConnRecord{}}
