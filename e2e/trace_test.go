@@ -135,7 +135,7 @@ func TestTraceSilentRoutersAllProtocols(t *testing.T) {
 	}{{"ipv4", l.Server4, l.Router4}, {"ipv6", l.Server6, l.Router6}} {
 		for _, proto := range []string{"icmp", "udp", "tcp"} {
 			t.Run(fam.name+"/"+proto, func(t *testing.T) {
-				rep := traceJSON(t, l, nil, "--protocol", proto, fam.server.String()+":443")
+				rep := traceJSON(t, l, nil, "--protocol", proto, netip.AddrPortFrom(fam.server, 443).String())
 				if len(rep.Traces) != 1 {
 					t.Fatalf("%d traces, want 1", len(rep.Traces))
 				}
