@@ -34,7 +34,7 @@ import (
 type Router struct {
 	NoICMP          bool          // sends no ICMP errors (time-exceeded, unreachable, v6 packet-too-big); neighbour discovery keeps working
 	ICMPRateLimit   int           // ICMP errors per second this router may send, burst the same (0 = unlimited)
-	DropTCPPort     uint16        // silently drop forwarded TCP to this destination port
+	DropTCPPort     uint16        // silently drop forwarded TCP to this destination port (client to server)
 	IdleTimeout     time.Duration // conntrack established timeout (rounded up to seconds); a flow idle longer loses its state
 	IdleAction      string        // for a packet of an expired flow: "reset" (TCP reset) or "drop" (default)
 	LinkMTU         int           // MTU of this router's link toward the server (both ends); 0 = 1500

@@ -37,7 +37,25 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "lab-serve" {
 		os.Exit(labServeMain(os.Args[2:]))
 	}
+	if os.Getenv(signalHelperEnv) != "" {
+		os.Exit(signalHelper())
+	}
 	os.Exit(m.Run())
+}
+
+// signalHelperEnv makes the test binary build a lab, print its ID and dir,
+// and wait for a signal (TestLabCloseOnSignal).
+const signalHelperEnv = "HOPCHECK_LAB_TEST_SIGNAL_HELPER"
+
+func signalHelper() int {
+	l, err := lab.Build(context.Background(), lab.Scenario{Name: "signal", Routers: []lab.Router{{}}}, lab.Options{})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	l.CloseOnSignal()
+	fmt.Println(l.ID, l.Dir)
+	select {}
 }
 
 // labServeMain mirrors the flags of cli/labserve.go.
@@ -791,5 +809,105 @@ func TestRequireAsNonRoot(t *testing.T) {
 	out, err = run(true)
 	if err == nil || !strings.Contains(out, "--- FAIL: TestLabMaxConns") || !strings.Contains(out, "need root") {
 		t.Errorf("as nobody with HOPCHECK_LAB=required: %v\n%s", err, out)
+	}
+}
+
+// TestLabWithBuiltBinary runs the real `hopcheck lab-serve` (cli flags and
+// all) in a lab built with labtest.Build.
+func TestLabWithBuiltBinary(t *testing.T) {
+	t.Parallel()
+	l := labtest.Build(t, lab.Scenario{Name: "binary", Routers: []lab.Router{{}},
+		Server: lab.Server{HTTPSPort: 8443, Token: "bin-token", IdleClose: time.Minute}}, lab.Options{})
+	c := httpsClient(t, l)
+	for _, server := range []netip.Addr{l.Server4, l.Server6} {
+		base := "https://" + hostPort(server, 8443)
+		if code, body := get(t, c, base+lab.WhoamiPath, "bin-token"); code != 200 || !strings.Contains(body, "<bookmaker_details") {
+			t.Errorf("%v with token: %d %q", server, code, body)
+		}
+		if code, _ := get(t, c, base+lab.WhoamiPath, ""); code != 401 {
+			t.Errorf("%v without token: %d", server, code)
+		}
+	}
+	// The token is passed by file, never on the command line.
+	pids, _ := exec.Command("ip", "netns", "pids", l.ServerNS).Output()
+	for _, f := range strings.Fields(string(pids)) {
+		cmdline, _ := os.ReadFile("/proc/" + f + "/cmdline")
+		if strings.Contains(string(cmdline), "bin-token") {
+			t.Errorf("token on the command line of %s: %q", f, cmdline)
+		}
+	}
+}
+
+// TestLabCloseOnSignal: a process that built a lab and is sent SIGTERM
+// tears the lab down and still dies of the signal.
+func TestLabCloseOnSignal(t *testing.T) {
+	t.Parallel()
+	labtest.Require(t)
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), signalHelperEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make([]byte, 512)
+	n, _ := out.Read(line)
+	id, dir, ok := strings.Cut(strings.TrimSpace(string(line[:n])), " ")
+	if !ok || !strings.HasPrefix(id, "hc") {
+		t.Fatalf("helper said %q", line[:n])
+	}
+	if _, err := os.Stat("/run/netns/" + id + "-s"); err != nil {
+		t.Fatalf("helper's server namespace: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+		t.Errorf("helper ended with %v, want death by SIGTERM", err)
+	}
+	left, _ := filepath.Glob("/run/netns/" + id + "-*")
+	if len(left) > 0 {
+		t.Errorf("namespaces left after SIGTERM: %v", left)
+		exec.Command("ip", "netns", "del", id+"-c").Run()
+		exec.Command("ip", "netns", "del", id+"-r1").Run()
+		exec.Command("ip", "netns", "del", id+"-s").Run()
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("dir %s left after SIGTERM", dir)
+		os.RemoveAll(dir)
+	}
+}
+
+// TestBuildFailureTearsDown: a lab whose server cannot start is removed
+// again, and the error says why.
+func TestBuildFailureTearsDown(t *testing.T) {
+	t.Parallel()
+	labtest.Require(t)
+	before, _ := filepath.Glob(fmt.Sprintf("/run/netns/hc%dx*", os.Getpid()))
+	_, err := lab.Build(context.Background(), lab.Scenario{Name: "broken", Routers: []lab.Router{{}, {}}},
+		lab.Options{Binary: "/nonexistent/hopcheck"})
+	if err == nil || !strings.Contains(err.Error(), "lab server") {
+		t.Fatalf("Build with a missing binary: %v", err)
+	}
+	t.Log(err)
+	// Other tests of this process build labs concurrently: compare the
+	// broken scenario's names only.
+	m := regexp.MustCompile(`lab (hc\d+x[0-9a-f]{4}) `).FindStringSubmatch(err.Error())
+	if m == nil {
+		t.Fatalf("no lab id in %v", err)
+	}
+	if left, _ := filepath.Glob("/run/netns/" + m[1] + "-*"); len(left) > 0 {
+		t.Errorf("namespaces left: %v (before: %v)", left, before)
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), m[1]+"-*")); len(left) > 0 {
+		t.Errorf("dirs left: %v", left)
+	}
+	if _, err := lab.Build(context.Background(), lab.Scenario{Name: "invalid", Routers: []lab.Router{{LinkMTU: 100}}}, lab.Options{}); err == nil ||
+		!strings.Contains(err.Error(), "LinkMTU 100") {
+		t.Errorf("invalid scenario: %v", err)
 	}
 }

@@ -275,7 +275,9 @@ func routerRuleset(r Router) string {
 		w("\t\tct state invalid counter")
 	}
 	if r.DropTCPPort != 0 {
-		w("\t\ttcp dport %d drop", r.DropTCPPort)
+		// Client to server only: replies to an ephemeral port that happens
+		// to equal DropTCPPort must pass.
+		w("\t\tiifname %q tcp dport %d drop", ifToClient, r.DropTCPPort)
 	}
 	if r.SYNResetPercent > 0 {
 		// Only connection-opening SYNs (not SYN-ACKs).

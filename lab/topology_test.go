@@ -151,7 +151,7 @@ func TestRouterRuleset(t *testing.T) {
 			[]string{"nd-neighbor", "echo"}},
 		{"rate limit shared by both families", Router{ICMPRateLimit: 3},
 			[]string{"jump icmp_error_limit", "limit rate over 3/second burst 3 packets drop"}, nil},
-		{"drop port", Router{DropTCPPort: 8443}, []string{"tcp dport 8443 drop"}, nil},
+		{"drop port", Router{DropTCPPort: 8443}, []string{`iifname "toclient" tcp dport 8443 drop`}, nil},
 		{"idle reset", Router{IdleTimeout: time.Second, IdleAction: "reset"},
 			[]string{"meta l4proto tcp ct state invalid reject with tcp reset"}, []string{"ct state invalid counter"}},
 		{"idle drop is the default", Router{IdleTimeout: time.Second},
