@@ -78,10 +78,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "format", Value: "auto", Usage: "output format: text|json (auto: text)"},
-			&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the report to `FILE` (atomically)"},
-		},
+		Flags: outputFlags(),
 		Commands: []*ucli.Command{
 			traceCommand(),
 			tcpCommand(),
@@ -93,8 +90,31 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = oneLineUsageError
+		if !cmd.Hidden {
+			// Accept --format and -o after the command name too.
+			cmd.Flags = append(cmd.Flags, outputFlags()...)
+		}
 	}
 	return app
+}
+
+// outputFlags are accepted both before and after the command name.
+func outputFlags() []ucli.Flag {
+	return []ucli.Flag{
+		&ucli.StringFlag{Name: "format", Value: "auto", Usage: "output format: text|json (auto: text)"},
+		&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the report to `FILE` (atomically)"},
+	}
+}
+
+// flagString returns the value of a flag defined both globally and per
+// command: the innermost context where it was set wins.
+func flagString(c *ucli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(name) {
+			return ctx.String(name)
+		}
+	}
+	return c.String(name)
 }
 
 // oneLineUsageError turns urfave/cli's flag errors (which would print the

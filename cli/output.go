@@ -23,7 +23,7 @@ type output struct {
 
 // openOutput validates --format and -o before any work starts.
 func openOutput(c *ucli.Context, formats ...string) (*output, error) {
-	format := c.String("format")
+	format := flagString(c, "format")
 	if format == "auto" {
 		format = "text"
 	}
@@ -34,10 +34,10 @@ func openOutput(c *ucli.Context, formats ...string) (*output, error) {
 		}
 	}
 	if !ok {
-		return nil, usageErr("unknown --format %q (want one of %v)", c.String("format"), formats)
+		return nil, usageErr("unknown --format %q (want one of %v)", format, formats)
 	}
 	o := &output{w: c.App.Writer, format: format}
-	path := c.String("output")
+	path := flagString(c, "output")
 	if path == "" || path == "-" {
 		o.tty = isTerminal(c.App.Writer)
 		return o, nil

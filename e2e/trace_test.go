@@ -259,6 +259,9 @@ func TestTraceBadInput(t *testing.T) {
 		{[]string{"trace", "ftp://127.0.0.1"}, "ftp"},
 		{[]string{"trace", "--timeout", "soon", "127.0.0.1"}, "soon"},
 		{[]string{"--format", "yaml", "trace", "127.0.0.1"}, "yaml"},
+		{[]string{"trace", "--format", "yaml", "127.0.0.1"}, "yaml"},
+		{[]string{"trace", "--first-hop", "40", "127.0.0.1"}, "40"},
+		{[]string{"trace", "--privilege", "root", "127.0.0.1"}, "root"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
