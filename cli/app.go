@@ -78,7 +78,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		Flags: outputFlags(),
+		Flags:           outputFlags(),
 		Commands: []*ucli.Command{
 			traceCommand(),
 			tcpCommand(),
