@@ -1,12 +1,3 @@
-// Package lab builds a network lab in Linux network namespaces: a chain
-// client → N routers → server, connected by veth pairs, with per-router
-// middlebox behaviour (ICMP suppression and rate limits, silent drops, idle
-// conntrack expiry, MTU black holes, MSS clamping, NAT, random SYN resets)
-// and a lab server (HTTPS, AMQP header responder, TCP echo) in the server
-// namespace. Lab tests run hopcheck inside the client namespace.
-//
-// Addresses are 198.18.0.0/15 and 2001:db8::/32 only, and exist only inside
-// the lab namespaces: nothing is sent from or to the root namespace.
 package lab
 
 import (
