@@ -1,0 +1,80 @@
+package tcpcheck
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
+
+func TestIdleAdvice(t *testing.T) {
+	for _, c := range []struct {
+		t         time.Duration
+		behaviour string
+		want      []string
+	}{
+		{350 * time.Second, "reset", []string{"about 350s", "IdleConnTimeout = 175 s", "PooledConnectionIdleTimeout = 175 s", "evictIdleConnections(175 s)", "AMQP heartbeat 175 s"}},
+		{10 * time.Second, "drop", []string{"dropped silently", "TCP keepalive time 5 s"}},
+		{6 * time.Second, "close", []string{"closed after about 6s"}},
+		{time.Second, "reset", []string{"IdleConnTimeout = 1 s"}},
+	} {
+		got := IdleAdvice(c.t, c.behaviour)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("IdleAdvice(%v, %s) = %q, missing %q", c.t, c.behaviour, got, w)
+			}
+		}
+	}
+}
+
+func TestMajorityAndBehaviour(t *testing.T) {
+	if majority(nil) != nil {
+		t.Error("majority of nothing")
+	}
+	a := majority([]probe.Attribution{{Origin: probe.OriginServer, Hop: 4}, {Origin: probe.OriginMiddlebox, Hop: 2}, {Origin: probe.OriginMiddlebox, Hop: 2}})
+	if a.Origin != probe.OriginMiddlebox || a.Hop != 2 {
+		t.Errorf("majority %+v", a)
+	}
+	if b := majorityBehaviour([]idleFailure{{behaviour: "drop"}, {behaviour: "reset"}, {behaviour: "drop"}}); b != "drop" {
+		t.Errorf("behaviour %s", b)
+	}
+	for o, want := range map[Outcome]string{OutcomeTimeout: "drop", OutcomeClosed: "close", OutcomeReset: "reset"} {
+		if behaviourOf(o) != want {
+			t.Errorf("behaviourOf(%s)", o)
+		}
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	r := Report{SchemaVersion: SchemaVersion, Test: "idle", Evidence: "packets", Results: []Result{{Target: "https://x", Address: "198.18.0.2",
+		Port: 443, App: AppHTTPS, Counts: map[Outcome]int{OutcomeOK: 3, OutcomeReset: 1}, ServerTTL: 59, ServerHop: 6,
+		Idle: &IdleResult{TimeoutS: 9.5, BracketS: [2]float64{9, 10}, MaxS: 30, Behaviour: "reset", Width: 12, Verified: "survived"}}},
+		Findings: []Finding{{Kind: KindIdleReset, Target: "https://x", Address: "198.18.0.2", Hop: 3, HopAddress: "198.18.2.2",
+			Origin: probe.OriginMiddlebox, Confidence: "high", Evidence: []string{"e1"}, Advice: "a", IdleTimeoutS: 9.5, IdleBracketS: []float64{9, 10}}}}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	dec := json.NewDecoder(&js)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&back); err != nil || back.Findings[0].HopAddress != "198.18.2.2" || back.Results[0].Idle.TimeoutS != 9.5 {
+		t.Fatalf("round trip: %v %+v", err, back)
+	}
+	var empty bytes.Buffer
+	if err := WriteJSON(&empty, Report{}); err != nil || !strings.Contains(empty.String(), `"findings": []`) {
+		t.Errorf("empty findings: %s", empty.String())
+	}
+	var txt bytes.Buffer
+	if err := WriteText(&txt, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"idle timeout 9.5s", "FINDING idle-reset", "middlebox at hop 3 (198.18.2.2)", "reset 1", "server at hop 6"} {
+		if !strings.Contains(txt.String(), w) {
+			t.Errorf("text lacks %q:\n%s", w, txt.String())
+		}
+	}
+}
