@@ -38,8 +38,8 @@ type Config struct {
 // DefaultConfig returns the defaults of `hopcheck trace`.
 func DefaultConfig() Config {
 	return Config{Protocol: probe.TCP, Port: 443, FirstHop: 1, MaxHops: 30, Queries: 3, Flows: 1,
-		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 3,
-		MinWait: 200 * time.Millisecond}
+		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 5,
+		MinWait: 10 * time.Millisecond}
 }
 
 // Validate reports the first bad setting as a one-line error.

@@ -150,6 +150,7 @@ func TestRunReturnsPartialOnCancel(t *testing.T) {
 	defer fp.Close()
 	cfg := DefaultConfig()
 	cfg.Timeout = 10 * time.Second
+	cfg.MaxHops = 9 // every probed hop is silent: only the timeout could end the wait
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	obs, err := Run(ctx, fp, cfg, Destination{Addr: dst, Protocol: probe.ICMP})
