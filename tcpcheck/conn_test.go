@@ -160,4 +160,3 @@ func FuzzCheckConnectionStart(f *testing.F) {
 	f.Add([]byte("AMQP\x00\x00\x09\x01"))
 	f.Fuzz(func(t *testing.T, b []byte) { _ = CheckConnectionStart(b) })
 }
-
