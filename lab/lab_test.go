@@ -911,3 +911,21 @@ func TestBuildFailureTearsDown(t *testing.T) {
 		t.Errorf("invalid scenario: %v", err)
 	}
 }
+
+// BenchmarkBuildSevenRouters measures Build plus Close of a 7-router lab
+// (target: well under a second each).
+func BenchmarkBuildSevenRouters(b *testing.B) {
+	labtest.Require(b)
+	exe, _ := os.Executable()
+	sc := lab.Scenario{Name: "bench", Routers: make([]lab.Router, 7)}
+	sc.Routers[3] = lab.Router{NoICMP: true, IdleTimeout: time.Minute, IdleAction: lab.IdleActionReset, Masquerade: true}
+	for b.Loop() {
+		l, err := lab.Build(context.Background(), sc, lab.Options{Binary: exe})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
