@@ -119,8 +119,8 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 	if destTTL > 0 {
 		maxTTL = destTTL
 	}
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	responses := pr.Responses()
 
 	record := func(r probe.Response) {
@@ -143,8 +143,10 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		}
 	}
 	// expire gives up on silent probes: after Timeout, or earlier once a
-	// later hop answered (its RTT bounds how long this one can take).
-	expire := func(now time.Time) {
+	// later hop answered (its RTT bounds how long this one can take). It
+	// returns when the next pending probe would be given up.
+	expire := func(now time.Time) time.Time {
+		next := now.Add(cfg.Timeout)
 		for id, pp := range inflight {
 			ttl := pp.probe.TTL
 			if destTTL > 0 && ttl > destTTL {
@@ -167,13 +169,22 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 					wait = adaptive
 				}
 			}
-			if now.Sub(pp.probe.SentAt) >= wait {
+			giveUp := pp.probe.SentAt.Add(wait)
+			if !now.Before(giveUp) {
 				delete(inflight, id)
+			} else if giveUp.Before(next) {
+				next = giveUp
 			}
 		}
+		return next
 	}
 	drain := func(block bool) error {
 		if block {
+			next := expire(time.Now())
+			if len(inflight) == 0 {
+				return nil
+			}
+			timer.Reset(time.Until(next))
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -182,8 +193,14 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 					return fmt.Errorf("prober closed")
 				}
 				record(r)
-			case now := <-ticker.C:
-				expire(now)
+			case <-timer.C:
+				expire(time.Now())
+			}
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
 			}
 		}
 		for {
