@@ -39,7 +39,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Protocol: probe.TCP, Port: 443, FirstHop: 1, MaxHops: 30, Queries: 3, Flows: 1,
 		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 5,
-		MinWait: 10 * time.Millisecond}
+		MinWait: 5 * time.Millisecond}
 }
 
 // Validate reports the first bad setting as a one-line error.
@@ -194,6 +194,18 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 				}
 				record(r)
 			case <-timer.C:
+				// Answers already delivered count before anything is given up.
+				for drained := false; !drained; {
+					select {
+					case r, ok := <-responses:
+						if !ok {
+							return fmt.Errorf("prober closed")
+						}
+						record(r)
+					default:
+						drained = true
+					}
+				}
 				expire(time.Now())
 			}
 			if !timer.Stop() {
