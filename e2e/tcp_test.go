@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -224,4 +227,49 @@ func TestTCPDataCleanPath(t *testing.T) {
 		}
 		t.Logf("%s: data clean, wall %v", target, wall.Round(100*time.Millisecond))
 	}
+}
+
+// BenchmarkLabIdleLadder measures `hopcheck tcp idle` (defaults: 12
+// connections, keepalive verification on) against the true timeout:
+// scenario 1 (router resets on reuse, target wall ≤ 2.2·T) and scenario 3
+// (server closes, target wall ≤ 1.1·T + 5 s).
+func BenchmarkLabIdleLadder(b *testing.B) {
+	rs := make([]lab.Router, 5)
+	rs[2].IdleTimeout, rs[2].IdleAction = 10*time.Second, lab.IdleActionReset
+	reset := buildLab(b, lab.Scenario{Name: "bench-idle-reset", Routers: rs})
+	closing := buildLab(b, lab.Scenario{Name: "bench-idle-close", Routers: make([]lab.Router, 2), Server: lab.Server{IdleClose: 6 * time.Second}})
+	for i := 0; i < b.N; i++ {
+		for _, c := range []struct {
+			name   string
+			l      *lab.Lab
+			trueT  float64
+			target func(T float64) float64
+		}{
+			{"reset", reset, 10, func(T float64) float64 { return 2.2 * T }},
+			{"close", closing, 6, func(T float64) float64 { return 1.1*T + 5 }},
+		} {
+			wall := idleWall(b, c.l, "--format", "json", "tcp", "idle", "--idle-max", "60s", "--ca-file", c.l.CAFile,
+				fmt.Sprintf("https://%s", c.l.Server4))
+			b.ReportMetric(wall.Seconds()/c.trueT, "wall/T-"+c.name)
+			fmt.Printf("idle %-5s T=%.0fs wall %.1fs = %.2f×T (target <= %.1fs)\n", c.name, c.trueT, wall.Seconds(),
+				wall.Seconds()/c.trueT, c.target(c.trueT))
+		}
+	}
+}
+
+// idleWall runs hopcheck once in the client namespace (exit 1, findings,
+// is expected) and returns its wall time.
+func idleWall(b *testing.B, l *lab.Lab, args ...string) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := l.Command(ctx, l.ClientNS, binary, args...)
+	start := time.Now()
+	out, err := cmd.Output()
+	d := time.Since(start)
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		b.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	return d
 }

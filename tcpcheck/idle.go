@@ -330,7 +330,7 @@ func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<
 		res <- "not-tested"
 		return
 	}
-	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + time.Second)))
+	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
 	defer hold.Stop()
 	select {
 	case ev, ok := <-cn.Events():
