@@ -273,3 +273,31 @@ func idleWall(b *testing.B, l *lab.Lab, args ...string) time.Duration {
 	}
 	return d
 }
+
+// Scenario 1 without CAP_NET_RAW: no capture, so the origin comes from the
+// IP_MINTTL A/B check (a reset from nearer than the server is ignored and
+// the reuse times out), with low confidence and no hop.
+func TestTCPIdleResetUnprivileged(t *testing.T) {
+	rs := make([]lab.Router, 3)
+	rs[1].IdleTimeout, rs[1].IdleAction = 5*time.Second, lab.IdleActionReset
+	l := buildLab(t, lab.Scenario{Name: "idle-reset-unpriv", Routers: rs})
+	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
+	r := runIn(t, l, l.ClientNS, drop, "--format", "json", "tcp", "idle", "--idle-max", "20s", "--no-verify", "--insecure",
+		fmt.Sprintf("https://%s", l.Server4))
+	if r.code != 1 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "CAP_NET_RAW") {
+		t.Errorf("no warning about weaker evidence: %q", r.stderr)
+	}
+	rep := decodeJSON[tcpcheck.Report](t, r)
+	if rep.Evidence != "socket" {
+		t.Errorf("evidence %q", rep.Evidence)
+	}
+	f := oneFinding(t, rep, tcpcheck.KindIdleReset)
+	checkIdle(t, f, 5)
+	if f.Origin != probe.OriginMiddlebox || f.Confidence != "low" || rep.Results[0].ServerHop != 4 {
+		t.Errorf("origin %s confidence %s server hop %d; evidence %v", f.Origin, f.Confidence, rep.Results[0].ServerHop, f.Evidence)
+	}
+	t.Logf("unprivileged idle-reset: T=%.2fs, evidence %v", f.IdleTimeoutS, f.Evidence)
+}

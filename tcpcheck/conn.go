@@ -35,6 +35,10 @@ type DialConfig struct {
 	// time; RequestTimeout bounds waiting for an answer.
 	UserTimeout    time.Duration
 	RequestTimeout time.Duration
+	// MinTTL, when set, makes the kernel ignore segments arriving with a
+	// lower TTL / hop limit (IP_MINTTL, IPV6_MINHOPCOUNT): the
+	// unprivileged A/B check of where a RST comes from.
+	MinTTL int
 }
 
 // DefaultDialConfig returns the timeouts used unless a test overrides them.
@@ -120,7 +124,7 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 		Control: func(network, address string, rc syscall.RawConn) error {
 			var cerr error
 			err := rc.Control(func(fd uintptr) {
-				localPort, cerr = prepareSocket(int(fd), addr.Addr().Is6(), cfg.UserTimeout)
+				localPort, cerr = prepareSocket(int(fd), addr.Addr().Is6(), cfg.UserTimeout, cfg.MinTTL)
 			})
 			if err != nil {
 				return err
@@ -196,7 +200,7 @@ func nextProtos(app App) []string {
 // prepareSocket binds the socket to an ephemeral port before connect, so
 // that its port is known (and observed) even if the SYN is answered by a
 // RST, and sets TCP_USER_TIMEOUT.
-func prepareSocket(fd int, v6 bool, userTimeout time.Duration) (uint16, error) {
+func prepareSocket(fd int, v6 bool, userTimeout time.Duration, minTTL int) (uint16, error) {
 	var sa unix.Sockaddr = &unix.SockaddrInet4{}
 	if v6 {
 		sa = &unix.SockaddrInet6{}
@@ -207,6 +211,15 @@ func prepareSocket(fd int, v6 bool, userTimeout time.Duration) (uint16, error) {
 	if userTimeout > 0 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout/time.Millisecond)); err != nil {
 			return 0, fmt.Errorf("TCP_USER_TIMEOUT: %w", err)
+		}
+	}
+	if minTTL > 0 {
+		level, opt := unix.IPPROTO_IP, unix.IP_MINTTL
+		if v6 {
+			level, opt = unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, minTTL); err != nil {
+			return 0, fmt.Errorf("minimum TTL %d: %w", minTTL, err)
 		}
 	}
 	got, err := unix.Getsockname(fd)
@@ -443,6 +456,24 @@ func (cn *Conn) Close() error {
 func (cn *Conn) Abort() error {
 	_ = cn.tcp.SetLinger(0)
 	return cn.Close()
+}
+
+// SetMinTTL makes the kernel ignore segments of this connection that
+// arrive with a TTL / hop limit below v.
+func (cn *Conn) SetMinTTL(v int) error {
+	rc, err := cn.tcp.SyscallConn()
+	if err != nil {
+		return err
+	}
+	level, opt := unix.IPPROTO_IP, unix.IP_MINTTL
+	if cn.Local.Addr().Is6() {
+		level, opt = unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // SetKeepAlive turns TCP keepalive on with probes every interval after

@@ -193,6 +193,34 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 
 	l := NewLadder(opt.IdleMax)
 	width := max(opt.Width, 1)
+	// The keepalive check and the IP_MINTTL check add a connection each;
+	// toward Sportradar the total stays within its limit.
+	extras := 0
+	if opt.Verify {
+		extras++
+	}
+	if s.obs == nil {
+		extras++
+	}
+	if IsBetradar(job.Target.Spec.Host) && width+extras > MaxBetradarConns {
+		width = MaxBetradarConns - extras
+	}
+	// Without packet capture, learn the server's TTL with IP_MINTTL.
+	serverTTL := make(chan int, 2)
+	if s.obs == nil {
+		go func() {
+			ttl := ServerTTLByMinTTL(ctx, s.dst, s.opt.Dial)
+			if ttl > 0 {
+				s.mu.Lock()
+				s.res.ServerTTL, s.res.ServerHop = ttl, probe.SenderHop(ttl)
+				s.mu.Unlock()
+			}
+			serverTTL <- ttl
+		}()
+	}
+	abStarted := false
+	abFinal := make(chan time.Duration, 1)
+	abRes := make(chan *probe.Attribution, 1)
 	out := make(chan slotMsg, 4*width)
 	slots := make([]*slotState, width)
 	running := 0
@@ -270,6 +298,10 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 				// the connection lived idle until just before.
 				l.Survived(m.age - minSpacing)
 			}
+			if s.obs == nil && !abStarted && f.behaviour == "reset" {
+				abStarted = true
+				go s.minTTLCheck(serverTTL, abFinal, abRes)
+			}
 			if opt.Verify && !verifyStarted && f.behaviour != "close" {
 				verifyStarted = true
 				go s.verify(l.Lo, verifyFinal, verifyRes)
@@ -290,6 +322,18 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	verified := "not-tested"
 	if verifyStarted {
 		verifyFinal <- l.Hi
+	}
+	if abStarted {
+		abFinal <- l.Hi
+		if a := <-abRes; a != nil {
+			for i := range failures {
+				if failures[i].attr == nil {
+					failures[i].attr = a
+				}
+			}
+		}
+	}
+	if verifyStarted {
 		verified = <-verifyRes
 	}
 	hi := l.Hi
@@ -311,7 +355,6 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 // idle time and, once the ladder has settled on the timeout (sent on
 // final), holds it idle past the timeout and reuses it.
 func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<- string) {
-	ka := max(lo/2, time.Second)
 	dr := Dial(context.Background(), s.opt.Dial, s.dst)
 	if dr.Conn == nil {
 		<-final
@@ -320,7 +363,7 @@ func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<
 	}
 	cn := dr.Conn
 	defer cn.Abort()
-	if err := cn.SetKeepAlive(ka); err != nil {
+	if err := cn.SetKeepAlive(max(lo/2, time.Second)); err != nil {
 		<-final
 		res <- "not-tested"
 		return
@@ -330,21 +373,58 @@ func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<
 		res <- "not-tested"
 		return
 	}
-	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
-	defer hold.Stop()
-	select {
-	case ev, ok := <-cn.Events():
-		if !ok || ev.err != nil {
-			res <- "failed"
-			return
-		}
-	case <-hold.C:
-	}
-	if o, _, _ := cn.Reuse(); o != OutcomeOK {
+	if holdAndReuse(cn, hi) != OutcomeOK {
 		res <- "failed"
 		return
 	}
 	res <- "survived"
+}
+
+// holdAndReuse keeps cn idle until just past hi, then reuses it.
+func holdAndReuse(cn *Conn, hi time.Duration) Outcome {
+	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
+	defer hold.Stop()
+	select {
+	case ev, ok := <-cn.Events():
+		if !ok || ev.err == nil {
+			return OutcomeAppError
+		}
+		return Classify(PhaseRequest, ev.err)
+	case <-hold.C:
+	}
+	o, _, _ := cn.Reuse()
+	return o
+}
+
+// minTTLCheck is the unprivileged A/B check of a reset's origin: one
+// connection idles past the timeout (from final), then gets IP_MINTTL one
+// above the server's TTL (from ttl) and is reused.
+func (s *session) minTTLCheck(ttl <-chan int, final <-chan time.Duration, res chan<- *probe.Attribution) {
+	dr := Dial(context.Background(), s.opt.Dial, s.dst)
+	if dr.Conn != nil {
+		defer dr.Conn.Abort()
+	}
+	serverTTL := <-ttl
+	hi := <-final
+	if dr.Conn == nil || hi <= 0 || serverTTL <= 0 {
+		res <- nil
+		return
+	}
+	cn := dr.Conn
+	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
+	defer hold.Stop()
+	select {
+	case <-cn.Events():
+		res <- nil // ended while idle: the reset came unasked, nothing to compare
+		return
+	case <-hold.C:
+	}
+	if err := cn.SetMinTTL(serverTTL + 1); err != nil {
+		res <- nil
+		return
+	}
+	o, _, _ := cn.Reuse()
+	res <- MinTTLVerdict(serverTTL, o)
 }
 
 // majorityBehaviour is the commonest failure behaviour.
@@ -387,7 +467,10 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 	if attr != nil {
 		f.Origin, f.Hop = attr.Origin, attr.Hop
 		f.Evidence = append(f.Evidence, attr.Reason)
-		if attr.Origin != probe.OriginUnknown && sameBehaviour >= 2 {
+		switch {
+		case s.obs == nil:
+			f.Confidence = "low"
+		case attr.Origin != probe.OriginUnknown && sameBehaviour >= 2:
 			f.Confidence = "high"
 		}
 		f.HopAddress = s.hopAddress(ctx, attr)
