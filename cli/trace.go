@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -128,8 +129,26 @@ func runTrace(c *ucli.Context) error {
 	}
 	started := time.Now()
 	opt := trace.Options{Config: req.cfg, Privilege: req.privilege, NewProber: probe.NewProber}
-	if out.tty || isTerminal(c.App.ErrWriter) {
+	if isTerminal(c.App.ErrWriter) {
+		// Live progress for humans; pipes and cron get only the report.
 		fmt.Fprintf(c.App.ErrWriter, "tracing %d path(s)...\n", len(jobs))
+		var mu sync.Mutex
+		done := 0
+		opt.OnTrace = func(t trace.Trace) {
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			state := "not reached"
+			if t.Reached {
+				state = fmt.Sprintf("reached at hop %d", t.ReachedTTL)
+			}
+			fmt.Fprintf(c.App.ErrWriter, "  [%d/%d] %s %s: %s\n", done, len(jobs), t.Target.Protocol, t.Target.Address, state)
+		}
+		if req.cfg.Rounds > 1 {
+			opt.Config.Progress = func(round int, _ []trace.Observation) {
+				fmt.Fprintf(c.App.ErrWriter, "  round %d/%d\n", round+1, req.cfg.Rounds)
+			}
+		}
 	}
 	traces := trace.TraceAll(ctx, jobs, opt)
 	report := trace.Report{SchemaVersion: trace.SchemaVersion, Tool: "hopcheck " + Version,
