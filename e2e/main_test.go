@@ -94,19 +94,7 @@ func runIn(t *testing.T, l *lab.Lab, ns string, prefix []string, args ...string)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	argv := append(append(append([]string{}, prefix...), binary), args...)
-	cmd := l.Command(ctx, ns, argv[0], argv[1:]...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("run %v: %v", argv, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{stdout: so.String(), stderr: se.String(), code: code}
+	return runCmd(t, l.Command(ctx, ns, argv[0], argv[1:]...))
 }
 
 // runLocal runs hopcheck in the test's own namespace (only for input
@@ -117,6 +105,13 @@ func runLocal(t *testing.T, dir string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Dir = dir
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd and returns its output and exit code; only a failure to
+// start (not a non-zero exit) fails the test.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -124,7 +119,7 @@ func runLocal(t *testing.T, dir string, args ...string) result {
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
 		if !ok {
-			t.Fatalf("run %v: %v", args, err)
+			t.Fatalf("run %v: %v", cmd.Args, err)
 		}
 		code = ee.ExitCode()
 	}

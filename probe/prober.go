@@ -42,6 +42,17 @@ type Config struct {
 	Privilege string
 }
 
+// accepts checks that a probe belongs to a prober of this configuration.
+func (c Config) accepts(pr *Probe) error {
+	if pr.Protocol != c.Protocol || pr.Dst.Unmap() != c.Dst {
+		return fmt.Errorf("send: probe %s/%s does not belong to this prober (%s/%s)", pr.Protocol, pr.Dst, c.Protocol, c.Dst)
+	}
+	if pr.TTL < 1 || pr.TTL > 255 {
+		return fmt.Errorf("send: ttl %d out of range 1-255", pr.TTL)
+	}
+	return nil
+}
+
 // ErrNoRawAccess means raw sockets were required but CAP_NET_RAW is missing.
 var ErrNoRawAccess = errors.New("raw sockets need CAP_NET_RAW (run as root, or: sudo setcap cap_net_raw+ep $(command -v hopcheck))")
 

@@ -220,11 +220,8 @@ func (p *rawProber) flowPort(flow int) uint16 {
 }
 
 func (p *rawProber) Send(pr *Probe) error {
-	if pr.Protocol != p.cfg.Protocol || pr.Dst.Unmap() != p.cfg.Dst {
-		return fmt.Errorf("send: probe %s/%s does not belong to this prober (%s/%s)", pr.Protocol, pr.Dst, p.cfg.Protocol, p.cfg.Dst)
-	}
-	if pr.TTL < 1 || pr.TTL > 255 {
-		return fmt.Errorf("send: ttl %d out of range 1-255", pr.TTL)
+	if err := p.cfg.accepts(pr); err != nil {
+		return err
 	}
 	pr.DstPort = p.cfg.DstPort
 	p.pending.add(pr)
