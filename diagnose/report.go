@@ -1,0 +1,119 @@
+// Package diagnose is `hopcheck run`: it combines traces, connection
+// tests and localisation toward each address of each target into one
+// report whose findings name the hop (or the server) at fault.
+package diagnose
+
+import (
+	"time"
+
+	"github.com/hopcheck/hopcheck/tcpcheck"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+// SchemaVersion of the run report (docs/schema-run.md). Bump it on any
+// incompatible change.
+const SchemaVersion = 1
+
+// Report is the JSON document of `hopcheck run` (and what the text,
+// Markdown and HTML reports render).
+type Report struct {
+	SchemaVersion int       `json:"schema_version"`
+	Tool          string    `json:"tool"`
+	StartedAt     time.Time `json:"started_at"`
+	DurationS     float64   `json:"duration_s"`
+	Profile       string    `json:"profile"`
+	// Privilege is the probe tier ("raw" or "unprivileged").
+	Privilege  string         `json:"privilege"`
+	Targets    []TargetReport `json:"targets"`
+	Findings   []Finding      `json:"findings"`
+	Incomplete bool           `json:"incomplete"`
+	Warnings   []string       `json:"warnings,omitempty"`
+}
+
+// TargetReport is everything measured toward one address of one target.
+type TargetReport struct {
+	Target  string `json:"target"`  // as given, credentials removed
+	Host    string `json:"host"`    // name or literal
+	Address string `json:"address"` // the address diagnosed
+	Port    int    `json:"port"`
+	App     string `json:"app"` // https|amqps|tcp
+	// Traces toward the address: icmp, udp and tcp to the service port.
+	Traces []trace.Trace `json:"traces"`
+	// Tests are the connection tests that ran, by name (connect,
+	// concurrency, data, idle); a test that did not run is absent.
+	Tests        map[string]tcpcheck.Result `json:"tests"`
+	Localisation *Localisation              `json:"localisation,omitempty"`
+	// CulpritHop is the hop the most severe finding names (0 none/server).
+	CulpritHop int    `json:"culprit_hop"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Localisation holds the probes that place a problem on a hop.
+type Localisation struct {
+	// InFlow: TTL-limited segments of an existing flow, while healthy and
+	// after it lost its state (intrace/0trace technique).
+	InFlow *InFlow `json:"in_flow,omitempty"`
+	// Rewrites: per hop, how the quoted TCP SYN differed from what was sent
+	// (tracebox's method).
+	Rewrites []HopRewrite `json:"rewrites,omitempty"`
+	// PMTU: where big packets die.
+	PMTU *PMTU `json:"pmtu,omitempty"`
+}
+
+// InFlow compares, per TTL, what answered a segment of the flow before
+// and after the flow went idle past the timeout.
+type InFlow struct {
+	Flow    string         `json:"flow"` // "client:port > server:port"
+	Healthy []InFlowAnswer `json:"healthy"`
+	Expired []InFlowAnswer `json:"expired"`
+	// Hop is where the state was lost: the first hop answering with a
+	// RST, or the last hop that still answered with time-exceeded + 1.
+	Hop        int    `json:"hop"`
+	HopAddress string `json:"hop_address"`
+	Behaviour  string `json:"behaviour"` // reset|drop|"" (not found)
+}
+
+// InFlowAnswer is what came back for the segment sent with one TTL.
+type InFlowAnswer struct {
+	TTL  int    `json:"ttl"`
+	From string `json:"from"` // "" nothing
+	Kind string `json:"kind"` // time-exceeded|rst|ack|none
+}
+
+// HopRewrite is what a hop's time-exceeded quote shows of the probe.
+type HopRewrite struct {
+	Hop     int      `json:"hop"`
+	Address string   `json:"address"`
+	Changes []string `json:"changes"` // e.g. "mss 1460→1200", "src port 40000→1024"
+}
+
+// PMTU is the path MTU search.
+type PMTU struct {
+	MTU int `json:"mtu"` // largest size that reached the destination
+	// BlackholeHop is the first hop beyond which packets above MTU vanish
+	// without frag-needed/packet-too-big (0: none, ICMP was seen).
+	BlackholeHop        int    `json:"blackhole_hop"`
+	BlackholeHopAddress string `json:"blackhole_hop_address"`
+	FragNeededSeen      bool   `json:"frag_needed_seen"`
+}
+
+// Finding kinds added by the run diagnosis (tcpcheck's kinds apply too).
+const (
+	KindPathLoss       = "path-loss"
+	KindTCPFiltered    = "tcp-filtered"
+	KindHeaderRewrite  = "header-rewrite"
+	KindNAT            = "nat"
+	KindPMTUBlackhole  = "pmtu-blackhole"
+	KindServerRestart  = "server-restart"
+	KindNotReachable   = "not-reachable"
+	KindNoRawEvidence  = "weak-evidence"
+	KindIncompleteTest = "incomplete"
+)
+
+// Finding is tcpcheck's finding plus the fields of the path kinds.
+type Finding struct {
+	tcpcheck.Finding
+	MTU      int    `json:"mtu,omitempty"`
+	Phase    string `json:"phase,omitempty"` // setup|transfer|idle
+	Severity string `json:"severity"`        // critical|warning|info
+}
