@@ -187,13 +187,18 @@ func runTCP(c *ucli.Context, test string) error {
 	var jobs []tcpcheck.Job
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	for _, t := range req.targets {
+		resolveStart := time.Now()
 		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, t.Spec, req.family)
 		if err != nil {
 			cancel()
 			return usageErr("%v", err)
 		}
+		dns := time.Since(resolveStart)
+		if t.Spec.Addr.IsValid() {
+			dns = 0
+		}
 		for _, a := range addrs {
-			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a})
+			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a, DNS: dns})
 		}
 	}
 	cancel()

@@ -151,6 +151,13 @@ func TestTCPConnectResetBySYNResetter(t *testing.T) {
 		if f.Rate <= 0 {
 			t.Fatalf("rate %v", f.Rate)
 		}
+		res := rep.Results[0]
+		if r, ok := res.Rates[tcpcheck.OutcomeRefused]; !ok || r.Of != 1000 || r.Count != res.Counts[tcpcheck.OutcomeRefused] {
+			t.Errorf("rates %+v, counts %v", res.Rates, res.Counts)
+		}
+		if res.ResetsByOrigin["middlebox"] == 0 || res.ResetsByOrigin["middlebox"] != res.Counts[tcpcheck.OutcomeRefused] {
+			t.Errorf("resets by origin %v, counts %v", res.ResetsByOrigin, res.Counts)
+		}
 		t.Logf("connect attempt %d: rate %.4f CI %v, wall %v", attempt, f.Rate, f.RateCI, wall.Round(100*time.Millisecond))
 		if len(f.RateCI) == 2 && f.RateCI[0] <= 0.02 && f.RateCI[1] >= 0.02 {
 			return
@@ -224,6 +231,9 @@ func TestTCPDataCleanPath(t *testing.T) {
 		rep, wall := tcpJSON(t, l, "data", "--ca-file", l.CAFile, target)
 		if len(rep.Findings) != 0 || len(rep.Results) != 1 || rep.Results[0].Counts[tcpcheck.OutcomeOK] != 1 {
 			t.Errorf("%s: findings %+v; %s", target, rep.Findings, resultSummary(rep))
+		}
+		if tr := rep.Results[0].Transfer; tr == nil || tr.Stalled || tr.Bytes < 4<<20 || tr.SendMSS == 0 {
+			t.Errorf("%s: transfer %+v", target, tr)
 		}
 		t.Logf("%s: data clean, wall %v", target, wall.Round(100*time.Millisecond))
 	}

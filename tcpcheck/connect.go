@@ -20,9 +20,8 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	interval := time.Duration(float64(time.Second) / opt.Rate)
 	var wg sync.WaitGroup
 	type failed struct {
-		idx     int
-		port    uint16
-		started time.Time
+		idx int
+		cap capture
 	}
 	var mu sync.Mutex
 	var fails []failed
@@ -49,10 +48,15 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 				s.learn(dr.LocalPort)
 				dr.Conn.Close()
 			}
+			var c capture
+			if dr.Outcome != OutcomeOK {
+				// Capture now: the port may soon carry another connection.
+				c = s.capture(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
+			}
 			idx := s.add(rec)
 			if dr.Outcome != OutcomeOK {
 				mu.Lock()
-				fails = append(fails, failed{idx, dr.LocalPort, dr.Started})
+				fails = append(fails, failed{idx, c})
 				mu.Unlock()
 			}
 		}()
@@ -61,7 +65,7 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	// Attribute the failures now that the server's fingerprint is known.
 	attrs := map[Outcome][]probe.Attribution{}
 	for _, f := range fails {
-		pk, a := s.packets(f.port, f.started, true)
+		pk, a := s.attribute(f.cap)
 		s.mu.Lock()
 		r := &s.res.Connections[f.idx]
 		r.Packets = pk
@@ -75,6 +79,23 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		s.res.Error = "interrupted"
 	}
 	n := len(s.res.Connections)
+	s.res.Rates = map[Outcome]Rate{}
+	for o, k := range s.res.Counts {
+		if o != OutcomeOK && k > 0 {
+			s.res.Rates[o] = NewRate(k, n)
+		}
+	}
+	for o, as := range attrs {
+		if !o.IsReset() {
+			continue
+		}
+		for _, a := range as {
+			if s.res.ResetsByOrigin == nil {
+				s.res.ResetsByOrigin = map[string]int{}
+			}
+			s.res.ResetsByOrigin[string(a.Origin)]++
+		}
+	}
 	var findings []Finding
 	resets := s.res.Counts[OutcomeRefused] + s.res.Counts[OutcomeResetInHandshake] + s.res.Counts[OutcomeReset]
 	if resets > 0 {

@@ -103,7 +103,11 @@ loop:
 	var attr *probe.Attribution
 	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset())
 	var infoEv []string
+	tr := &Transfer{Bytes: moved, DurationS: seconds(time.Since(xferStart)), Stalled: stalled}
+	s.res.Transfer = tr
 	if info, err := cn.TCPInfo(); err == nil {
+		tr.SendMSS, tr.RecvMSS, tr.PathMTU = int(info.Snd_mss), int(info.Rcv_mss), int(info.Pmtu)
+		tr.Retransmits, tr.Lost = int(info.Total_retrans), int(info.Lost)
 		infoEv = append(infoEv, fmt.Sprintf("TCP_INFO: send MSS %d, receive MSS %d, path MTU %d, retransmissions %d (total %d), lost %d",
 			info.Snd_mss, info.Rcv_mss, info.Pmtu, info.Retransmits, info.Total_retrans, info.Lost))
 	}

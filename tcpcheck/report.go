@@ -46,6 +46,45 @@ type Result struct {
 	Connections []ConnRecord    `json:"connections"`
 	Idle        *IdleResult     `json:"idle,omitempty"`
 	Concurrency *ConcResult     `json:"concurrency,omitempty"`
+	// DNSMs is how long resolving the target's name took (0 for a
+	// literal address); the name is resolved once for all its addresses.
+	DNSMs float64 `json:"dns_ms"`
+	// Rates are the failure rates by outcome with 95 % Wilson intervals
+	// (connect); ResetsByOrigin counts captured resets by origin.
+	Rates          map[Outcome]Rate `json:"rates,omitempty"`
+	ResetsByOrigin map[string]int   `json:"resets_by_origin,omitempty"`
+	// Transfer is the data test's transfer.
+	Transfer *Transfer `json:"transfer,omitempty"`
+}
+
+// Rate is k of n with its 95 % Wilson interval.
+type Rate struct {
+	Count int        `json:"count"`
+	Of    int        `json:"of"`
+	Rate  float64    `json:"rate"`
+	CI    [2]float64 `json:"ci"`
+}
+
+// NewRate computes a Rate.
+func NewRate(k, n int) Rate {
+	lo, hi := Wilson(k, n)
+	r := Rate{Count: k, Of: n, CI: [2]float64{round4(lo), round4(hi)}}
+	if n > 0 {
+		r.Rate = round4(float64(k) / float64(n))
+	}
+	return r
+}
+
+// Transfer is what the data test moved and what TCP_INFO said after it.
+type Transfer struct {
+	Bytes       int64   `json:"bytes"`
+	DurationS   float64 `json:"duration_s"`
+	Stalled     bool    `json:"stalled"`
+	SendMSS     int     `json:"snd_mss"`
+	RecvMSS     int     `json:"rcv_mss"`
+	PathMTU     int     `json:"pmtu"`
+	Retransmits int     `json:"total_retrans"`
+	Lost        int     `json:"lost"`
 }
 
 // ConnRecord is one connection (or one use of it) and how it ended.
@@ -159,6 +198,22 @@ func WriteText(w io.Writer, r Report) error {
 		}
 		if len(parts) > 0 {
 			fmt.Fprintf(&b, "  connections: %s\n", strings.Join(parts, ", "))
+		}
+		var rates []string
+		for _, k := range keys {
+			if r, ok := res.Rates[Outcome(k)]; ok {
+				rates = append(rates, fmt.Sprintf("%s %.2f%% [%.2f%%, %.2f%%]", k, 100*r.Rate, 100*r.CI[0], 100*r.CI[1]))
+			}
+		}
+		if len(rates) > 0 {
+			fmt.Fprintf(&b, "  failure rates (95%% interval): %s\n", strings.Join(rates, ", "))
+		}
+		if len(res.ResetsByOrigin) > 0 {
+			fmt.Fprintf(&b, "  resets by origin: %v\n", res.ResetsByOrigin)
+		}
+		if t := res.Transfer; t != nil {
+			fmt.Fprintf(&b, "  transfer: %d bytes in %.1fs%s; MSS %d/%d, path MTU %d, retransmissions %d\n", t.Bytes, t.DurationS,
+				map[bool]string{true: " (stalled)", false: ""}[t.Stalled], t.SendMSS, t.RecvMSS, t.PathMTU, t.Retransmits)
 		}
 		if res.ServerHop > 0 {
 			fmt.Fprintf(&b, "  server at hop %d (SYN-ACK TTL %d)\n", res.ServerHop, res.ServerTTL)

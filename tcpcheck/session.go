@@ -37,6 +37,7 @@ type Options struct {
 type Job struct {
 	Target Target
 	Addr   netip.Addr
+	DNS    time.Duration // time the name took to resolve
 }
 
 // session is the state of one test of one address.
@@ -57,7 +58,8 @@ func newSession(opt Options, job Job, start time.Time) *session {
 	opt.Dial.App, opt.Dial.ServerName = job.Target.App, job.Target.ServerName()
 	s := &session{opt: opt, job: job, dst: job.Target.Endpoint(job.Addr), start: start}
 	s.res = Result{Target: job.Target.Name(), Address: job.Addr.String(), Port: job.Target.Spec.Port,
-		App: job.Target.App, Counts: map[Outcome]int{}, Connections: []ConnRecord{}}
+		App: job.Target.App, Counts: map[Outcome]int{}, Connections: []ConnRecord{},
+		DNSMs: float64(job.DNS.Microseconds()) / 1000}
 	if opt.Observe {
 		o, err := probe.NewObserver(s.dst)
 		if err == nil {
@@ -113,12 +115,17 @@ func (s *session) fingerprint(own probe.FlowRecord) probe.Fingerprint {
 	return s.fp
 }
 
-// packets returns the FINs and RSTs seen toward port from since on (after
-// waiting briefly for the capture to catch up) with their attribution,
-// and the attribution of the first one (nil if none).
-func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec, *probe.Attribution) {
+// capture is what the observer saw toward port: FINs and RSTs from
+// since on (after waiting briefly for the capture to catch up when wait is
+// set) and the flow's own fingerprint, if it has one.
+type capture struct {
+	segs []probe.Segment
+	fp   probe.Fingerprint
+}
+
+func (s *session) capture(port uint16, since time.Time, wait bool) capture {
 	if s.obs == nil || port == 0 {
-		return nil, nil
+		return capture{}
 	}
 	var r probe.FlowRecord
 	if wait {
@@ -126,13 +133,28 @@ func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec,
 	} else {
 		r = s.obs.Flow(port)
 	}
-	fp := s.fingerprint(r)
+	c := capture{fp: r.Fingerprint()}
+	for _, seg := range r.FinRst {
+		if !seg.At.Before(since) {
+			c.segs = append(c.segs, seg)
+		}
+	}
+	return c
+}
+
+// attribute classifies captured FINs and RSTs against the flow's own
+// fingerprint or the server's, and returns them with the attribution of
+// the first one (nil if none).
+func (s *session) attribute(c capture) ([]PacketRec, *probe.Attribution) {
+	fp := c.fp
+	if !fp.Known() {
+		s.mu.Lock()
+		fp = s.fp
+		s.mu.Unlock()
+	}
 	var out []PacketRec
 	var first *probe.Attribution
-	for _, seg := range r.FinRst {
-		if seg.At.Before(since) {
-			continue
-		}
+	for _, seg := range c.segs {
 		a := probe.Attribute(seg, fp)
 		out = append(out, PacketRec{Flags: flagString(seg.Flags), AtS: s.since(seg.At), TTL: seg.TTL, IPID: seg.IPID,
 			DF: seg.DF, Seq: seg.Seq, Hop: a.Hop, Origin: a.Origin, Reason: a.Reason})
@@ -142,6 +164,11 @@ func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec,
 		}
 	}
 	return out, first
+}
+
+// packets captures and attributes at once.
+func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec, *probe.Attribution) {
+	return s.attribute(s.capture(port, since, wait))
 }
 
 // add appends a connection record and counts its outcome.
