@@ -41,8 +41,11 @@ type TargetReport struct {
 	Traces []trace.Trace `json:"traces"`
 	// Tests are the connection tests that ran, by name (connect,
 	// concurrency, data, idle); a test that did not run is absent.
-	Tests        map[string]tcpcheck.Result `json:"tests"`
-	Localisation *Localisation              `json:"localisation,omitempty"`
+	Tests map[string]tcpcheck.Result `json:"tests"`
+	// TestFindings are the findings each connection test reported: input
+	// to Diagnose, which refines them into Report.Findings.
+	TestFindings map[string][]tcpcheck.Finding `json:"-"`
+	Localisation *Localisation                 `json:"localisation,omitempty"`
 	// CulpritHop is the hop the most severe finding names (0 none/server).
 	CulpritHop int    `json:"culprit_hop"`
 	Error      string `json:"error,omitempty"`

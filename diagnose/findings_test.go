@@ -1,0 +1,147 @@
+package diagnose
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+func hop(ttl int, addr string, sent, recv int, lossKind string) trace.Hop {
+	h := trace.Hop{TTL: ttl, Sent: sent, Received: recv, LossKind: lossKind}
+	if sent > 0 {
+		h.LossPct = 100 * float64(sent-recv) / float64(sent)
+	}
+	if addr != "" {
+		h.Responders = []trace.Responder{{Address: addr, Received: recv}}
+	}
+	return h
+}
+
+func tr(proto string, reached bool, at int, hops ...trace.Hop) trace.Trace {
+	return trace.Trace{Target: trace.Target{Protocol: proto, Address: "198.18.5.2", Port: 443}, Reached: reached, ReachedTTL: at, Hops: hops}
+}
+
+func target(traces ...trace.Trace) TargetReport {
+	return TargetReport{Target: "https://lab", Host: "lab", Address: "198.18.5.2", Port: 443, App: "https", Traces: traces,
+		Tests: map[string]tcpcheck.Result{}, TestFindings: map[string][]tcpcheck.Finding{}}
+}
+
+func kinds(fs []Finding) string {
+	var k []string
+	for _, f := range fs {
+		k = append(k, f.Kind)
+	}
+	return strings.Join(k, ",")
+}
+
+func TestDiagnose(t *testing.T) {
+	clean := []trace.Hop{hop(1, "198.18.0.2", 3, 3, ""), hop(2, "", 3, 0, ""), hop(3, "198.18.2.2", 3, 3, ""), hop(4, "198.18.3.2", 3, 3, "")}
+	cases := []struct {
+		name    string
+		target  TargetReport
+		want    string // finding kinds in order
+		hop     int    // hop of the first finding
+		hopAddr string
+		culprit int
+		check   func(t *testing.T, fs []Finding)
+	}{
+		{
+			name:   "clean path with a silent router: no findings",
+			target: target(tr("icmp", true, 4, clean...), tr("tcp", true, 4, clean...)),
+			want:   "",
+		},
+		{
+			name: "tcp filtered at hop 3 while icmp reaches",
+			target: target(tr("icmp", true, 4, clean...),
+				tr("tcp", false, 0, hop(1, "198.18.0.2", 3, 3, ""), hop(2, "198.18.1.2", 3, 3, ""), hop(3, "198.18.2.2", 3, 3, ""), hop(4, "", 3, 0, ""), hop(5, "", 3, 0, ""))),
+			want: "tcp-filtered", hop: 3, hopAddr: "198.18.2.2", culprit: 3,
+		},
+		{
+			name: "path loss from hop 3",
+			target: target(tr("icmp", true, 4, hop(1, "198.18.0.2", 10, 10, ""), hop(2, "198.18.1.2", 10, 10, ""),
+				hop(3, "198.18.2.2", 10, 6, trace.LossPath), hop(4, "198.18.3.2", 10, 6, ""))),
+			want: "path-loss", hop: 3, hopAddr: "198.18.2.2",
+		},
+		{
+			name: "idle reset localised in-flow corrects the TTL estimate",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 6, clean...))
+				tg.TestFindings["idle"] = []tcpcheck.Finding{{Kind: tcpcheck.KindIdleReset, Target: "https://lab", Address: "198.18.5.2",
+					Hop: 6, Origin: probe.OriginServer, Confidence: "medium", Evidence: []string{"RST TTL 59 = server's"}, IdleTimeoutS: 10}}
+				tg.Localisation = &Localisation{InFlow: &InFlow{Hop: 3, HopAddress: "198.18.2.2", Behaviour: "reset"}}
+				return tg
+			}(),
+			want: "idle-reset", hop: 3, hopAddr: "198.18.2.2", culprit: 3,
+			check: func(t *testing.T, fs []Finding) {
+				f := fs[0]
+				if f.Origin != probe.OriginMiddlebox || f.Confidence != "high" || f.Phase != "idle" || f.Severity != "critical" {
+					t.Errorf("got origin %s confidence %s phase %s severity %s", f.Origin, f.Confidence, f.Phase, f.Severity)
+				}
+				if len(f.Evidence) != 2 || !strings.Contains(f.Evidence[1], "TTL estimate said hop 6") {
+					t.Errorf("evidence %q should keep the TTL evidence and add the in-flow correction", f.Evidence)
+				}
+			},
+		},
+		{
+			name: "server idle close stays with the server",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.TestFindings["idle"] = []tcpcheck.Finding{{Kind: tcpcheck.KindIdleClose, Origin: probe.OriginServer, Hop: 4, IdleTimeoutS: 6}}
+				return tg
+			}(),
+			want: "idle-close", hop: 4, culprit: 0,
+		},
+		{
+			name: "MSS clamp and NAT from the quoted headers, most severe first",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.Localisation = &Localisation{Rewrites: []HopRewrite{
+					{Hop: 1, Address: "198.18.0.2", Changes: []string{"src address 198.18.0.1→198.18.1.1"}},
+					{Hop: 2, Address: "198.18.1.2", Changes: []string{"mss 1460→1200"}},
+					{Hop: 3, Address: "198.18.2.2"},
+				}}
+				tg.TestFindings["data"] = []tcpcheck.Finding{{Kind: tcpcheck.KindDataStall, Origin: probe.OriginUnknown}}
+				tg.Localisation.PMTU = &PMTU{MTU: 1280, BlackholeHop: 3, BlackholeHopAddress: "198.18.2.2"}
+				return tg
+			}(),
+			want: "data-stall,pmtu-blackhole,nat,header-rewrite", hop: 3, hopAddr: "198.18.2.2", culprit: 3,
+			check: func(t *testing.T, fs []Finding) {
+				if fs[0].MTU != 1280 || fs[1].MTU != 1280 {
+					t.Errorf("MTU not carried: %d %d", fs[0].MTU, fs[1].MTU)
+				}
+				if fs[2].Hop != 1 || fs[3].Hop != 2 {
+					t.Errorf("nat at hop %d, rewrite at hop %d; want 1 and 2", fs[2].Hop, fs[3].Hop)
+				}
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			targets := []TargetReport{c.target}
+			fs := Diagnose(targets)
+			if got := kinds(fs); got != c.want {
+				t.Fatalf("kinds %q, want %q", got, c.want)
+			}
+			if fs == nil {
+				t.Fatal("findings must be an empty slice, not nil")
+			}
+			if len(fs) > 0 && (fs[0].Hop != c.hop || (c.hopAddr != "" && fs[0].HopAddress != c.hopAddr)) {
+				t.Errorf("first finding at hop %d (%s), want %d (%s)", fs[0].Hop, fs[0].HopAddress, c.hop, c.hopAddr)
+			}
+			if targets[0].CulpritHop != c.culprit {
+				t.Errorf("culprit hop %d, want %d", targets[0].CulpritHop, c.culprit)
+			}
+			for _, f := range fs {
+				if f.Advice == "" && f.Kind != tcpcheck.KindIdleReset && f.Kind != tcpcheck.KindIdleClose && f.Kind != tcpcheck.KindDataStall {
+					t.Errorf("%s has no advice", f.Kind)
+				}
+			}
+			if c.check != nil {
+				c.check(t, fs)
+			}
+		})
+	}
+}
