@@ -102,6 +102,9 @@ func TestTCPIdleDropByRouter(t *testing.T) {
 	rep, wall := tcpJSON(t, l, "idle", "--idle-max", "30s", "--ca-file", l.CAFile, target)
 	f := oneFinding(t, rep, tcpcheck.KindIdleDrop)
 	checkIdle(t, f, 8)
+	if f.Origin != probe.OriginMiddlebox || f.Hop != 2 || f.HopAddress != l.Router4[1].String() {
+		t.Errorf("origin %s hop %d (%s), want middlebox hop 2 (%s); evidence %v", f.Origin, f.Hop, f.HopAddress, l.Router4[1], f.Evidence)
+	}
 	t.Logf("idle-drop: T=%.2fs bracket %v (true 8s), wall %v; %s", f.IdleTimeoutS, f.IdleBracketS, wall.Round(100*time.Millisecond), resultSummary(rep))
 }
 

@@ -156,6 +156,11 @@ type FlowRecord struct {
 	DataTTLs []int     // distinct TTLs of segments with payload, in order seen
 	Data     int       // segments with payload
 	FinRst   []Segment // every FIN and RST, in order of arrival
+	// LastAck is the acknowledgement number of the latest segment (our
+	// oldest unacknowledged byte) and NextSeq the sequence number after it
+	// (what we acknowledge next): the numbers an in-flow probe carries.
+	LastAck, NextSeq uint32
+	Seen             bool // some segment after the SYN-ACK (or the SYN-ACK) was seen
 }
 
 // Fingerprint returns the server fingerprint of the flow: its SYN-ACK, or
@@ -173,11 +178,19 @@ func (r FlowRecord) Fingerprint() Fingerprint {
 // add records seg; a new SYN-ACK starts a new connection on the same
 // local port.
 func (r *FlowRecord) add(seg Segment) {
+	next := seg.Seq + uint32(seg.PayloadLen)
+	if seg.Flags&(FlagSYN|FlagFIN) != 0 {
+		next++
+	}
 	if seg.Flags.Has(FlagSYN | FlagACK) {
 		*r = FlowRecord{}
 		s := seg
 		r.SynAck = &s
+		r.LastAck, r.NextSeq, r.Seen = seg.Ack, next, true
 		return
+	}
+	if seg.Flags.Has(FlagACK) && !seg.Flags.Has(FlagRST) {
+		r.LastAck, r.NextSeq, r.Seen = seg.Ack, next, true
 	}
 	if seg.PayloadLen > 0 {
 		r.Data++

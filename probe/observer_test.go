@@ -114,12 +114,18 @@ func TestDecodeObservedIPv4(t *testing.T) {
 
 func TestFlowRecord(t *testing.T) {
 	var r FlowRecord
-	r.add(Segment{TTL: 60, Flags: FlagSYN | FlagACK})
-	r.add(Segment{TTL: 60, Flags: FlagACK, PayloadLen: 100})
-	r.add(Segment{TTL: 60, Flags: FlagACK, PayloadLen: 100})
-	r.add(Segment{TTL: 63, Flags: FlagRST})
+	r.add(Segment{TTL: 60, Flags: FlagSYN | FlagACK, Seq: 99, Ack: 4000})
+	if !r.Seen || r.LastAck != 4000 || r.NextSeq != 100 {
+		t.Errorf("after SYN-ACK: ack %d next %d", r.LastAck, r.NextSeq)
+	}
+	r.add(Segment{TTL: 60, Flags: FlagACK, Seq: 100, Ack: 4100, PayloadLen: 100})
+	r.add(Segment{TTL: 60, Flags: FlagACK | FlagPSH, Seq: 200, Ack: 5000, PayloadLen: 100})
+	r.add(Segment{TTL: 63, Flags: FlagRST | FlagACK, Seq: 7, Ack: 9}) // a RST moves nothing
 	if r.SynAck == nil || r.Data != 2 || len(r.DataTTLs) != 1 || len(r.FinRst) != 1 {
 		t.Fatalf("record %+v", r)
+	}
+	if r.LastAck != 5000 || r.NextSeq != 300 {
+		t.Errorf("in-flow numbers ack %d next %d", r.LastAck, r.NextSeq)
 	}
 	if f := r.Fingerprint(); f.TTL != 60 {
 		t.Errorf("fingerprint %+v", f)

@@ -153,6 +153,9 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 				continue
 			}
 			pk, attr := s.packets(port, reqStart, o.IsReset() || o == OutcomeClosed)
+			if o == OutcomeTimeout {
+				s.dropOnce.Do(func() { s.locateDrop(ctx, cn) })
+			}
 			s.mu.Lock()
 			r := &s.res.Connections[idx]
 			r.Outcome, r.Phase, r.Error, r.IdleS, r.EndS, r.Packets = o, PhaseRequest, err.Error(), seconds(age), s.since(at), pk
@@ -479,6 +482,13 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		}
 	} else if idle.Behaviour == "drop" {
 		f.Evidence = append(f.Evidence, "no FIN or RST arrived: the request went unanswered until TCP_USER_TIMEOUT (a box on the path lost the flow's state, or the server vanished)")
+		if a := s.dropAttr; a != nil {
+			f.Evidence = append(f.Evidence, a.Reason)
+			f.Origin, f.Hop = a.Origin, a.Hop
+			if a.Origin == probe.OriginMiddlebox && a.Hop > 0 {
+				f.HopAddress = s.hopAddress(ctx, a)
+			}
+		}
 	} else if s.obs == nil {
 		f.Confidence = "low"
 		f.Evidence = append(f.Evidence, "no packet capture (no CAP_NET_RAW): the sender of the FIN/RST is unknown")

@@ -2,6 +2,7 @@ package tcpcheck
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -47,6 +48,9 @@ type session struct {
 	dst   netip.AddrPort
 	start time.Time
 	obs   *probe.Observer
+
+	dropOnce sync.Once
+	dropAttr *probe.Attribution // where the flow state was lost (in-flow trace), nil unknown
 
 	mu     sync.Mutex
 	fp     probe.Fingerprint // the server's, from the first SYN-ACK seen
@@ -208,4 +212,47 @@ func (s *session) evidenceMode() string {
 		return "packets"
 	}
 	return "socket"
+}
+
+// locateDrop runs an in-flow trace on a connection whose request went
+// unanswered: the last hop that still answers with time-exceeded for the
+// flow's own segments is the box that drops them.
+func (s *session) locateDrop(ctx context.Context, cn *Conn) {
+	if s.obs == nil || !s.dst.Addr().Is4() {
+		return
+	}
+	flow := s.obs.Flow(cn.Local.Port())
+	if !flow.Seen {
+		return
+	}
+	s.mu.Lock()
+	serverHop := s.res.ServerHop
+	s.mu.Unlock()
+	maxTTL := serverHop - 1
+	if serverHop == 0 {
+		maxTTL = 30
+	}
+	if maxTTL < 1 {
+		return
+	}
+	found, err := probe.InFlowTrace(ctx, cn.Local, s.dst, flow.LastAck, flow.NextSeq, maxTTL, time.Second)
+	if err != nil {
+		s.logf("in-flow trace: %v", err)
+		return
+	}
+	last := 0
+	for ttl := range found {
+		last = max(last, ttl)
+	}
+	switch {
+	case last == 0:
+		s.dropAttr = &probe.Attribution{Origin: probe.OriginUnknown,
+			Reason: "in-flow trace: no hop answered the flow's own segments with time-exceeded"}
+	case last < maxTTL:
+		s.dropAttr = &probe.Attribution{Origin: probe.OriginMiddlebox, Hop: last,
+			Reason: fmt.Sprintf("in-flow trace: the flow's own segments with TTL 1..%d drew time-exceeded from hop 1..%d (hop %d: %s) and none beyond it: hop %d drops the flow", maxTTL, last, last, found[last], last)}
+	default:
+		s.dropAttr = &probe.Attribution{Origin: probe.OriginUnknown,
+			Reason: fmt.Sprintf("in-flow trace: every router up to hop %d forwarded the flow's segments: the flow is lost at or beyond the server's hop", maxTTL)}
+	}
 }
