@@ -50,36 +50,13 @@ func TestMain(m *testing.M) {
 // SIGINT/SIGTERM).
 func buildLab(t testing.TB, sc lab.Scenario) *lab.Lab {
 	t.Helper()
-	l := labtest.Build(t, sc, lab.Options{Binary: binary})
-	isolateDNS(t, l)
-	return l
+	return labtest.Build(t, sc, lab.Options{Binary: binary})
 }
 
 // labHost is the lab server's name; it resolves (inside the client
-// namespace only) to the server's IPv4 and IPv6 addresses.
-const labHost = "lab.hopcheck.test"
-
-// isolateDNS gives the client namespace its own resolv.conf and hosts
-// (`ip netns exec` bind-mounts /etc/netns/NAME/*): names resolve from the
-// hosts file, and any DNS query goes to the namespace's own loopback, where
-// nothing listens, so that no lookup ever leaves the lab.
-func isolateDNS(t testing.TB, l *lab.Lab) {
-	t.Helper()
-	dir := filepath.Join("/etc/netns", l.ClientNS)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("isolate DNS: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	hosts := fmt.Sprintf("127.0.0.1 localhost\n::1 localhost\n%s %s\n%s %s\n", l.Server4, labHost, l.Server6, labHost)
-	for name, body := range map[string]string{
-		"resolv.conf": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-		"hosts":       hosts,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatalf("isolate DNS: %v", err)
-		}
-	}
-}
+// namespace only, see lab.Lab.isolateDNS) to the server's IPv4 and IPv6
+// addresses.
+const labHost = lab.ServerName
 
 // result is one run of the binary.
 type result struct {

@@ -182,8 +182,44 @@ func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
 		}
 		return nil, fmt.Errorf("lab %s (scenario %q): %w", id, sc.Name, err)
 	}
+	if err := l.isolateDNS(); err != nil {
+		if cerr := l.Close(); cerr != nil {
+			err = fmt.Errorf("%w (and tearing down: %v)", err, cerr)
+		}
+		return nil, fmt.Errorf("lab %s: %w", id, err)
+	}
 	logf("lab %s: %d routers built in %v", id, len(sc.Routers), time.Since(start).Round(time.Millisecond))
 	return l, nil
+}
+
+// etcNetnsDir holds per-namespace files that `ip netns exec` bind-mounts
+// over /etc.
+const etcNetnsDir = "/etc/netns"
+
+// isolateDNS gives the client namespace its own hosts file and resolver
+// configuration: ServerName resolves to the server's IPv4 and IPv6
+// addresses, and any DNS query goes to the namespace's own loopback, where
+// nothing listens, so that no lookup from inside the lab ever leaves it.
+// Only processes started with `ip netns exec` (l.Command) see them.
+func (l *Lab) isolateDNS() error {
+	dir := filepath.Join(etcNetnsDir, l.ClientNS)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("isolating DNS: %w", err)
+	}
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n::1 localhost\n%s %s\n%s %s\n", l.Server4, ServerName, l.Server6, ServerName)
+	for i, a := range l.Router4 {
+		hosts += fmt.Sprintf("%s r%d.%s\n%s r%d.%s\n", a, i+1, ServerName, l.Router6[i], i+1, ServerName)
+	}
+	files := map[string]string{
+		"hosts":       hosts,
+		"resolv.conf": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("isolating DNS: %w", err)
+		}
+	}
+	return nil
 }
 
 // build creates namespaces and veths in one root batch, then configures
@@ -393,6 +429,7 @@ func deleteNamespaces(names []string) error {
 		if ns == "" {
 			continue
 		}
+		os.RemoveAll(filepath.Join(etcNetnsDir, ns))
 		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err != nil {
 			continue
 		}
