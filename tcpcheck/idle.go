@@ -196,8 +196,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 
 	l := NewLadder(opt.IdleMax)
 	width := max(opt.Width, 1)
-	// The keepalive check and the IP_MINTTL check add a connection each;
-	// toward Sportradar the total stays within its limit.
+	// The keepalive check and the IP_MINTTL check use a connection each.
 	extras := 0
 	if opt.Verify {
 		extras++
@@ -205,8 +204,9 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	if s.obs == nil {
 		extras++
 	}
-	if IsBetradar(job.Target.Spec.Host) && width+extras > MaxBetradarConns {
-		width = MaxBetradarConns - extras
+	// --conns bounds all simultaneous connections, the checks included.
+	if width > extras {
+		width -= extras
 	}
 	// Without packet capture, learn the server's TTL with IP_MINTTL.
 	serverTTL := make(chan int, 2)
@@ -341,7 +341,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	}
 	hi := l.Hi
 	idle := &IdleResult{TimeoutS: seconds(l.Estimate()), BracketS: [2]float64{seconds(l.Lo), seconds(hi)}, MaxS: seconds(opt.IdleMax),
-		Width: width, Verified: verified}
+		Width: width + extras, Verified: verified}
 	if ctx.Err() != nil && !ladderDone && s.res.Error == "" {
 		s.res.Error = "interrupted"
 	}

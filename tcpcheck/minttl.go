@@ -23,7 +23,7 @@ func ServerTTLByMinTTL(ctx context.Context, dst netip.AddrPort, base DialConfig)
 		return 0
 	}
 	dr.Conn.Abort()
-	cfg.ConnectTimeout = max(200*time.Millisecond, time.Duration(4*dr.Phases.TCP*float64(time.Millisecond)))
+	cfg.ConnectTimeout = max(500*time.Millisecond, time.Duration(4*dr.Phases.TCP*float64(time.Millisecond)))
 	lo, hi := 1, 256 // handshake works with lo, fails with hi
 	for hi-lo > 1 && ctx.Err() == nil {
 		mid := (lo + hi) / 2
