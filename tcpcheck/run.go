@@ -33,6 +33,11 @@ func Run(ctx context.Context, test string, opt Options, jobs []Job) Report {
 		default:
 			res = Result{Target: job.Target.Name(), Address: job.Addr.String(), Error: fmt.Sprintf("unknown test %q", test)}
 		}
+		for o, n := range res.Counts {
+			if n == 0 {
+				delete(res.Counts, o)
+			}
+		}
 		r.Results = append(r.Results, res)
 		r.Findings = append(r.Findings, fs...)
 	}
