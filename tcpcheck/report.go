@@ -55,6 +55,58 @@ type Result struct {
 	ResetsByOrigin map[string]int   `json:"resets_by_origin,omitempty"`
 	// Transfer is the data test's transfer.
 	Transfer *Transfer `json:"transfer,omitempty"`
+	// PhaseStats summarises the phase timings of the connections that
+	// got through each phase.
+	PhaseStats map[string]Stats `json:"phase_stats_ms,omitempty"`
+}
+
+// Stats are order statistics of durations in milliseconds.
+type Stats struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+	Max float64 `json:"max"`
+}
+
+// NewStats summarises values (nil for none).
+func NewStats(v []float64) *Stats {
+	if len(v) == 0 {
+		return nil
+	}
+	v = append([]float64(nil), v...)
+	sort.Float64s(v)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(v)))) - 1
+		return math.Round(v[max(0, i)]*1000) / 1000
+	}
+	return &Stats{N: len(v), P50: at(0.5), P95: at(0.95), Max: at(1)}
+}
+
+// phaseStats summarises the phases of recs: a phase counts for every
+// connection that measured it.
+func phaseStats(recs []ConnRecord) map[string]Stats {
+	var tcp, tls, fb []float64
+	for _, r := range recs {
+		if r.Phases.TCP > 0 && !(r.Phase == PhaseTCP && r.Outcome != OutcomeOK) {
+			tcp = append(tcp, r.Phases.TCP)
+		}
+		if r.Phases.TLS > 0 && r.Phase != PhaseTLS {
+			tls = append(tls, r.Phases.TLS)
+		}
+		if r.Phases.FirstByte > 0 && r.Phase != PhaseApp {
+			fb = append(fb, r.Phases.FirstByte)
+		}
+	}
+	out := map[string]Stats{}
+	for name, v := range map[string][]float64{"tcp": tcp, "tls": tls, "first_byte": fb} {
+		if st := NewStats(v); st != nil {
+			out[name] = *st
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // Rate is k of n with its 95 % Wilson interval.
@@ -214,6 +266,15 @@ func WriteText(w io.Writer, r Report) error {
 		if t := res.Transfer; t != nil {
 			fmt.Fprintf(&b, "  transfer: %d bytes in %.1fs%s; MSS %d/%d, path MTU %d, retransmissions %d\n", t.Bytes, t.DurationS,
 				map[bool]string{true: " (stalled)", false: ""}[t.Stalled], t.SendMSS, t.RecvMSS, t.PathMTU, t.Retransmits)
+		}
+		var ph []string
+		for _, name := range []string{"tcp", "tls", "first_byte"} {
+			if st, ok := res.PhaseStats[name]; ok {
+				ph = append(ph, fmt.Sprintf("%s %.1f/%.1f/%.1f", name, st.P50, st.P95, st.Max))
+			}
+		}
+		if len(ph) > 0 {
+			fmt.Fprintf(&b, "  phases ms (median/p95/max): %s\n", strings.Join(ph, ", "))
 		}
 		if res.ServerHop > 0 {
 			fmt.Fprintf(&b, "  server at hop %d (SYN-ACK TTL %d)\n", res.ServerHop, res.ServerTTL)

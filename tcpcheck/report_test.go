@@ -78,3 +78,22 @@ func TestWriteReport(t *testing.T) {
 		}
 	}
 }
+
+func TestPhaseStats(t *testing.T) {
+	if NewStats(nil) != nil {
+		t.Error("stats of nothing")
+	}
+	st := NewStats([]float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10})
+	if st.N != 10 || st.P50 != 5 || st.P95 != 10 || st.Max != 10 {
+		t.Errorf("stats %+v", st)
+	}
+	recs := []ConnRecord{
+		{Phases: PhasesMs{TCP: 1, TLS: 3, FirstByte: 2}, Outcome: OutcomeOK},
+		{Phases: PhasesMs{TCP: 5}, Outcome: OutcomeRefused, Phase: PhaseTCP},
+		{Phases: PhasesMs{TCP: 2, TLS: 900}, Outcome: OutcomeTimeout, Phase: PhaseTLS},
+	}
+	ps := phaseStats(recs)
+	if ps["tcp"].N != 2 || ps["tls"].N != 1 || ps["tls"].Max != 3 || ps["first_byte"].N != 1 {
+		t.Errorf("phase stats %+v", ps)
+	}
+}
