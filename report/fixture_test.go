@@ -207,3 +207,11 @@ func cleanReport() diagnose.Report {
 	r.Findings = []diagnose.Finding{}
 	return r
 }
+
+func strconvItoa(n int) string { return fmt.Sprint(n) }
+
+func atoi(s string) int {
+	n := 0
+	fmt.Sscan(s, &n)
+	return n
+}

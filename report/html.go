@@ -28,7 +28,7 @@ var htmlTemplate = template.Must(template.New("report").Parse(htmlSource))
 // table; the findings; and, when the idle test ran, an SVG chart of the
 // idle ladder.
 func WriteHTML(w io.Writer, r diagnose.Report) error {
-	page := newHTMLPage(r)
+	page := newHTMLPage(sanitize(r, printable))
 	var b strings.Builder
 	if err := htmlTemplate.Execute(&b, page); err != nil {
 		return fmt.Errorf("render HTML report: %w", err)
@@ -156,6 +156,7 @@ func newHTMLFinding(f numberedFinding) htmlFinding {
 			h.Fields = append(h.Fields, keyValue{k, v})
 		}
 	}
+	add("Target", f.targetLine())
 	add("Origin", where(f.Finding))
 	add("Confidence", orUnknown(f.Confidence))
 	add("Phase", f.Phase)
@@ -671,21 +672,25 @@ func behaviourVerb(b string) string {
 	return "are reset"
 }
 
-// niceAxis is the axis end (a multiple of a 1-2-5 step) at or above top,
-// with 4 to 10 ticks.
+// niceAxis is the axis end at or above top: a multiple of the smallest
+// 1-2-5 step that needs at most 8 intervals.
 func niceAxis(top float64) (end, step float64) {
 	if top <= 0 {
 		return 10, 2
 	}
-	for _, base := range []float64{0.1, 1, 10, 100, 1000} {
+	ticks := func(step float64) float64 { return math.Ceil(top/step - 1e-9) }
+	for _, base := range []float64{0.1, 1, 10, 100, 1000, 10000} {
 		for _, m := range []float64{1, 2, 5} {
 			step = base * m
-			if top/step <= 8 {
-				return math.Ceil(top/step) * step, step
+			if ticks(step) <= 8 {
+				break
 			}
 		}
+		if ticks(step) <= 8 {
+			break
+		}
 	}
-	return math.Ceil(top/step) * step, step
+	return math.Round(ticks(step)*step*1000) / 1000, step
 }
 
 func abs(x int) int {

@@ -17,6 +17,7 @@ import (
 // Measured strings are escaped, so a hostile reverse DNS name renders as
 // text.
 func WriteMarkdown(w io.Writer, r diagnose.Report) error {
+	r = sanitize(r, printable)
 	v := newReportView(r)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# hopcheck: %s\n\n", md(mdTitle(r, v)))
@@ -225,6 +226,7 @@ func mdFinding(b *strings.Builder, f numberedFinding) {
 		}
 	}
 	item("Severity", fmt.Sprintf("%s, confidence %s", severityName(f.Severity), orUnknown(f.Confidence)))
+	item("Target", f.targetLine())
 	item("Origin", where(f.Finding))
 	item("Phase", f.Phase)
 	item("Idle", idleLine(f.Finding))
@@ -270,7 +272,7 @@ func md(s string) string {
 		switch {
 		case r == '\n' || r == '\r' || r == '\t':
 			b.WriteByte(' ')
-		case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029':
+		case isUnsafeRune(r):
 			b.WriteByte('?')
 		case strings.ContainsRune("\\`*|<>[]~", r):
 			b.WriteByte('\\')

@@ -6,9 +6,12 @@ package report
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hopcheck/hopcheck/diagnose"
 	"github.com/hopcheck/hopcheck/probe"
@@ -40,6 +43,17 @@ type targetView struct {
 type numberedFinding struct {
 	N int
 	diagnose.Finding
+	// Unmatched: about no target of the report, so renderers name its
+	// target and address.
+	Unmatched bool
+}
+
+// targetLine is "https://host 198.18.5.2" for findings about no target.
+func (f numberedFinding) targetLine() string {
+	if !f.Unmatched {
+		return ""
+	}
+	return strings.TrimSpace(f.Target + " " + f.Address)
 }
 
 // reportView is the report split by target.
@@ -75,7 +89,7 @@ func newReportView(r diagnose.Report) reportView {
 	}
 	for j, f := range r.Findings {
 		if !used[j] {
-			v.Unmatched = append(v.Unmatched, numberedFinding{N: j + 1, Finding: f})
+			v.Unmatched = append(v.Unmatched, numberedFinding{N: j + 1, Finding: f, Unmatched: true})
 		}
 	}
 	return v
@@ -588,4 +602,86 @@ func hopNotes(p pathView, row pathRow) []string {
 		}
 	}
 	return notes
+}
+
+// mapStrings returns a deep copy of v with f applied to every string
+// (struct fields, slice and array elements, map values; not map keys).
+// Renderers use it to neutralise control characters in measured text
+// once, whatever field they come in.
+func mapStrings(v reflect.Value, f func(string) string) reflect.Value {
+	switch v.Kind() {
+	case reflect.String:
+		out := reflect.New(v.Type()).Elem()
+		out.SetString(f(v.String()))
+		return out
+	case reflect.Slice:
+		if v.IsNil() || v.Type().Elem().Kind() == reflect.Uint8 {
+			return v
+		}
+		out := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		for i := range v.Len() {
+			out.Index(i).Set(mapStrings(v.Index(i), f))
+		}
+		return out
+	case reflect.Map:
+		if v.IsNil() {
+			return v
+		}
+		out := reflect.MakeMapWithSize(v.Type(), v.Len())
+		iter := v.MapRange()
+		for iter.Next() {
+			out.SetMapIndex(iter.Key(), mapStrings(iter.Value(), f))
+		}
+		return out
+	case reflect.Pointer:
+		if v.IsNil() {
+			return v
+		}
+		out := reflect.New(v.Type().Elem())
+		out.Elem().Set(mapStrings(v.Elem(), f))
+		return out
+	case reflect.Array:
+		out := reflect.New(v.Type()).Elem()
+		for i := range v.Len() {
+			out.Index(i).Set(mapStrings(v.Index(i), f))
+		}
+		return out
+	case reflect.Struct:
+		out := reflect.New(v.Type()).Elem()
+		out.Set(v)
+		for i := range v.NumField() {
+			if fv := out.Field(i); fv.CanSet() {
+				fv.Set(mapStrings(v.Field(i), f))
+			}
+		}
+		return out
+	}
+	return v
+}
+
+// sanitize applies f to every string of the report.
+func sanitize(r diagnose.Report, f func(string) string) diagnose.Report {
+	return mapStrings(reflect.ValueOf(r), f).Interface().(diagnose.Report)
+}
+
+// printable replaces control characters (measured strings are single
+// lines) and bidirectional overrides with U+FFFD, so that a reverse DNS
+// name cannot drive a terminal or reorder the text around it.
+func printable(s string) string {
+	if isPlain(s) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isUnsafeRune(r) {
+			b.WriteRune('\uFFFD')
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isUnsafeRune(r rune) bool {
+	return r == utf8.RuneError || unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Bidi_Control, r)
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/hopcheck/hopcheck/diagnose"
@@ -46,6 +45,7 @@ func WriteText(w io.Writer, r diagnose.Report, opt TextOptions) error {
 	if width <= 0 {
 		width = 100
 	}
+	r = sanitize(r, clean)
 	tw := &textWriter{w: w, color: opt.Color, width: width}
 	tw.line(fmt.Sprintf("hopcheck run: %s, started %s, %s, profile %s, privilege %s",
 		orUnknown(r.Tool), r.StartedAt.UTC().Format(time.RFC3339), secs(r.DurationS), orUnknown(r.Profile), orUnknown(r.Privilege)))
@@ -356,6 +356,7 @@ func (tw *textWriter) finding(f numberedFinding, total int) {
 		}
 		tw.wrapped(fmt.Sprintf("  %-11s", name), clean(value))
 	}
+	field("target", f.targetLine())
 	field("origin", where(f.Finding))
 	field("phase", f.Phase)
 	field("idle", idleLine(f.Finding))
@@ -431,7 +432,7 @@ func clean(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		switch {
-		case r == utf8.RuneError, unicode.IsControl(r), r == '\u2028', r == '\u2029', unicode.Is(unicode.Bidi_Control, r):
+		case isUnsafeRune(r):
 			b.WriteByte('?')
 		case asciiFor[r] != "":
 			b.WriteString(asciiFor[r])

@@ -1,0 +1,106 @@
+package report
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/diagnose"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+)
+
+func TestNewIdleView(t *testing.T) {
+	rec := func(idle float64, o tcpcheck.Outcome, uses int) tcpcheck.ConnRecord {
+		return tcpcheck.ConnRecord{IdleS: idle, Outcome: o, Uses: uses}
+	}
+	for _, c := range []struct {
+		name      string
+		conns     []tcpcheck.ConnRecord
+		bracket   [2]float64
+		want      []rung
+		survivals int
+	}{
+		{
+			name:    "failures by behaviour, longest survived from the bracket",
+			conns:   []tcpcheck.ConnRecord{rec(0, "ok", 3), rec(10.1, "reset", 0), rec(9, "timeout", 0), rec(12, "closed", 0), rec(0, "ok", 1)},
+			bracket: [2]float64{7.9, 9},
+			want: []rung{{IdleS: 7.9, Survived: true, Inferred: true}, {IdleS: 9, Behaviour: "drop"},
+				{IdleS: 10.1, Behaviour: "reset"}, {IdleS: 12, Behaviour: "close"}},
+			survivals: 4,
+		},
+		{
+			name:      "a recorded survivor at the lower end needs no inferred point",
+			conns:     []tcpcheck.ConnRecord{rec(7.9, "ok", 1), rec(8.5, "reset-in-handshake", 0)},
+			bracket:   [2]float64{7.9, 8.5},
+			want:      []rung{{IdleS: 7.9, Survived: true}, {IdleS: 8.5, Behaviour: "reset"}},
+			survivals: 1,
+		},
+		{
+			name:  "no timeout found: nothing failed, no bracket",
+			conns: []tcpcheck.ConnRecord{rec(0, "ok", 5)},
+			want:  nil, survivals: 5,
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newIdleView(tcpcheck.Result{Connections: c.conns, Idle: &tcpcheck.IdleResult{BracketS: c.bracket}})
+			if !reflect.DeepEqual(v.Rungs, c.want) {
+				t.Errorf("rungs %+v, want %+v", v.Rungs, c.want)
+			}
+			if v.Survivals != c.survivals {
+				t.Errorf("survivals %d, want %d", v.Survivals, c.survivals)
+			}
+		})
+	}
+}
+
+func TestNiceAxis(t *testing.T) {
+	for _, c := range []struct{ top, end, step float64 }{
+		{11.6, 12, 2}, {0, 10, 2}, {0.7, 0.7, 0.1}, {69, 70, 10}, {600 * 1.15, 700, 100}, {3600 * 1.15, 5000, 1000},
+	} {
+		end, step := niceAxis(c.top)
+		if end != c.end || step != c.step {
+			t.Errorf("niceAxis(%v) = %v, %v; want %v, %v", c.top, end, step, c.end, c.step)
+		}
+	}
+}
+
+func TestFindingsSplitByTarget(t *testing.T) {
+	r := pathReport()
+	v := newReportView(r)
+	var got [][]int
+	for _, tv := range v.Targets {
+		var ns []int
+		for _, f := range tv.Findings {
+			ns = append(ns, f.N)
+		}
+		got = append(got, ns)
+	}
+	if want := [][]int{{1, 2}, {3, 4}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("findings by target %v, want %v", got, want)
+	}
+	if len(v.Unmatched) != 1 || v.Unmatched[0].N != 5 || v.Unmatched[0].Kind != diagnose.KindNotReachable {
+		t.Errorf("unmatched %+v, want finding 5 (not-reachable)", v.Unmatched)
+	}
+	if k := v.Targets[0].CulpritKinds; !reflect.DeepEqual(k, []string{"idle-reset"}) {
+		t.Errorf("culprit kinds %v", k)
+	}
+	if k := v.Targets[0].ServerKinds; !reflect.DeepEqual(k, []string{"concurrency-limit"}) {
+		t.Errorf("server kinds %v", k)
+	}
+}
+
+func TestPathViewOrdersProtocols(t *testing.T) {
+	p := newPathView(demoReport().Targets[0].Traces) // icmp, udp, tcp as run
+	if want := []string{"tcp/443", "icmp", "udp/443"}; !reflect.DeepEqual(p.Labels, want) {
+		t.Errorf("labels %v, want %v", p.Labels, want)
+	}
+	if len(p.Rows) != 6 || p.DestinationTTL() != 6 {
+		t.Errorf("%d rows, destination %d; want 6, 6", len(p.Rows), p.DestinationTTL())
+	}
+	for _, row := range p.Rows {
+		for i, h := range row.Hops {
+			if h == nil || h.TTL != row.TTL {
+				t.Errorf("row %d, trace %d: hop %+v", row.TTL, i, h)
+			}
+		}
+	}
+}
