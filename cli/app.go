@@ -83,7 +83,6 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			traceCommand(),
 			tcpCommand(),
 			labServeCommand(),
-			soakCommand(),
 		},
 		// Report unknown flags etc. as one line, not usage + error.
 		OnUsageError:   oneLineUsageError,
