@@ -201,7 +201,7 @@ func newHopTableView(tv targetView) hopTableView {
 		return v
 	}
 	v.First, v.Labels = p.Labels[0], p.Labels[1:]
-	dest := p.DestinationTTL()
+	dest := p.ServerTTL()
 	for _, row := range p.Rows {
 		r := hopTableRow{TTL: row.TTL}
 		h := row.Hops[0]
@@ -218,6 +218,8 @@ func newHopTableView(tv targetView) hopTableView {
 				}
 			} else if silent(h) {
 				r.Address, r.Class = "*", "silent"
+			} else {
+				r.Address = "?"
 			}
 		}
 		for _, o := range row.Hops[1:] {
@@ -309,7 +311,7 @@ type diagramLink struct {
 func newPathDiagram(tv targetView) pathDiagram {
 	p := tv.Path
 	prim := p.Primary()
-	dest := p.DestinationTTL()
+	dest := p.ServerTTL()
 	d := pathDiagram{ID: fmt.Sprintf("path-%d", tv.Index)}
 
 	d.Nodes = append(d.Nodes, diagramNode{ID: d.ID + "-client", Class: "endpoint client",
@@ -393,10 +395,18 @@ func hopNode(tv targetView, row pathRow, prefix string) diagramNode {
 		lines = append(lines, line(truncate(addr, maxLabel), "addr"), line(truncate(second, maxLabel), "small"))
 		lines = append(lines, line(fmt.Sprintf("%s ms · %.1f%% loss", ms(h.RTTms.Avg), h.LossPct), "metric"))
 	case h == nil:
+		// The primary trace stopped short of this TTL: show what another
+		// protocol saw there.
+		o, label := otherHop(tv.Path, row)
+		if r := firstResponder(o); r != nil {
+			lines = append(lines, line(truncate(r.Address, maxLabel), "addr"), line("seen by "+label, "small"),
+				line(fmt.Sprintf("%s ms · %.1f%% loss", ms(o.RTTms.Avg), o.LossPct), "metric"))
+			break
+		}
 		n.Class += " silent"
-		lines = append(lines, line("*", "addr"), line("not probed by "+tv.Path.Labels[0], "small"), line("", ""))
+		lines = append(lines, line("*", "addr"), line("no "+tv.Path.Labels[0]+" probe", "small"), line("", ""))
 	case h.Received > 0:
-		lines = append(lines, line("?", "addr"), line("answers without an address", "small"),
+		lines = append(lines, line("?", "addr"), line("no address", "small"),
 			line(fmt.Sprintf("%s ms · %.1f%% loss", ms(h.RTTms.Avg), h.LossPct), "metric"))
 	default:
 		n.Class += " silent"
@@ -411,12 +421,23 @@ func hopNode(tv targetView, row pathRow, prefix string) diagramNode {
 	return n
 }
 
+// otherHop is the first hop of another protocol at this row that got an
+// answer, with that protocol's label.
+func otherHop(p pathView, row pathRow) (*trace.Hop, string) {
+	for i, h := range row.Hops[1:] {
+		if firstResponder(h) != nil {
+			return h, p.Labels[i+1]
+		}
+	}
+	return nil, ""
+}
+
 // serverNode is the destination: the primary trace's last row when it was
 // reached, a dashed box otherwise.
 func serverNode(tv targetView, prefix string) diagramNode {
 	p := tv.Path
 	t := tv.T
-	dest := p.DestinationTTL()
+	dest := p.ServerTTL()
 	n := diagramNode{ID: prefix + "-server", Class: "endpoint server"}
 	var row *pathRow
 	for i := range p.Rows {
@@ -431,7 +452,7 @@ func serverNode(tv targetView, prefix string) diagramNode {
 	}
 	lines := []svgText{line(title, "title"), line(truncate(fmt.Sprintf("%s:%d", t.Address, t.Port), maxLabel), "addr")}
 	var h *trace.Hop
-	if row != nil {
+	if row != nil && p.DestinationTTL() == dest {
 		h = row.Hops[0]
 	}
 	switch r := firstResponder(h); {
@@ -447,8 +468,11 @@ func serverNode(tv targetView, prefix string) diagramNode {
 		n.Tooltip = hopTooltip(p, *row)
 	default:
 		n.Class += " unreached"
-		lines = append(lines, line(truncate(t.Host, maxLabel), "small"), line("not reached by "+p.Labels[0], "metric"))
+		lines = append(lines, line(truncate(t.Host, maxLabel), "small"), line(p.Labels[0]+" unreached", "metric"))
 		n.Tooltip = "the " + p.Labels[0] + " trace did not reach the server"
+		if row != nil {
+			n.Tooltip += "\n" + hopTooltip(p, *row)
+		}
 	}
 	if len(tv.ServerKinds) > 0 {
 		n.Class += " flagged"

@@ -179,7 +179,7 @@ func mdHopTable(b *strings.Builder, tv targetView) {
 	}
 	b.WriteString("| Hop | Address | Hostname | ASN | Loss | Avg RTT (ms) | Note |\n")
 	b.WriteString("|---:|---|---|---|---:|---:|---|\n")
-	dest := p.DestinationTTL()
+	dest := p.ServerTTL()
 	for _, row := range p.Rows {
 		h := row.Hops[0]
 		cells := []string{fmt.Sprint(row.TTL), "", "", "", "", "", ""}

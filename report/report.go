@@ -145,6 +145,22 @@ func (p pathView) DestinationTTL() int {
 	return 0
 }
 
+// ServerTTL is where the destination sits on the path: the TTL at which
+// the primary trace reached it, else the first TTL at which another
+// protocol did; 0 when no trace reached it.
+func (p pathView) ServerTTL() int {
+	if d := p.DestinationTTL(); d > 0 {
+		return d
+	}
+	best := 0
+	for _, t := range p.Traces {
+		if t.Reached && (best == 0 || t.ReachedTTL < best) {
+			best = t.ReachedTTL
+		}
+	}
+	return best
+}
+
 func protocolRank(proto string) int {
 	switch proto {
 	case string(probe.TCP):

@@ -1,7 +1,11 @@
 package report
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/diagnose"
@@ -104,3 +108,80 @@ func TestPathViewOrdersProtocols(t *testing.T) {
 		}
 	}
 }
+
+// edgeReport has what a cut-short or unlucky run leaves: a target that
+// failed before tracing, a trace that did not reach the server, a hop
+// answering without an address, an idle test that found no timeout.
+func edgeReport() diagnose.Report {
+	r := demoReport()
+	r.Incomplete = true
+	r.Warnings = []string{"no CAP_NET_RAW: origins are estimates"}
+	r.Privilege = "unprivileged"
+	api := &r.Targets[0]
+	tcp := &api.Traces[2]
+	tcp.Reached, tcp.ReachedTTL, tcp.Error = false, 0, "trace interrupted: context canceled"
+	tcp.Hops = tcp.Hops[:4]
+	tcp.Hops[1].Responders = nil
+	idle := api.Tests["idle"]
+	idle.Idle = &tcpcheck.IdleResult{MaxS: 60, Verified: "not-tested"}
+	idle.Connections = nil
+	api.Tests["idle"] = idle
+	api.Localisation = &diagnose.Localisation{
+		Rewrites: []diagnose.HopRewrite{{Hop: 2, Address: routerAddr(2), Changes: []string{"mss 1460→1200"}}},
+		PMTU:     &diagnose.PMTU{MTU: 1400, BlackholeHop: 4, BlackholeHopAddress: routerAddr(4)},
+	}
+	r.Targets = append(r.Targets, diagnose.TargetReport{Target: "tcp://gone.example:443", Address: "198.18.9.9", Port: 443,
+		Error: "interrupted"}, diagnose.TargetReport{})
+	return r
+}
+
+func TestWritersHandleEdgeCases(t *testing.T) {
+	for name, r := range map[string]diagnose.Report{"zero": {}, "edge": edgeReport()} {
+		var text, mdoc, page, js bytes.Buffer
+		for format, err := range map[string]error{
+			"text":     WriteText(&text, r, TextOptions{Color: true}),
+			"markdown": WriteMarkdown(&mdoc, r),
+			"html":     WriteHTML(&page, r),
+			"json":     WriteJSON(&js, r),
+		} {
+			if err != nil {
+				t.Errorf("%s %s: %v", name, format, err)
+			}
+		}
+		if name != "edge" {
+			continue
+		}
+		for _, want := range []string{"report incomplete", "warning: no CAP_NET_RAW", "tcp/443: destination not reached",
+			"no idle timeout up to 60 s", "hop 2 (198.18.1.2) rewrites the TCP SYN: mss 1460->1200",
+			"path MTU 1400; larger packets vanish beyond hop 4 (198.18.3.2)", "error: interrupted", "no traces"} {
+			if !strings.Contains(text.String(), want) {
+				t.Errorf("edge text lacks %q", want)
+			}
+		}
+		if !strings.Contains(page.String(), `class="endpoint server unreached flagged"`) {
+			t.Error("edge HTML: the unreached server is not drawn as such")
+		}
+		if !strings.Contains(page.String(), "No idle timeout up to 60 s.") {
+			t.Error("edge HTML: the ladder caption does not say no timeout was found")
+		}
+	}
+}
+
+func TestWriteErrors(t *testing.T) {
+	for name, write := range map[string]func(io.Writer) error{
+		"text":     func(w io.Writer) error { return WriteText(w, demoReport(), TextOptions{}) },
+		"markdown": func(w io.Writer) error { return WriteMarkdown(w, demoReport()) },
+		"html":     func(w io.Writer) error { return WriteHTML(w, demoReport()) },
+		"json":     func(w io.Writer) error { return WriteJSON(w, demoReport()) },
+	} {
+		if err := write(failingWriter{}); !errors.Is(err, errDiskFull) {
+			t.Errorf("%s: error %v, want the writer's", name, err)
+		}
+	}
+}
+
+var errDiskFull = errors.New("disk full")
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }

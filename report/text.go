@@ -216,7 +216,7 @@ func (tw *textWriter) hopTable(tv targetView) {
 		tb.cols = append(tb.cols, column{title: title}, column{title: "LOSS%", right: true}, column{title: "AVG", right: true})
 	}
 	tb.cols = append(tb.cols, column{title: "NOTE"})
-	dest := p.DestinationTTL()
+	dest := p.ServerTTL()
 	for _, row := range p.Rows {
 		cells := []cell{{}, {text: fmt.Sprint(row.TTL)}}
 		culprit := tv.Culprit > 0 && row.TTL == tv.Culprit
