@@ -178,3 +178,126 @@ func TestLabNATMasquerade(t *testing.T) {
 		})
 	}
 }
+
+// TestLabInFlowStateLoss: a real TCP connection through the lab, probed
+// in-flow while healthy and again after idling past a router's conntrack
+// timeout: the router that resets (router 3 of 5) or drops (router 2 of
+// 4) the expired flow is found.
+func TestLabInFlowStateLoss(t *testing.T) {
+	t.Parallel()
+	idle := lab.Router{IdleTimeout: 3 * time.Second}
+	reset, drop := idle, idle
+	reset.IdleAction, drop.IdleAction = lab.IdleActionReset, lab.IdleActionDrop
+	for _, sc := range []struct {
+		name     string
+		routers  []lab.Router
+		hop      int
+		behave   LossBehaviour
+		lastKind InFlowKind
+	}{
+		{"reset at router 3 of 5", []lab.Router{{}, {}, reset, {}, {}}, 3, LossReset, InFlowRST},
+		{"drop at router 2 of 4", []lab.Router{{}, drop, {}, {}}, 2, LossDrop, InFlowNone},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			l := labtest.Build(t, lab.Scenario{Name: "inflow", Routers: sc.routers}, lab.Options{})
+			serverTTL := len(sc.routers) + 1
+			for _, fam := range []struct {
+				name    string
+				server  netip.Addr
+				routers []netip.Addr
+			}{{"v4", l.Server4, l.Router4}, {"v6", l.Server6, l.Router6}} {
+				t.Run(fam.name, func(t *testing.T) {
+					t.Parallel()
+					ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+					defer cancel()
+					remote := netip.AddrPortFrom(fam.server, uint16(l.Server.EchoPort))
+					var obs *Observer
+					inClient(t, l, func() (err error) { obs, err = NewObserver(remote); return err })
+					defer obs.Close()
+					nc, err := l.Dial(ctx, l.ClientNS, "tcp", remote.String())
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer nc.Close()
+					conn := nc.(*net.TCPConn)
+					if _, err := conn.Write([]byte("hello hopcheck")); err != nil {
+						t.Fatal(err)
+					}
+					conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+					if _, err := io.ReadFull(conn, make([]byte, 14)); err != nil {
+						t.Fatal(err)
+					}
+					flow := flowOf(t, obs, conn)
+					var healthy, expired []InFlowAnswer
+					inClient(t, l, func() (err error) { healthy, err = ProbeInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
+					logInFlow(t, "healthy", healthy)
+					if len(healthy) != serverTTL {
+						t.Fatalf("healthy run: %d answers, want %d", len(healthy), serverTTL)
+					}
+					for i, a := range healthy[:serverTTL-1] {
+						if a.Kind != InFlowTimeExceeded || a.From != fam.routers[i] {
+							t.Errorf("healthy ttl %d: %s from %s, want time-exceeded from %s", a.TTL, a.Kind, a.From, fam.routers[i])
+						}
+					}
+					if a := healthy[serverTTL-1]; a.Kind != InFlowACK || a.From != fam.server || a.SenderHop != serverTTL {
+						t.Errorf("healthy ttl %d: %+v, want the server's ACK from hop %d", serverTTL, a, serverTTL)
+					}
+
+					time.Sleep(4 * time.Second) // past router's 3 s conntrack timeout
+					again := flowOf(t, obs, conn)
+					if again != flow {
+						t.Errorf("flow state moved while idle: %+v, then %+v", flow, again)
+					}
+					inClient(t, l, func() (err error) { expired, err = ProbeInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
+					logInFlow(t, "expired", expired)
+					loss := ExplainStateLoss(healthy, expired)
+					t.Logf("state loss: %+v", loss)
+					if loss.Hop != sc.hop || loss.UpTo != sc.hop || loss.Behaviour != sc.behave {
+						t.Errorf("state loss %+v, want %s at hop %d", loss, sc.behave, sc.hop)
+					}
+					if hop, b := LocateStateLoss(healthy, expired); hop != sc.hop || b != sc.behave {
+						t.Errorf("LocateStateLoss = %d %q", hop, b)
+					}
+					if a := expired[len(expired)-1]; a.Kind != sc.lastKind {
+						t.Errorf("expired run ends with %+v, want %s", a, sc.lastKind)
+					}
+				})
+			}
+		})
+	}
+}
+
+// flowOf reads the flow state of an idle connection from its SYN-ACK
+// (as the observer captured it) and TCP_INFO.
+func flowOf(t *testing.T, obs *Observer, conn *net.TCPConn) FlowState {
+	t.Helper()
+	port := uint16(conn.LocalAddr().(*net.TCPAddr).Port)
+	var rec FlowRecord
+	for deadline := time.Now().Add(2 * time.Second); rec.SynAck == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		rec = obs.Flow(port)
+	}
+	if rec.SynAck == nil {
+		t.Fatal("the observer saw no SYN-ACK")
+	}
+	// The server's ACK of our last data may still be on its way.
+	var flow FlowState
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if flow, err = FlowStateFromConn(conn, *rec.SynAck); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flow %s > %s seq %d ack %d window %d (SYN-ACK seq %d ack %d)", flow.Local, flow.Remote, flow.Seq, flow.Ack, flow.Window, rec.SynAck.Seq, rec.SynAck.Ack)
+	return flow
+}
+
+func logInFlow(t *testing.T, run string, as []InFlowAnswer) {
+	t.Helper()
+	for _, a := range as {
+		t.Logf("%s ttl %d: %s from %s reply ttl %d sender hop %d", run, a.TTL, a.Kind, a.From, a.ReplyTTL, a.SenderHop)
+	}
+}
