@@ -284,15 +284,14 @@ type pathDiagram struct {
 // (plus "flagged" when a finding blames the server), or "hop" plus
 // "silent" / "culprit".
 type diagramNode struct {
-	ID         string
-	Class      string
-	TTL        int // 0: client
-	X, Y       int
-	W, H       int
-	Lines      []svgText
-	Label      *svgText // above the box: CULPRIT / SERVER
-	Tooltip    string
-	LabelClass string
+	ID      string
+	Class   string
+	TTL     int // 0: client
+	X, Y    int
+	W, H    int
+	Lines   []svgText
+	Label   *svgText // above the box: CULPRIT / SERVER
+	Tooltip string
 }
 
 type svgText struct {
