@@ -83,6 +83,8 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			traceCommand(),
 			tcpCommand(),
 			labServeCommand(),
+			diffCommand(),
+			soakCommand(),
 		},
 		// Report unknown flags etc. as one line, not usage + error.
 		OnUsageError:   oneLineUsageError,

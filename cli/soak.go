@@ -1,0 +1,305 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/hopcheck/hopcheck/history"
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/soak"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+func soakCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:      "soak",
+		Usage:     "send real requests for hours like a UOF client (keep-alive pool + fresh connections): failure rates by idle age, phase and reset origin",
+		ArgsUsage: "TARGET...   (https://host[:port], amqps://host[:5671], tcp://host:port)",
+		Flags: []ucli.Flag{
+			&ucli.DurationFlag{Name: "duration", Value: time.Hour, Usage: "how long to soak (at least 10s), e.g. 6h"},
+			&ucli.Float64Flag{Name: "rate", Value: soak.DefaultRate, Usage: "requests per second per address (at most 10 toward *.betradar.com)"},
+			&ucli.Float64Flag{Name: "fresh-share", Value: soak.DefaultFreshShare, Usage: "share of requests over a new connection, 0..1"},
+			&ucli.IntFlag{Name: "pool", Value: soak.DefaultPool, Usage: "pooled keep-alive connections per address (one hot, the rest resting to sample idle ages)"},
+			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of failed flows into `DIR`"},
+			&ucli.IntFlag{Name: "evidence-per-kind", Value: 5, Usage: "pcap files per failure kind and address at most"},
+			&ucli.StringFlag{Name: "checkpoint", Usage: "rewrite the report so far to `FILE` every minute (default: the -o file)"},
+			&ucli.DurationFlag{Name: "checkpoint-every", Value: time.Minute, Hidden: true, Usage: "checkpoint interval (tests)"},
+			&ucli.IntFlag{Name: "minutes", Value: soak.DefaultMinuteRing, Usage: "minutes of per-minute time series kept in the report (the last ones)"},
+			&ucli.StringFlag{Name: "history", Usage: "also save the report as timestamped JSON into `DIR`"},
+			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N soak reports (0: all)"},
+			&ucli.DurationFlag{Name: "keep-age", Usage: "with --history: remove soak reports older than this"},
+			&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path"},
+			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
+			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
+			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
+			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
+		},
+		Action: runSoak,
+	}
+}
+
+type soakRequest struct {
+	targets     []tcpcheck.Target
+	family      int
+	opt         soak.Options
+	betradar    bool
+	checkpoint  string
+	historyDir  string
+	keep        history.Retention
+	evidenceDir string
+	perKind     int
+}
+
+func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
+	var req soakRequest
+	if c.Bool("ipv4") && c.Bool("ipv6") {
+		return req, usageErr("-4 and -6 exclude each other")
+	}
+	if c.Bool("ipv4") {
+		req.family = 4
+	} else if c.Bool("ipv6") {
+		req.family = 6
+	}
+	if c.NArg() == 0 {
+		return req, usageErr("soak needs at least one TARGET (https://host, amqps://host or tcp://host:port)")
+	}
+	for _, arg := range c.Args().Slice() {
+		t, err := tcpcheck.ParseTarget(arg)
+		if err != nil {
+			return req, usageErr("%v", err)
+		}
+		req.betradar = req.betradar || tcpcheck.IsBetradar(t.Spec.Host)
+		req.targets = append(req.targets, t)
+	}
+	o := soak.Options{Duration: c.Duration("duration"), Rate: c.Float64("rate"), FreshShare: c.Float64("fresh-share"),
+		Pool: c.Int("pool"), MinuteRing: c.Int("minutes"), Observe: probe.HasRawAccess(), CheckpointEvery: c.Duration("checkpoint-every")}
+	switch {
+	case o.Duration < 10*time.Second:
+		return req, usageErr("--duration %v is below 10s", o.Duration)
+	case o.Rate <= 0 || o.Rate > 1000:
+		return req, usageErr("--rate %v must be above 0 and at most 1000", o.Rate)
+	case req.betradar && o.Rate > 10:
+		return req, usageErr("--rate %v is too high toward *.betradar.com (at most 10/s per address)", o.Rate)
+	case o.FreshShare < 0 || o.FreshShare > 1:
+		return req, usageErr("--fresh-share %v must be between 0 and 1", o.FreshShare)
+	case o.Pool < 1 || o.Pool > 200:
+		return req, usageErr("--pool %d must be between 1 and 200", o.Pool)
+	case req.betradar && o.Pool > tcpcheck.MaxBetradarConns-4:
+		return req, usageErr("--pool %d: more than %d connections toward *.betradar.com get a client blocked", o.Pool, tcpcheck.MaxBetradarConns)
+	case o.CheckpointEvery < time.Second:
+		return req, usageErr("--checkpoint-every %v is below 1s", o.CheckpointEvery)
+	case o.MinuteRing < 1 || o.MinuteRing > 10080:
+		return req, usageErr("--minutes %d must be between 1 and 10080", o.MinuteRing)
+	}
+	req.perKind = c.Int("evidence-per-kind")
+	if req.perKind < 1 || req.perKind > 1000 {
+		return req, usageErr("--evidence-per-kind %d must be between 1 and 1000", req.perKind)
+	}
+	req.evidenceDir = c.String("evidence")
+	if req.evidenceDir != "" {
+		if st, err := os.Stat(req.evidenceDir); err == nil && !st.IsDir() {
+			return req, usageErr("--evidence %q is not a directory", req.evidenceDir)
+		}
+	}
+	req.historyDir = c.String("history")
+	req.keep = history.Retention{Keep: c.Int("keep"), MaxAge: c.Duration("keep-age")}
+	if req.keep.Keep < 0 {
+		return req, usageErr("--keep %d must not be negative", req.keep.Keep)
+	}
+	if req.keep.MaxAge < 0 {
+		return req, usageErr("--keep-age %v must not be negative", req.keep.MaxAge)
+	}
+	if (c.IsSet("keep") || c.IsSet("keep-age")) && req.historyDir == "" {
+		return req, usageErr("--keep and --keep-age need --history DIR")
+	}
+	req.checkpoint = c.String("checkpoint")
+	if req.checkpoint == "" {
+		if p := flagString(c, "output"); p != "-" {
+			req.checkpoint = p
+		}
+	}
+	dial, err := soakDialConfig(c)
+	if err != nil {
+		return req, err
+	}
+	o.Dial = dial
+	req.opt = o
+	return req, nil
+}
+
+// soakDialConfig reads --path, --ca-file, --insecure and --token-file (or
+// $UOF_ACCESS_TOKEN). The token's content is never echoed.
+func soakDialConfig(c *ucli.Context) (tcpcheck.DialConfig, error) {
+	d := tcpcheck.DefaultDialConfig()
+	d.Path = c.String("path")
+	if !strings.HasPrefix(d.Path, "/") || strings.ContainsAny(d.Path, " \r\n") {
+		return d, usageErr("--path %q must start with / and contain no spaces", d.Path)
+	}
+	d.Insecure = c.Bool("insecure")
+	if f := c.String("ca-file"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return d, usageErr("--ca-file %q: %v", f, unwrapPathErr(err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return d, usageErr("--ca-file %q holds no PEM certificate", f)
+		}
+		d.RootCAs = pool
+	}
+	if f := c.String("token-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return d, usageErr("--token-file %q: %v", f, unwrapPathErr(err))
+		}
+		d.Token = strings.TrimSpace(string(b))
+		if d.Token == "" || strings.ContainsAny(d.Token, "\r\n") {
+			return d, usageErr("--token-file %q must hold one non-empty line", f)
+		}
+		return d, nil
+	}
+	d.Token = strings.TrimSpace(os.Getenv("UOF_ACCESS_TOKEN"))
+	if strings.ContainsAny(d.Token, "\r\n") {
+		return d, usageErr("$UOF_ACCESS_TOKEN must be one line")
+	}
+	return d, nil
+}
+
+// soakResolve resolves every target to all its addresses.
+func soakResolve(ctx context.Context, targets []tcpcheck.Target, family int) ([]tcpcheck.Job, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var jobs []tcpcheck.Job
+	for _, t := range targets {
+		begin := time.Now()
+		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, t.Spec, family)
+		if err != nil {
+			return nil, usageErr("%v", err)
+		}
+		dns := time.Since(begin)
+		if t.Spec.Addr.IsValid() {
+			dns = 0
+		}
+		for _, a := range addrs {
+			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a, DNS: dns})
+		}
+	}
+	return jobs, nil
+}
+
+func runSoak(c *ucli.Context) error {
+	req, err := parseSoakRequest(c)
+	if err != nil {
+		return err
+	}
+	out, err := openOutput(c, "text", "json")
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	jobs, err := soakResolve(ctx, req.targets, req.family)
+	if err != nil {
+		return err
+	}
+	req.opt.MaxConns = 1000
+	if req.betradar {
+		// Sportradar blocks clients with more than 40 connections: the
+		// budget is shared by every address; requests beyond it are
+		// skipped (and counted).
+		req.opt.MaxConns = tcpcheck.MaxBetradarConns
+		n := 0
+		for _, j := range jobs {
+			if tcpcheck.IsBetradar(j.Target.Spec.Host) {
+				n++
+			}
+		}
+		if n*req.opt.Pool > tcpcheck.MaxBetradarConns-4 {
+			return usageErr("--pool %d × %d addresses toward *.betradar.com exceeds %d connections; lower --pool", req.opt.Pool, n, tcpcheck.MaxBetradarConns)
+		}
+	}
+	if req.evidenceDir != "" {
+		ev, err := soak.NewEvidence(req.evidenceDir, req.perKind)
+		if err != nil {
+			return usageErr("--evidence %q: %v", req.evidenceDir, err)
+		}
+		req.opt.Evidence = ev
+	}
+	var warnings []string
+	if !req.opt.Observe {
+		w := "no CAP_NET_RAW: no packet capture, so the origin and hop of resets stay unknown. Grant it with: sudo setcap cap_net_raw+ep " + exePath()
+		warnf(c, "%s", w)
+		warnings = append(warnings, w)
+	}
+	if req.checkpoint != "" {
+		path := req.checkpoint
+		req.opt.Checkpoint = func(r soak.Report) {
+			r.Tool, r.Warnings = "hopcheck "+Version, warnings
+			var buf bytes.Buffer
+			if err := soak.WriteJSON(&buf, r); err == nil {
+				if err := history.WriteAtomic(path, buf.Bytes(), 0o644); err != nil {
+					warnf(c, "checkpoint: %v", err)
+				}
+			}
+		}
+	}
+	if isTerminal(c.App.ErrWriter) {
+		req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
+		fmt.Fprintf(c.App.ErrWriter, "soak: %d address(es) for %v at %.1f req/s each...\n", len(jobs), req.opt.Duration, req.opt.Rate)
+	}
+	rep := soak.Run(ctx, req.opt, jobs)
+	rep.Tool, rep.Warnings = "hopcheck "+Version, warnings
+	if ev := req.opt.Evidence; ev != nil && ev.Err() != nil {
+		warnf(c, "%v", ev.Err())
+	}
+	switch out.format {
+	case "json":
+		err = soak.WriteJSON(out.w, rep)
+	default:
+		err = soak.WriteText(out.w, rep)
+	}
+	if err != nil {
+		return cantRunErr("write report: %v", err)
+	}
+	if err := out.commit(); err != nil {
+		return err
+	}
+	if req.checkpoint != "" && req.checkpoint != flagString(c, "output") {
+		var buf bytes.Buffer
+		if err := soak.WriteJSON(&buf, rep); err == nil {
+			if err := history.WriteAtomic(req.checkpoint, buf.Bytes(), 0o644); err != nil {
+				warnf(c, "checkpoint: %v", err)
+			}
+		}
+	}
+	if req.historyDir != "" {
+		if _, err := history.Save(req.historyDir, "soak", rep, time.Now(), req.keep); err != nil {
+			warnf(c, "%v", err)
+		}
+	}
+	total := 0
+	for _, t := range rep.Targets {
+		total += t.Requests
+	}
+	if total == 0 && ctx.Err() == nil {
+		return cantRunErr("no request could be sent toward any address")
+	}
+	if len(rep.Findings) > 0 {
+		return &exitError{code: ExitFindings, err: errors.New("findings")}
+	}
+	return nil
+}
