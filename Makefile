@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test unit lint bench fuzz clean
+.PHONY: build test unit lint bench fuzz demo deps clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -14,6 +14,14 @@ build:
 # (root needed; they skip otherwise, or fail under HOPCHECK_LAB=required).
 test:
 	$(GO) test -count=1 -timeout 14m ./...
+
+# The embedded demo: a faulty namespace lab diagnosed end to end (root).
+demo: deps build
+	./$(BIN) demo
+
+# Lab prerequisites (nftables, iproute2, traceroute), installed when missing.
+deps:
+	@bash scripts/deps.sh
 
 # Unit tests only (no namespaces).
 unit:

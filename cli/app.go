@@ -80,8 +80,10 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		HideHelpCommand: true,
 		Flags:           outputFlags(),
 		Commands: []*ucli.Command{
+			runCommand(),
 			traceCommand(),
 			tcpCommand(),
+			demoCommand(),
 			labServeCommand(),
 			diffCommand(),
 			soakCommand(),

@@ -3,6 +3,7 @@ package diagnose
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -30,7 +31,7 @@ type Profile struct {
 // Profiles by name.
 var Profiles = map[string]Profile{
 	// quick: about two minutes; idle up to 60 s.
-	"quick": {Name: "quick", IdleMax: 60 * time.Second, ConnectCount: 20, ConnectRate: 10, ConcurrencyCap: 16, IdleWidth: 12, TraceQueries: 3},
+	"quick": {Name: "quick", IdleMax: 60 * time.Second, ConnectCount: 20, ConnectRate: 10, ConcurrencyCap: 24, IdleWidth: 12, TraceQueries: 3},
 	// standard: idle up to 10 minutes (covers 60 s ALBs, 240 s Azure, 350 s AWS NAT).
 	"standard": {Name: "standard", IdleMax: 10 * time.Minute, ConnectCount: 50, ConnectRate: 5, ConcurrencyCap: 32, IdleWidth: 12, TraceQueries: 3},
 	// full: idle up to 60 minutes (also 1200 s GCP NAT and firewalls' 3600 s).
@@ -55,9 +56,15 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Run diagnoses every job concurrently (each address has its own path)
-// and returns the report with its findings. When ctx is cancelled it
-// returns what was measured, marked incomplete.
+// Run diagnoses every job and returns the report with its findings. When
+// ctx is cancelled it returns what was measured, marked incomplete.
+//
+// Phases are ordered so that they do not distort each other: traces run
+// concurrently for all addresses; connect, concurrency and data tests run
+// one address at a time (the addresses of one name are often one server,
+// whose connection limit they measure); idle ladders, which take long but
+// hold few connections, run side by side within a connection budget;
+// localisation last.
 func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 	now := opt.Now
 	if now == nil {
@@ -66,30 +73,45 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 	start := now()
 	rep := Report{SchemaVersion: SchemaVersion, StartedAt: start.UTC(), Profile: opt.Profile.Name,
 		Targets: make([]TargetReport, len(jobs)), Findings: []Finding{}}
-	// Sportradar blocks clients with more than 40 connections: share a
-	// budget of 36 among the idle ladders toward *.betradar.com.
-	betradar := 0
-	for _, j := range jobs {
-		if tcpcheck.IsBetradar(j.Target.Spec.Host) {
-			betradar++
+	for i, job := range jobs {
+		rep.Targets[i] = TargetReport{Target: job.Target.Name(), Host: job.Target.Spec.Host, Address: job.Addr.String(),
+			Port: job.Target.Spec.Port, App: string(job.Target.App), Traces: []trace.Trace{},
+			Tests: map[string]tcpcheck.Result{}, TestFindings: map[string][]tcpcheck.Finding{}}
+	}
+	budget, width := connectionBudget(opt.Profile, jobs)
+	opt.Profile.IdleWidth = width
+	opt.Profile.ConcurrencyCap = min(opt.Profile.ConcurrencyCap, budget)
+
+	forEach(jobs, len(jobs), func(i int) { runTraces(ctx, opt, &rep.Targets[i]) })
+	for i, job := range jobs {
+		for _, name := range []string{"connect", "concurrency", "data"} {
+			runTest(ctx, opt, name, job, &rep.Targets[i], start)
 		}
 	}
-	var wg sync.WaitGroup
-	for i, job := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := opt
-			if tcpcheck.IsBetradar(job.Target.Spec.Host) && betradar > 0 {
-				o.Profile.IdleWidth = min(o.Profile.IdleWidth, max(2, 36/betradar))
-				o.Profile.ConcurrencyCap = min(o.Profile.ConcurrencyCap, max(2, 36/betradar))
-			}
-			rep.Targets[i] = diagnoseOne(ctx, o, job, start)
-		}()
-	}
-	wg.Wait()
+	// A connection limit found by the concurrency test bounds the idle
+	// ladders too: beyond it the server's resets would pass for expiry.
 	for _, t := range rep.Targets {
-		for _, tr := range t.Traces {
+		for _, f := range t.TestFindings["concurrency"] {
+			if f.Limit > 0 {
+				budget = max(2, min(budget, f.Limit-2))
+			}
+		}
+	}
+	opt.Profile.IdleWidth = min(opt.Profile.IdleWidth, budget)
+	forEach(jobs, budget/opt.Profile.IdleWidth, func(i int) { runTest(ctx, opt, "idle", jobs[i], &rep.Targets[i], start) })
+	if opt.Localise != nil {
+		forEach(jobs, len(jobs), func(i int) {
+			if ctx.Err() == nil {
+				opt.logf("[%s] localise", jobs[i].Addr)
+				opt.Localise(ctx, &rep.Targets[i], serverHop(rep.Targets[i]))
+			}
+		})
+	}
+	for i := range rep.Targets {
+		if ctx.Err() != nil {
+			rep.Targets[i].Error = "interrupted"
+		}
+		for _, tr := range rep.Targets[i].Traces {
 			if tr.Privilege != "" {
 				rep.Privilege = tr.Privilege
 			}
@@ -101,69 +123,102 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 	return rep
 }
 
+// connectionBudget is how many connections a run may hold at once and the
+// idle ladder width of each address: Sportradar blocks clients with more
+// than 40 connections, so toward *.betradar.com the budget is 36.
+func connectionBudget(p Profile, jobs []tcpcheck.Job) (budget, width int) {
+	budget = 24
+	for _, j := range jobs {
+		if tcpcheck.IsBetradar(j.Target.Spec.Host) {
+			budget = 36
+		}
+	}
+	width = max(2, min(p.IdleWidth, budget))
+	return budget, width
+}
+
+// forEach runs fn for every job index with at most n at once.
+func forEach(jobs []tcpcheck.Job, n int, fn func(i int)) {
+	sem := make(chan struct{}, max(1, n))
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
 func (o Options) logf(format string, a ...any) {
 	if o.Log != nil {
 		o.Log(format, a...)
 	}
 }
 
-// diagnoseOne runs the pipeline toward one address: traces (icmp, udp,
-// tcp to the service port), connect, a light concurrency check, data,
-// the idle ladder, then localisation.
-func diagnoseOne(ctx context.Context, opt Options, job tcpcheck.Job, start time.Time) TargetReport {
-	t := TargetReport{Target: job.Target.Name(), Host: job.Target.Spec.Host, Address: job.Addr.String(),
-		Port: job.Target.Spec.Port, App: string(job.Target.App), Traces: []trace.Trace{},
-		Tests: map[string]tcpcheck.Result{}, TestFindings: map[string][]tcpcheck.Finding{}}
-	tag := fmt.Sprintf("[%s]", job.Addr)
-
-	opt.logf("%s trace icmp, udp, tcp/%d", tag, t.Port)
+// runTraces traces toward the address with icmp, udp and tcp to the
+// service port, side by side.
+func runTraces(ctx context.Context, opt Options, t *TargetReport) {
+	opt.logf("[%s] trace icmp, udp, tcp/%d", t.Address, t.Port)
 	tcfg := trace.DefaultConfig()
 	tcfg.Queries = opt.Profile.TraceQueries
+	addr, err := netip.ParseAddr(t.Address)
+	if err != nil {
+		t.Error = fmt.Sprintf("bad address %q", t.Address)
+		return
+	}
 	var tjobs []trace.Job
 	for _, p := range []probe.Protocol{probe.ICMP, probe.UDP, probe.TCP} {
-		tjobs = append(tjobs, trace.Job{Host: t.Host, Dest: trace.Destination{Addr: job.Addr, Protocol: p, Port: uint16(t.Port)}})
+		tjobs = append(tjobs, trace.Job{Host: t.Host, Dest: trace.Destination{Addr: addr, Protocol: p, Port: uint16(t.Port)}})
 	}
 	t.Traces = trace.TraceAll(ctx, tjobs, trace.Options{Config: tcfg, Privilege: opt.Privilege, NewProber: opt.NewProber})
-	serverHop := 0
-	for _, tr := range t.Traces {
-		if tr.Reached && (serverHop == 0 || tr.ReachedTTL < serverHop) {
-			serverHop = tr.ReachedTTL
-		}
-	}
+}
 
-	tests := []struct {
-		name string
-		run  func(context.Context, tcpcheck.Options, tcpcheck.Job, time.Time) (tcpcheck.Result, []tcpcheck.Finding)
-		set  func(*tcpcheck.Options)
-	}{
-		{"connect", tcpcheck.RunConnect, func(o *tcpcheck.Options) { o.Count, o.Rate = opt.Profile.ConnectCount, opt.Profile.ConnectRate }},
-		{"concurrency", tcpcheck.RunConcurrency, func(o *tcpcheck.Options) { o.Width = opt.Profile.ConcurrencyCap }},
-		{"data", tcpcheck.RunData, func(o *tcpcheck.Options) {}},
-		{"idle", tcpcheck.RunIdle, func(o *tcpcheck.Options) { o.Width, o.IdleMax = opt.Profile.IdleWidth, opt.Profile.IdleMax }},
-	}
-	for _, tc := range tests {
-		if ctx.Err() != nil {
-			break
-		}
-		if tc.name == "data" && job.Target.App == tcpcheck.AppAMQPS {
-			continue // an AMQP broker sends nothing large before login
-		}
-		o := opt.TCP
-		tc.set(&o)
-		opt.logf("%s %s", tag, tc.name)
-		res, fs := tc.run(ctx, o, job, start)
-		t.Tests[tc.name] = res
-		t.TestFindings[tc.name] = fs
-		if res.ServerHop > 0 && serverHop == 0 {
-			serverHop = res.ServerHop
-		}
-	}
-	if opt.Localise != nil && ctx.Err() == nil {
-		opt.logf("%s localise", tag)
-		opt.Localise(ctx, &t, serverHop)
-	}
+// runTest runs one connection test toward the address.
+func runTest(ctx context.Context, opt Options, name string, job tcpcheck.Job, t *TargetReport, start time.Time) {
 	if ctx.Err() != nil {
-		t.Error = "interrupted"
+		return
 	}
-	return t
+	if name == "data" && job.Target.App == tcpcheck.AppAMQPS {
+		return // an AMQP broker sends nothing large before login
+	}
+	o := opt.TCP
+	var run func(context.Context, tcpcheck.Options, tcpcheck.Job, time.Time) (tcpcheck.Result, []tcpcheck.Finding)
+	switch name {
+	case "connect":
+		run, o.Count, o.Rate = tcpcheck.RunConnect, opt.Profile.ConnectCount, opt.Profile.ConnectRate
+	case "concurrency":
+		run, o.Width = tcpcheck.RunConcurrency, opt.Profile.ConcurrencyCap
+	case "data":
+		run = tcpcheck.RunData
+	case "idle":
+		run, o.Width, o.IdleMax = tcpcheck.RunIdle, opt.Profile.IdleWidth, opt.Profile.IdleMax
+	default:
+		return
+	}
+	opt.logf("[%s] %s", job.Addr, name)
+	res, fs := run(ctx, o, job, start)
+	t.Tests[name] = res
+	t.TestFindings[name] = fs
+}
+
+// serverHop is the hop at which the server answered (0 unknown).
+func serverHop(t TargetReport) int {
+	hop := 0
+	for _, tr := range t.Traces {
+		if tr.Reached && (hop == 0 || tr.ReachedTTL < hop) {
+			hop = tr.ReachedTTL
+		}
+	}
+	if hop == 0 {
+		for _, r := range t.Tests {
+			if r.ServerHop > 0 {
+				return r.ServerHop
+			}
+		}
+	}
+	return hop
 }

@@ -1,0 +1,293 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/hopcheck/hopcheck/diagnose"
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/report"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+// uofEnvironments are the UOF endpoint sets (shared/reference/field-facts.md:
+// the SDKs' EnvironmentManager).
+var uofEnvironments = map[string][]string{
+	"production":         {"https://api.betradar.com", "amqps://mq.betradar.com:5671"},
+	"integration":        {"https://stgapi.betradar.com", "amqps://stgmq.betradar.com:5671"},
+	"global":             {"https://global.api.betradar.com", "amqps://global.mq.betradar.com:5671"},
+	"global-integration": {"https://global.stgapi.betradar.com", "amqps://global.stgmq.betradar.com:5671"},
+	"replay":             {"https://api.betradar.com", "amqps://replaymq.betradar.com:5671"},
+}
+
+// defaultTargets: the UOF production hosts, regional and global.
+var defaultTargets = []string{"https://api.betradar.com", "https://global.api.betradar.com",
+	"amqps://mq.betradar.com:5671", "amqps://global.mq.betradar.com:5671"}
+
+func envNames() string {
+	var names []string
+	for n := range uofEnvironments {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func runCommand() *ucli.Command {
+	return &ucli.Command{
+		Name:  "run",
+		Usage: "the whole diagnosis: traces, connection tests, idle ladder, localisation; findings and the hop report",
+		Description: "Diagnoses every address of every target: which hop (or the server) resets or drops connections,\n" +
+			"in which phase, after how long idle, with evidence and the setting that fixes it.\n" +
+			"Default targets: the UOF production hosts (api, global.api, mq, global.mq .betradar.com).",
+		Flags: []ucli.Flag{
+			&ucli.StringSliceFlag{Name: "target", Aliases: []string{"t"}, Usage: "target (repeatable; replaces the UOF set): https://host, amqps://host:5671, tcp://host:port"},
+			&ucli.StringFlag{Name: "env", Usage: "UOF endpoint set: " + envNames()},
+			&ucli.StringFlag{Name: "profile", Value: "standard", Usage: "quick (about 2 min, idle up to 60 s), standard (idle up to 10 min), full (idle up to 60 min)"},
+			&ucli.DurationFlag{Name: "idle-max", Usage: "override the profile's longest idle time (at least 1s)"},
+			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
+			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
+			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
+			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
+			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
+			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+		},
+		Action: runRun,
+	}
+}
+
+// runRequest is the validated input of `hopcheck run`.
+type runRequest struct {
+	targets   []tcpcheck.Target
+	family    int
+	profile   diagnose.Profile
+	privilege string
+	tcp       tcpcheck.Options
+}
+
+func parseRunRequest(c *ucli.Context) (runRequest, error) {
+	var req runRequest
+	if c.NArg() > 0 {
+		return req, usageErr("run takes no arguments (got %q): use --target", c.Args().First())
+	}
+	raw := c.StringSlice("target")
+	if env := c.String("env"); env != "" {
+		set, ok := uofEnvironments[env]
+		if !ok {
+			return req, usageErr("unknown --env %q (want one of %s)", env, envNames())
+		}
+		if len(raw) > 0 {
+			return req, usageErr("--env %q and --target exclude each other", env)
+		}
+		raw = set
+	}
+	if len(raw) == 0 {
+		raw = defaultTargets
+	}
+	for _, s := range raw {
+		t, err := tcpcheck.ParseTarget(s)
+		if err != nil {
+			return req, usageErr("%v", err)
+		}
+		req.targets = append(req.targets, t)
+	}
+	p, ok := diagnose.Profiles[c.String("profile")]
+	if !ok {
+		return req, usageErr("unknown --profile %q (want quick, standard or full)", c.String("profile"))
+	}
+	if c.IsSet("idle-max") {
+		d := c.Duration("idle-max")
+		if d < time.Second {
+			return req, usageErr("--idle-max %v is below 1s", d)
+		}
+		p.IdleMax = d
+	}
+	req.profile = p
+	if c.Bool("ipv4") && c.Bool("ipv6") {
+		return req, usageErr("-4 and -6 exclude each other")
+	}
+	if c.Bool("ipv4") {
+		req.family = 4
+	} else if c.Bool("ipv6") {
+		req.family = 6
+	}
+	switch pv := c.String("privilege"); pv {
+	case "auto", "raw", "unprivileged":
+		req.privilege = pv
+	default:
+		return req, usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	}
+	dial, err := dialConfigFromFlags(c)
+	if err != nil {
+		return req, err
+	}
+	raw4 := probe.HasRawAccess() && req.privilege != "unprivileged"
+	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: "/large",
+		StallAfter: 10 * time.Second}
+	if raw4 {
+		req.tcp.HopAddress = tcpcheck.HopAddress
+	}
+	return req, nil
+}
+
+// dialConfigFromFlags reads --ca-file, --insecure and --token-file (or
+// $UOF_ACCESS_TOKEN). The token's content is never echoed.
+func dialConfigFromFlags(c *ucli.Context) (tcpcheck.DialConfig, error) {
+	d := tcpcheck.DefaultDialConfig()
+	d.Insecure = c.Bool("insecure")
+	if f := c.String("ca-file"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return d, usageErr("--ca-file %q: %v", f, unwrapPathErr(err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return d, usageErr("--ca-file %q holds no PEM certificate", f)
+		}
+		d.RootCAs = pool
+	}
+	if f := c.String("token-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return d, usageErr("--token-file %q: %v", f, unwrapPathErr(err))
+		}
+		d.Token = strings.TrimSpace(string(b))
+		if d.Token == "" || strings.ContainsAny(d.Token, "\r\n") {
+			return d, usageErr("--token-file %q must hold one non-empty line", f)
+		}
+		return d, nil
+	}
+	d.Token = strings.TrimSpace(os.Getenv("UOF_ACCESS_TOKEN"))
+	if strings.ContainsAny(d.Token, "\r\n") {
+		return d, usageErr("$UOF_ACCESS_TOKEN must be one line")
+	}
+	return d, nil
+}
+
+func runRun(c *ucli.Context) error {
+	req, err := parseRunRequest(c)
+	if err != nil {
+		return err
+	}
+	out, err := openOutput(c, "text", "json", "markdown", "html")
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
+	if err != nil {
+		return err
+	}
+	if req.privilege == "raw" && !probe.HasRawAccess() {
+		return cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
+	}
+	var warnings []string
+	if !probe.HasRawAccess() {
+		w := "no CAP_NET_RAW: unprivileged probes, no packet capture (reset origins stay unknown), no localisation. Grant it with: sudo setcap cap_net_raw+ep " + exePath()
+		warnf(c, "%s", w)
+		warnings = append(warnings, w)
+	}
+	opt := diagnose.Options{Profile: req.profile, Privilege: req.privilege, TCP: req.tcp, NewProber: probe.NewProber}
+	started := time.Now()
+	{
+		// Progress with the time left, as timestamped lines on stderr (the
+		// idle phase is long; cron keeps them in its mail or journal).
+		budget := estimateRun(req.profile)
+		opt.Log = func(format string, a ...any) {
+			left := budget - time.Since(started)
+			if left < 0 {
+				left = 0
+			}
+			fmt.Fprintf(c.App.ErrWriter, "%s %s (about %s left)\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...), left.Round(time.Second))
+		}
+		fmt.Fprintf(c.App.ErrWriter, "hopcheck run: %d address(es), profile %s (idle up to %s)\n", len(jobs), req.profile.Name, req.profile.IdleMax)
+	}
+	rep := diagnose.Run(ctx, opt, jobs)
+	rep.Tool = "hopcheck " + Version
+	rep.Warnings = append(rep.Warnings, warnings...)
+	switch out.format {
+	case "json":
+		err = report.WriteJSON(out.w, rep)
+	case "markdown":
+		err = report.WriteMarkdown(out.w, rep)
+	case "html":
+		err = report.WriteHTML(out.w, rep)
+	default:
+		err = report.WriteText(out.w, rep, report.TextOptions{Color: out.tty})
+	}
+	if err != nil {
+		return cantRunErr("write report: %v", err)
+	}
+	if err := out.commit(); err != nil {
+		return err
+	}
+	if allFailed(rep) {
+		return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
+	}
+	if len(rep.Findings) > 0 {
+		return &exitError{code: ExitFindings, err: errors.New("findings")}
+	}
+	return nil
+}
+
+// estimateRun is a rough wall-time budget for the progress line: the idle
+// ladder dominates (about twice the longest idle tried).
+func estimateRun(p diagnose.Profile) time.Duration {
+	return 2*p.IdleMax + time.Duration(float64(p.ConnectCount)/p.ConnectRate*float64(time.Second)) + 30*time.Second
+}
+
+func allFailed(r diagnose.Report) bool {
+	if len(r.Targets) == 0 {
+		return true
+	}
+	for _, t := range r.Targets {
+		for _, tr := range t.Traces {
+			if len(tr.Hops) > 0 {
+				return false
+			}
+		}
+		for _, res := range t.Tests {
+			if len(res.Connections) > 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// resolveTCPJobs resolves every target to all its addresses.
+func resolveTCPJobs(ctx context.Context, targets []tcpcheck.Target, family int) ([]tcpcheck.Job, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var jobs []tcpcheck.Job
+	for _, t := range targets {
+		begin := time.Now()
+		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, t.Spec, family)
+		if err != nil {
+			return nil, usageErr("%v", err)
+		}
+		dns := time.Since(begin)
+		if t.Spec.Addr.IsValid() {
+			dns = 0
+		}
+		for _, a := range addrs {
+			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a, DNS: dns})
+		}
+	}
+	return jobs, nil
+}
