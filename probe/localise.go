@@ -579,10 +579,11 @@ func ExplainStateLoss(healthy, expired []InFlowAnswer) StateLoss {
 				Reason: fmt.Sprintf("the healthy run was reset already (TTL %d): no reference", a.TTL)}
 		}
 	}
-	serverTTL, serverHop := 0, 0 // where the healthy flow's server acknowledged
+	// Where the healthy flow's server acknowledged, and from how far.
+	serverTTL, serverHop, serverReplyTTL := 0, 0, 0
 	for _, a := range healthy {
 		if a.Kind == InFlowACK && (serverTTL == 0 || a.TTL < serverTTL) {
-			serverTTL, serverHop = a.TTL, a.SenderHop
+			serverTTL, serverHop, serverReplyTTL = a.TTL, a.SenderHop, a.ReplyTTL
 		}
 	}
 
@@ -603,7 +604,7 @@ func ExplainStateLoss(healthy, expired []InFlowAnswer) StateLoss {
 			}
 		}
 		if a.Kind == InFlowRST && serverTTL > 0 && t == serverTTL && lastTE == t-1 &&
-			(a.SenderHop == 0 || a.SenderHop == serverHop) {
+			(a.SenderHop == 0 || a.SenderHop == serverHop && InitialTTL(a.ReplyTTL) == InitialTTL(serverReplyTTL)) {
 			return StateLoss{Behaviour: LossServerReset, Hop: t, UpTo: t,
 				Reason: fmt.Sprintf("every router still forwarded the expired flow (time-exceeded up to TTL %d); at TTL %d the server, which acknowledged the healthy flow, answered with a RST (reply TTL %d): the server lost the flow, or a NAT on the path remapped its port", t-1, t, a.ReplyTTL)}
 		}
