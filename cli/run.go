@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -63,6 +64,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
 		},
 		Action: runRun,
 	}
@@ -75,6 +77,7 @@ type runRequest struct {
 	profile   diagnose.Profile
 	privilege string
 	tcp       tcpcheck.Options
+	evidence  string
 }
 
 func parseRunRequest(c *ucli.Context) (runRequest, error) {
@@ -128,6 +131,12 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 		req.privilege = pv
 	default:
 		return req, usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	}
+	if dir := c.String("evidence"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return req, usageErr("--evidence %q: %v", dir, unwrapPathErr(err))
+		}
+		req.evidence = dir
 	}
 	dial, err := dialConfigFromFlags(c)
 	if err != nil {
@@ -220,6 +229,12 @@ func runRun(c *ucli.Context) error {
 	rep := diagnose.Run(ctx, opt, jobs)
 	rep.Tool = "hopcheck " + Version
 	rep.Warnings = append(rep.Warnings, warnings...)
+	if req.evidence != "" {
+		local := func(a netip.Addr) netip.Addr { src, _ := probe.SourceFor(a); return src }
+		if _, err := diagnose.WriteEvidence(req.evidence, &rep, local); err != nil {
+			rep.Warnings = append(rep.Warnings, err.Error())
+		}
+	}
 	switch out.format {
 	case "json":
 		err = report.WriteJSON(out.w, rep)

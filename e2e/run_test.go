@@ -60,10 +60,15 @@ func TestRunIdleResetNamesHop3(t *testing.T) {
 	rs := make([]lab.Router, 5)
 	rs[2].IdleTimeout, rs[2].IdleAction = 10*time.Second, "reset"
 	l := buildLab(t, lab.Scenario{Name: "run-idle-reset", Routers: rs})
-	rep, _ := runReport(t, l, "--idle-max", "30s")
+	evidence := t.TempDir()
+	rep, _ := runReport(t, l, "--idle-max", "30s", "--evidence", evidence)
 	f := findKind(rep, "idle-reset")
 	if f == nil {
 		t.Fatalf("no idle-reset finding: %v", kindsOf(rep))
+	}
+	pcaps, _ := filepath.Glob(filepath.Join(evidence, "*-idle-reset-conn*.pcap"))
+	if len(pcaps) == 0 || !strings.Contains(strings.Join(f.Evidence, "\n"), pcaps[0]) {
+		t.Errorf("--evidence: pcaps %v, finding evidence %q", pcaps, f.Evidence)
 	}
 	if f.Hop != 3 || f.HopAddress != l.Router4[2].String() || string(f.Origin) != "middlebox" {
 		t.Errorf("idle-reset at hop %d (%s) origin %s; want hop 3 (%s) middlebox", f.Hop, f.HopAddress, f.Origin, l.Router4[2])
