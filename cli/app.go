@@ -85,6 +85,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			tcpCommand(),
 			demoCommand(),
 			labServeCommand(),
+			serveCommand(),
 			diffCommand(),
 			soakCommand(),
 		},

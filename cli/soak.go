@@ -144,9 +144,11 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 // $UOF_ACCESS_TOKEN). The token's content is never echoed.
 func soakDialConfig(c *ucli.Context) (tcpcheck.DialConfig, error) {
 	d := tcpcheck.DefaultDialConfig()
-	d.Path = c.String("path")
-	if !strings.HasPrefix(d.Path, "/") || strings.ContainsAny(d.Path, " \r\n") {
-		return d, usageErr("--path %q must start with / and contain no spaces", d.Path)
+	if p := c.String("path"); p != "" { // serve has no --path
+		d.Path = p
+		if !strings.HasPrefix(d.Path, "/") || strings.ContainsAny(d.Path, " \r\n") {
+			return d, usageErr("--path %q must start with / and contain no spaces", d.Path)
+		}
 	}
 	d.Insecure = c.Bool("insecure")
 	if f := c.String("ca-file"); f != "" {

@@ -1,0 +1,204 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hopcheck/hopcheck/diagnose"
+)
+
+// ErrBadTarget marks a probe error caused by the request (unparsable or
+// unresolvable target): HTTP 400.
+var ErrBadTarget = errors.New("bad target")
+
+// ProbeRequest is one validated /probe request.
+type ProbeRequest struct {
+	Target  string
+	Profile diagnose.Profile
+}
+
+// ProbeFunc runs a bounded diagnosis (ctx carries the scrape deadline).
+// Errors wrapping ErrBadTarget become HTTP 400, others 500.
+type ProbeFunc func(ctx context.Context, req ProbeRequest) (diagnose.Report, error)
+
+// Exporter is `hopcheck serve`: /metrics for itself, /probe for a
+// diagnosis, in the style of blackbox_exporter.
+type Exporter struct {
+	probe ProbeFunc
+	slots chan struct{}
+	// DefaultTimeout bounds a probe without a scrape timeout header;
+	// MaxTimeout bounds any probe.
+	DefaultTimeout, MaxTimeout time.Duration
+	// Offset is subtracted from the scrape timeout so that the answer
+	// arrives before Prometheus gives up.
+	Offset time.Duration
+
+	reg      *prometheus.Registry
+	probes   *prometheus.CounterVec
+	inFlight prometheus.Gauge
+	duration prometheus.Histogram
+}
+
+// NewExporter runs at most maxConcurrent probes at once.
+func NewExporter(probe ProbeFunc, maxConcurrent int) *Exporter {
+	e := &Exporter{probe: probe, slots: make(chan struct{}, max(1, maxConcurrent)), DefaultTimeout: 2 * time.Minute,
+		MaxTimeout: 10 * time.Minute, Offset: 500 * time.Millisecond, reg: prometheus.NewRegistry()}
+	e.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hopcheck_serve_probes_total",
+		Help: "Probe requests by result (ok, findings, incomplete, bad-request, busy, error)."}, []string{"result"})
+	e.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_serve_probes_in_flight", Help: "Probes running now."})
+	e.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hopcheck_serve_probe_duration_seconds",
+		Help: "Wall time of probes.", Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600}})
+	e.reg.MustRegister(e.probes, e.inFlight, e.duration, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return e
+}
+
+// Handler serves /metrics and /probe.
+func (e *Exporter) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/probe", e.serveProbe)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "hopcheck exporter: /metrics (the exporter itself), /probe?target=https://host&profile=quick[&idle_max=30s]")
+	})
+	return mux
+}
+
+// badRequest answers 400 with one line naming the bad value.
+func (e *Exporter) badRequest(w http.ResponseWriter, format string, a ...any) {
+	e.probes.WithLabelValues("bad-request").Inc()
+	http.Error(w, oneLine(fmt.Sprintf(format, a...)), http.StatusBadRequest)
+}
+
+func oneLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// ParseProbeRequest validates the query of /probe. Pure.
+func ParseProbeRequest(q map[string][]string) (ProbeRequest, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	for k, v := range q {
+		switch k {
+		case "target", "profile", "idle_max":
+			if len(v) > 1 {
+				return ProbeRequest{}, fmt.Errorf("parameter %q given %d times", k, len(v))
+			}
+		default:
+			return ProbeRequest{}, fmt.Errorf("unknown parameter %q (want target, profile, idle_max)", k)
+		}
+	}
+	req := ProbeRequest{Target: get("target")}
+	if req.Target == "" {
+		return req, fmt.Errorf("missing parameter target (e.g. target=https://api.betradar.com)")
+	}
+	name := get("profile")
+	if name == "" {
+		name = "quick"
+	}
+	p, ok := diagnose.Profiles[name]
+	if !ok {
+		return req, fmt.Errorf("unknown profile %q (want quick, standard or full)", name)
+	}
+	if s := get("idle_max"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second {
+			return req, fmt.Errorf("idle_max %q must be a duration of at least 1s", s)
+		}
+		p.IdleMax = d
+	}
+	req.Profile = p
+	return req, nil
+}
+
+// ScrapeTimeout is the probe's time bound: the scrape timeout header
+// minus offset, else def; never above maxT. Pure.
+func ScrapeTimeout(header string, def, maxT, offset time.Duration) (time.Duration, error) {
+	t := def
+	if header != "" {
+		s, err := strconv.ParseFloat(header, 64)
+		if err != nil || s <= 0 {
+			return 0, fmt.Errorf("X-Prometheus-Scrape-Timeout-Seconds %q is not a positive number", header)
+		}
+		t = time.Duration(s*float64(time.Second)) - offset
+		if t < time.Second {
+			t = time.Second
+		}
+	}
+	return min(t, maxT), nil
+}
+
+func (e *Exporter) serveProbe(w http.ResponseWriter, r *http.Request) {
+	req, err := ParseProbeRequest(r.URL.Query())
+	if err != nil {
+		e.badRequest(w, "%v", err)
+		return
+	}
+	timeout, err := ScrapeTimeout(r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"), e.DefaultTimeout, e.MaxTimeout, e.Offset)
+	if err != nil {
+		e.badRequest(w, "%v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		e.probes.WithLabelValues("busy").Inc()
+		http.Error(w, fmt.Sprintf("all %d probe slots busy until the scrape timeout", cap(e.slots)), http.StatusServiceUnavailable)
+		return
+	}
+	defer func() { <-e.slots }()
+	e.inFlight.Inc()
+	defer e.inFlight.Dec()
+	start := time.Now()
+	rep, err := e.probe(ctx, req)
+	took := time.Since(start)
+	e.duration.Observe(took.Seconds())
+	if err != nil {
+		if errors.Is(err, ErrBadTarget) {
+			e.badRequest(w, "%v", err)
+			return
+		}
+		e.probes.WithLabelValues("error").Inc()
+		http.Error(w, oneLine(err.Error()), http.StatusInternalServerError)
+		return
+	}
+	reg := RunRegistry(rep, 0)
+	success := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_probe_success",
+		Help: "1 when the probe finished and measured something (findings do not make it fail)."})
+	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_probe_duration_seconds", Help: "Wall time of the probe."})
+	reg.MustRegister(success, dur)
+	dur.Set(took.Seconds())
+	switch {
+	case Succeeded(rep) && len(rep.Findings) > 0:
+		success.Set(1)
+		e.probes.WithLabelValues("findings").Inc()
+	case Succeeded(rep):
+		success.Set(1)
+		e.probes.WithLabelValues("ok").Inc()
+	default:
+		e.probes.WithLabelValues("incomplete").Inc()
+	}
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
