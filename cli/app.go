@@ -106,7 +106,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 // outputFlags are accepted both before and after the command name.
 func outputFlags() []ucli.Flag {
 	return []ucli.Flag{
-		&ucli.StringFlag{Name: "format", Value: "auto", Usage: "output format: text|json (auto: text)"},
+		&ucli.StringFlag{Name: "format", Value: "auto", Usage: "output format: text|json; run and demo also markdown|html (auto: text)"},
 		&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the report to `FILE` (atomically)"},
 	}
 }
