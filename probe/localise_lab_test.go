@@ -19,6 +19,16 @@ import (
 	"github.com/hopcheck/hopcheck/lab/labtest"
 )
 
+// buildLab builds a lab for a localisation test; -short (make unit)
+// skips them: they build namespaces.
+func buildLab(t *testing.T, sc lab.Scenario) *lab.Lab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("lab test: skipped with -short")
+	}
+	return labtest.Build(t, sc, lab.Options{})
+}
+
 // inClient runs fn inside the lab's client namespace: every probe of
 // these tests leaves from there, never from the root namespace.
 func inClient(t *testing.T, l *lab.Lab, fn func() error) {
@@ -45,7 +55,7 @@ func logRewrites(t *testing.T, rows []HopRewrite) {
 // to 1200; quotes from hop 3 on show it, so the rewrite is hop 2's.
 func TestLabRewritesMSSClamp(t *testing.T) {
 	t.Parallel()
-	l := labtest.Build(t, lab.Scenario{Name: "mss-clamp", Routers: []lab.Router{{}, {MSSClamp: 1200}, {}, {}}}, lab.Options{})
+	l := buildLab(t, lab.Scenario{Name: "mss-clamp", Routers: []lab.Router{{}, {MSSClamp: 1200}, {}, {}}})
 	for _, tc := range []struct {
 		name   string
 		server netip.Addr
@@ -143,7 +153,7 @@ func serverView(t *testing.T, l *lab.Lab, server netip.Addr) (sent, seen netip.A
 // hop 1.
 func TestLabNATMasquerade(t *testing.T) {
 	t.Parallel()
-	l := labtest.Build(t, lab.Scenario{Name: "nat", Routers: []lab.Router{{Masquerade: true}, {}, {}}}, lab.Options{})
+	l := buildLab(t, lab.Scenario{Name: "nat", Routers: []lab.Router{{Masquerade: true}, {}, {}}})
 	for _, tc := range []struct {
 		name         string
 		server, hop1 netip.Addr
@@ -200,7 +210,7 @@ func TestLabInFlowStateLoss(t *testing.T) {
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
-			l := labtest.Build(t, lab.Scenario{Name: "inflow", Routers: sc.routers}, lab.Options{})
+			l := buildLab(t, lab.Scenario{Name: "inflow", Routers: sc.routers})
 			serverTTL := len(sc.routers) + 1
 			for _, fam := range []struct {
 				name    string

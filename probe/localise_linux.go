@@ -129,6 +129,14 @@ func (p *rawPath) open(cfg pathConfig) error {
 			c.Close()
 			return fmt.Errorf("raw icmp socket: %w", err)
 		}
+		if cfg.dontFrag {
+			// Raw IP_HDRINCL packets still meet ip_fragment, which refuses
+			// DF packets above a cached path MTU (EMSGSIZE) unless the
+			// socket only probes: then the device MTU counts.
+			if err := setSockInt(c, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
+				return fmt.Errorf("ipv4 path MTU probing: %w", err)
+			}
+		}
 		if cfg.readTCP {
 			c, err := net.ListenPacket("ip4:tcp", p.src.String())
 			if err != nil {
@@ -175,21 +183,27 @@ func (p *rawPath) open(cfg pathConfig) error {
 		}
 	}
 	if cfg.dontFrag {
-		rc := syscallConn(sender)
-		if rc == nil {
-			return fmt.Errorf("ipv6 don't-fragment: no raw connection")
+		if err := setSockInt(sender, unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 1); err != nil {
+			return fmt.Errorf("ipv6 don't-fragment: %w", err)
 		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 1)
-			if serr == nil {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE)
-			}
-		}); err != nil || serr != nil {
-			return fmt.Errorf("ipv6 don't-fragment: %w", errors.Join(err, serr))
+		if err := setSockInt(sender, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE); err != nil {
+			return fmt.Errorf("ipv6 path MTU probing: %w", err)
 		}
 	}
 	return nil
+}
+
+// setSockInt sets an integer socket option on c.
+func setSockInt(c any, level, opt, value int) error {
+	rc := syscallConn(c)
+	if rc == nil {
+		return fmt.Errorf("no raw connection")
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 func (p *rawPath) startReaders(readTCP bool) {
