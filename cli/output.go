@@ -72,6 +72,11 @@ func (o *output) commit() error {
 		return cantRunErr("write %s: %v", o.path, err)
 	}
 	o.tmp = nil
+	// CreateTemp makes the file 0600; a report is as readable as any file.
+	if err := os.Chmod(name, 0o644); err != nil {
+		os.Remove(name)
+		return cantRunErr("write %s: %v", o.path, err)
+	}
 	if err := os.Rename(name, o.path); err != nil {
 		os.Remove(name)
 		return cantRunErr("write %s: %v", o.path, err)

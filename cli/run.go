@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -17,6 +18,8 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/hopcheck/hopcheck/diagnose"
+	"github.com/hopcheck/hopcheck/history"
+	"github.com/hopcheck/hopcheck/metrics"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/report"
 	"github.com/hopcheck/hopcheck/tcpcheck"
@@ -65,6 +68,10 @@ func runCommand() *ucli.Command {
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
 			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
+			&ucli.StringFlag{Name: "history", Usage: "also save the JSON report, timestamped, into `DIR` (for hopcheck diff --history)"},
+			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N run reports (0: all)"},
+			&ucli.DurationFlag{Name: "keep-age", Usage: "with --history: remove run reports older than this"},
+			&ucli.StringFlag{Name: "metrics-file", Usage: "write node_exporter textfile metrics to `FILE` (*.prom, atomically)"},
 		},
 		Action: runRun,
 	}
@@ -78,6 +85,9 @@ type runRequest struct {
 	privilege string
 	tcp       tcpcheck.Options
 	evidence  string
+	history   string
+	keep      history.Retention
+	metrics   string
 }
 
 func parseRunRequest(c *ucli.Context) (runRequest, error) {
@@ -137,6 +147,28 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 			return req, usageErr("--evidence %q: %v", dir, unwrapPathErr(err))
 		}
 		req.evidence = dir
+	}
+	if dir := c.String("history"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return req, usageErr("--history %q: %v", dir, unwrapPathErr(err))
+		}
+		req.history = dir
+	}
+	req.keep = history.Retention{Keep: c.Int("keep"), MaxAge: c.Duration("keep-age")}
+	if req.keep.Keep < 0 || req.keep.MaxAge < 0 {
+		return req, usageErr("--keep %d / --keep-age %s must not be negative", req.keep.Keep, req.keep.MaxAge)
+	}
+	if (c.IsSet("keep") || c.IsSet("keep-age")) && req.history == "" {
+		return req, usageErr("--keep and --keep-age need --history DIR")
+	}
+	if f := c.String("metrics-file"); f != "" {
+		if !strings.HasSuffix(f, ".prom") {
+			return req, usageErr("--metrics-file %q must end in .prom (node_exporter's textfile collector reads only those)", f)
+		}
+		if st, err := os.Stat(filepath.Dir(f)); err != nil || !st.IsDir() {
+			return req, usageErr("--metrics-file %q: directory %q does not exist", f, filepath.Dir(f))
+		}
+		req.metrics = f
 	}
 	dial, err := dialConfigFromFlags(c)
 	if err != nil {
@@ -250,6 +282,16 @@ func runRun(c *ucli.Context) error {
 	}
 	if err := out.commit(); err != nil {
 		return err
+	}
+	if req.history != "" {
+		if _, err := history.Save(req.history, "run", rep, time.Now(), req.keep); err != nil {
+			warnf(c, "--history: %v", err)
+		}
+	}
+	if req.metrics != "" {
+		if err := metrics.WriteRunFile(req.metrics, rep); err != nil {
+			warnf(c, "--metrics-file: %v", err)
+		}
 	}
 	if allFailed(rep) {
 		return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")

@@ -19,7 +19,14 @@ func Diagnose(targets []TargetReport) []Finding {
 		targets[i].CulpritHop = culpritHop(fs)
 		all = append(all, fs...)
 	}
-	sort.SliceStable(all, func(i, j int) bool { return severityRank(all[i].Severity) < severityRank(all[j].Severity) })
+	// Most severe first; among equals, findings that name a box on the
+	// path before those about the server or unplaced ones.
+	sort.SliceStable(all, func(i, j int) bool {
+		if ri, rj := severityRank(all[i].Severity), severityRank(all[j].Severity); ri != rj {
+			return ri < rj
+		}
+		return placed(all[i]) && !placed(all[j])
+	})
 	if all == nil {
 		all = []Finding{}
 	}
@@ -235,6 +242,9 @@ func phaseOf(kind string) string {
 	}
 	return ""
 }
+
+// placed: the finding names a middlebox at a known hop.
+func placed(f Finding) bool { return f.Hop > 0 && f.Origin == probe.OriginMiddlebox }
 
 // culpritHop is the hop named by the most severe finding that has one.
 func culpritHop(fs []Finding) int {

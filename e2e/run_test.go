@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/net/html"
 
 	"github.com/hopcheck/hopcheck/diagnose"
@@ -136,9 +138,23 @@ func TestRunCleanPathHasNoFindings(t *testing.T) {
 	rs := make([]lab.Router, 4)
 	rs[1].NoICMP, rs[3].NoICMP = true, true
 	l := buildLab(t, lab.Scenario{Name: "run-clean", Routers: rs})
-	rep, r := runReport(t, l, "--idle-max", "10s")
+	hist, prom := t.TempDir(), filepath.Join(t.TempDir(), "hopcheck.prom")
+	rep, r := runReport(t, l, "--idle-max", "10s", "--history", hist, "--keep", "5", "--metrics-file", prom)
 	if r.code != 0 || len(rep.Findings) != 0 {
 		t.Fatalf("exit %d, findings %v; a clean path must give none", r.code, kindsOf(rep))
+	}
+	if saved, _ := filepath.Glob(filepath.Join(hist, "run-*.json")); len(saved) != 1 {
+		t.Errorf("--history saved %v, want one run report", saved)
+	}
+	pf, err := os.Open(prom)
+	if err != nil {
+		t.Fatalf("--metrics-file: %v", err)
+	}
+	defer pf.Close()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(pf)
+	if err != nil || len(fams) == 0 {
+		t.Fatalf("--metrics-file is not valid Prometheus text (%d families): %v", len(fams), err)
 	}
 	tg := rep.Targets[0]
 	for _, name := range []string{"connect", "concurrency", "data", "idle"} {

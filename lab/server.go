@@ -71,7 +71,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			if net.ParseIP(h).To4() == nil {
 				network = "tcp6" // IPV6_V6ONLY: the tcp4 listener takes v4
 			}
-			ln, err := net.Listen(network, net.JoinHostPort(h, strconv.Itoa(port)))
+			// No TCP keepalive from the server: its probes would refresh the
+			// routers' conntrack entries and hide idle timeouts above 15 s.
+			lc := net.ListenConfig{KeepAlive: -1}
+			ln, err := lc.Listen(context.Background(), network, net.JoinHostPort(h, strconv.Itoa(port)))
 			if err != nil {
 				return nil, fmt.Errorf("lab-serve: %w", err)
 			}
