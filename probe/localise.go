@@ -84,8 +84,35 @@ type FieldChange struct {
 	Seen  string       `json:"seen"`
 }
 
-// String reads like "mss 1460→1200".
-func (c FieldChange) String() string { return fmt.Sprintf("%s %s→%s", c.Field, c.Sent, c.Seen) }
+// String reads like "mss 1460→1200" or "src address 10.0.0.2→192.0.2.7".
+func (c FieldChange) String() string {
+	return fmt.Sprintf("%s %s→%s", c.Field.Label(), c.Sent, c.Seen)
+}
+
+// Label is the field's name in evidence text: the field itself, except
+// addresses and ports, which read "src address", "dst port", ....
+func (f RewriteField) Label() string {
+	switch f {
+	case FieldSrcAddr:
+		return "src address"
+	case FieldDstAddr:
+		return "dst address"
+	case FieldSrcPort:
+		return "src port"
+	case FieldDstPort:
+		return "dst port"
+	}
+	return string(f)
+}
+
+// Translation reports the fields a NAT rewrites: addresses and ports.
+func (f RewriteField) Translation() bool {
+	switch f {
+	case FieldSrcAddr, FieldDstAddr, FieldSrcPort, FieldDstPort:
+		return true
+	}
+	return false
+}
 
 // Rewrite is a change attributed to the box that made it.
 type Rewrite struct {

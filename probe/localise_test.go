@@ -123,11 +123,11 @@ func TestCompareQuote(t *testing.T) {
 		{"seq shuffled", ref, quoteOf(t, client4, server4, 9, 1, 0, synBytes(t, client4, server4, 40000, 0x12345678, opts), 0),
 			QuoteFull, fmt.Sprintf("[seq %d→%d]", 0x5eed0001, 0x12345678)},
 		{"source translated", ref, quoteOf(t, router4, server4, 9, 1, 0, synBytes(t, router4, server4, 1024, 0x5eed0001, opts), 0),
-			QuoteFull, "[src-addr 198.18.1.2→198.18.1.1 src-port 40000→1024]"},
+			QuoteFull, "[src address 198.18.1.2→198.18.1.1 src port 40000→1024]"},
 		{"8-byte quote", ref, quoteOf(t, client4, server4, 9, 1, 0, synBytes(t, client4, server4, 40000, 0x5eed0001, clamped), 8),
 			QuotePartial, ""},
 		{"4-byte quote with a port change", ref, quoteOf(t, client4, server4, 9, 1, 0, synBytes(t, client4, server4, 1024, 0x5eed0001, opts), 4),
-			QuotePartial, "[src-port 40000→1024]"},
+			QuotePartial, "[src port 40000→1024]"},
 		{"ttl raised", ref, quoteOf(t, client4, server4, 9, 5, 0, sent, 0), QuoteFull, "[ttl 1→5]"},
 		{"dscp set and ip id rewritten", ref, quoteOf(t, client4, server4, 1234, 1, 0x28, sent, 0), QuoteFull, "[ip-id 9→1234 tos 0x00→0x28]"},
 		{"checksum alone", ref, quoteOf(t, client4, server4, 9, 1, 0, checksumOnly, 0), QuoteFull,
@@ -243,9 +243,9 @@ func TestNATVerdict(t *testing.T) {
 	}{
 		{"same endpoint", "198.18.0.1:40000", "198.18.0.1:40000", server4, TriNo, ""},
 		{"v4-mapped view of the same endpoint", "198.18.0.1:40000", "[::ffff:198.18.0.1]:40000", server4, TriNo, ""},
-		{"address translated", "198.18.0.1:40000", "198.18.1.1:40000", server4, TriYes, "[src-addr 198.18.0.1→198.18.1.1]"},
-		{"address and port", "198.18.0.1:40000", "198.18.1.1:1024", server4, TriYes, "[src-addr 198.18.0.1→198.18.1.1 src-port 40000→1024]"},
-		{"port only", "198.18.0.1:40000", "198.18.0.1:1024", server4, TriYes, "[src-port 40000→1024]"},
+		{"address translated", "198.18.0.1:40000", "198.18.1.1:40000", server4, TriYes, "[src address 198.18.0.1→198.18.1.1]"},
+		{"address and port", "198.18.0.1:40000", "198.18.1.1:1024", server4, TriYes, "[src address 198.18.0.1→198.18.1.1 src port 40000→1024]"},
+		{"port only", "198.18.0.1:40000", "198.18.0.1:1024", server4, TriYes, "[src port 40000→1024]"},
 		{"no view, private to public", "192.168.1.10:40000", "", public, TriYes, ""},
 		{"no view, CGN to public", "100.64.3.4:40000", "", public, TriYes, ""},
 		{"no view, ULA to public", "[fd00::1]:40000", "", netip.MustParseAddr("2001:4860::1"), TriYes, ""},
@@ -585,6 +585,26 @@ func TestLocaliseFuzzSeedsPresent(t *testing.T) {
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", name, "seed-*"))
 		if err != nil || len(files) == 0 {
 			t.Errorf("%s: no seed corpus (%v)", name, err)
+		}
+	}
+}
+
+func TestRewriteFieldLabel(t *testing.T) {
+	for _, f := range fieldOrder {
+		want := string(f)
+		switch f {
+		case FieldSrcAddr, FieldDstAddr, FieldSrcPort, FieldDstPort:
+			want = strings.NewReplacer("src-", "src ", "dst-", "dst ", "addr", "address").Replace(string(f))
+			if !f.Translation() {
+				t.Errorf("%s: not a translation field", f)
+			}
+		default:
+			if f.Translation() {
+				t.Errorf("%s: a translation field", f)
+			}
+		}
+		if f.Label() != want {
+			t.Errorf("%s: label %q, want %q", f, f.Label(), want)
 		}
 	}
 }
