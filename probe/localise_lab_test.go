@@ -94,6 +94,13 @@ func TestLabRewritesMSSClamp(t *testing.T) {
 			if rw.String() != "mss 1460→1200 at hop 2" || rw.SeenAt != 3 || rows[1].From != tc.hop2 {
 				t.Errorf("rewrite %s (seen at %d) from %s, want mss 1460→1200 at hop 2 seen at 3 from %s", rw, rw.SeenAt, rows[1].From, tc.hop2)
 			}
+			// No NAT on this path: the server sees us as we are.
+			sent, seen := serverView(t, l, tc.server)
+			var nat NATResult
+			inClient(t, l, func() (err error) { nat, err = ProbeNAT(ctx, sent, seen, tc.server, 6, labOptions(t)); return err })
+			if nat.Translated != TriNo || nat.Hop != 0 || len(nat.Changes) != 0 {
+				t.Errorf("nat %+v, want no translation", nat)
+			}
 		})
 	}
 }

@@ -629,7 +629,11 @@ func matchRewriteProbe(probes []rewriteProbe, q *Quoted) (rewriteProbe, bool) {
 func ProbeNAT(ctx context.Context, sent, seen netip.AddrPort, dst netip.Addr, maxTTL int, opt LocaliseOptions) (NATResult, error) {
 	opt = opt.withDefaults()
 	r := natVerdict(sent, seen, dst)
-	if r.Translated != TriYes || !r.Seen.IsValid() || r.Seen.Addr() == r.Sent.Addr() {
+	if r.Translated != TriYes || !r.Seen.IsValid() {
+		return r, nil
+	}
+	if r.Seen.Addr() == r.Sent.Addr() {
+		r.Evidence += "; only the port changed, so the translating box cannot be located by its address"
 		return r, nil
 	}
 	if maxTTL < 1 || maxTTL > 255 {

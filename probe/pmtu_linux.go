@@ -95,6 +95,9 @@ func ProbePMTU(ctx context.Context, dst netip.Addr, opt PMTUOptions) (PMTUResult
 	if opt.MaxTTL > 255 {
 		return res, fmt.Errorf("probe pmtu: max TTL %d above 255", opt.MaxTTL)
 	}
+	if opt.MaxSize != 0 && opt.MaxSize < pmtuSmallProbe {
+		return res, fmt.Errorf("probe pmtu: max size %d below %d", opt.MaxSize, pmtuSmallProbe)
+	}
 	p, err := newPMTUProber(dst, opt)
 	if err != nil {
 		return res, fmt.Errorf("probe pmtu: %w", err)
