@@ -22,7 +22,7 @@ import (
 type LocaliseOptions struct {
 	// Timeout is how long to wait for an answer that may not come
 	// (default 2 s). ProbeInFlow waits less once it knows the path's RTT
-	// (5 RTTs, at least 300 ms).
+	// (5 RTTs, at least 500 ms).
 	Timeout time.Duration
 	// Attempts is how often a silent in-flow probe is sent (default 2), so
 	// that one lost ICMP message does not look like a dropping box.
@@ -846,7 +846,6 @@ func ProbeInFlow(ctx context.Context, flow FlowState, maxTTL int, opt LocaliseOp
 		if v6 {
 			n = ttl
 		}
-		ipid := ipidBase + uint16(ttl)
 		seg, err := BuildTCPSegment(local.Addr(), remote.Addr(), local.Port(), remote.Port(), flow.Seq-uint32(n), flow.Ack, FlagACK, window, make([]byte, n))
 		if err != nil {
 			return answers, fmt.Errorf("probe in-flow: %w", err)
@@ -854,7 +853,7 @@ func ProbeInFlow(ctx context.Context, flow FlowState, maxTTL int, opt LocaliseOp
 		ans := InFlowAnswer{TTL: ttl, Kind: InFlowNone, ReplyTTL: -1}
 		for attempt := 0; attempt < opt.Attempts && ans.Kind == InFlowNone; attempt++ {
 			sentAt := time.Now()
-			if err := path.send(seg, ttl, ipid, true); err != nil {
+			if err := path.send(seg, ttl, ipidBase+uint16(ttl), true); err != nil {
 				return answers, fmt.Errorf("probe in-flow: %w", err)
 			}
 			deadline := sentAt.Add(wait)
@@ -863,11 +862,15 @@ func ProbeInFlow(ctx context.Context, flow FlowState, maxTTL int, opt LocaliseOp
 				if !ok {
 					break
 				}
-				if a, ok := inFlowAnswerOf(ev, local, remote, flow, ttl, ipid, v6); ok {
+				a, ok := inFlowAnswerOf(ev, local, remote, flow, ttl, ipidBase, v6)
+				switch {
+				case !ok:
+				case a.TTL == ttl:
 					ans = a
-					rtt := ev.At.Sub(sentAt)
-					maxRTT = max(maxRTT, rtt)
-					wait = min(opt.Timeout, max(5*maxRTT, 300*time.Millisecond))
+					maxRTT = max(maxRTT, ev.At.Sub(sentAt))
+					wait = min(opt.Timeout, max(5*maxRTT, 500*time.Millisecond))
+				case answers[a.TTL-1].Kind == InFlowNone:
+					answers[a.TTL-1] = a // an earlier TTL's answer, late
 				}
 			}
 			if err := ctx.Err(); err != nil {
@@ -884,8 +887,10 @@ func ProbeInFlow(ctx context.Context, flow FlowState, maxTTL int, opt LocaliseOp
 }
 
 // inFlowAnswerOf classifies an event as the answer to the in-flow probe
-// with ttl, or false when it belongs to something else.
-func inFlowAnswerOf(ev pathEvent, local, remote netip.AddrPort, flow FlowState, ttl int, ipid uint16, v6 bool) (InFlowAnswer, bool) {
+// with ttl or, for an ICMP error whose quote identifies it, to one with a
+// smaller TTL; false when it belongs to something else. A RST or ACK
+// cannot tell which probe it answers: it goes to the one in flight.
+func inFlowAnswerOf(ev pathEvent, local, remote netip.AddrPort, flow FlowState, ttl int, ipidBase uint16, v6 bool) (InFlowAnswer, bool) {
 	a := InFlowAnswer{TTL: ttl, From: ev.From, ReplyTTL: ev.ReplyTTL}
 	if s := ev.TCP; s != nil {
 		if ev.From != remote.Addr() || s.SrcPort != remote.Port() || s.DstPort != local.Port() {
@@ -910,13 +915,15 @@ func inFlowAnswerOf(ev pathEvent, local, remote netip.AddrPort, flow FlowState, 
 	if q.Protocol != protoTCP || q.Dst.Unmap() != remote.Addr() || q.SrcPort != local.Port() || q.DstPort != remote.Port() {
 		return InFlowAnswer{}, false
 	}
+	// The probe with TTL t carries t bytes (IPv6) or IP ID base+t (IPv4).
+	t := int(q.IPID - ipidBase)
 	if v6 {
-		if q.TotalLen != ipv6HeaderLen+tcpMinHeaderLen+ttl {
-			return InFlowAnswer{}, false
-		}
-	} else if q.IPID != ipid {
+		t = q.TotalLen - ipv6HeaderLen - tcpMinHeaderLen
+	}
+	if t < 1 || t > ttl {
 		return InFlowAnswer{}, false
 	}
+	a.TTL = t
 	switch m.Kind {
 	case KindTimeExceeded:
 		a.Kind = InFlowTimeExceeded

@@ -608,3 +608,61 @@ func TestRewriteFieldLabel(t *testing.T) {
 		}
 	}
 }
+
+func TestInFlowAnswerOf(t *testing.T) {
+	local, remote := netip.AddrPortFrom(client4, 40000), netip.AddrPortFrom(server4, 443)
+	local6, remote6 := netip.AddrPortFrom(client6, 40000), netip.AddrPortFrom(server6, 443)
+	flow := FlowState{Local: local, Remote: remote, Seq: 1000, Ack: 5000}
+	const base = 0xfff0 // wraps: TTL 20 is IP ID 0x0004
+	te := func(l, r netip.AddrPort, ttl int) pathEvent {
+		n := 1
+		if l.Addr().Is6() {
+			n = ttl
+		}
+		seg, err := BuildTCPSegment(l.Addr(), r.Addr(), l.Port(), r.Port(), flow.Seq-uint32(n), flow.Ack, FlagACK, 1024, make([]byte, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := referenceQuote(l.Addr(), r.Addr(), protoTCP, base+uint16(ttl), true, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pathEvent{From: routerAddr(ttl), ReplyTTL: 65 - ttl, ICMP: &ICMPMessage{Kind: KindTimeExceeded, Quoted: q}}
+	}
+	tcp := func(flags TCPFlags, ack uint32, payload, replyTTL int) pathEvent {
+		return pathEvent{From: server4, ReplyTTL: replyTTL, TCP: &TCPSegment{SrcPort: 443, DstPort: 40000, Flags: flags, Ack: ack, PayloadLen: payload}}
+	}
+	otherPort := te(netip.AddrPortFrom(client4, 40001), remote, 3)
+	unreach := te(local, remote, 2)
+	unreach.ICMP.Kind = KindDestUnreachable
+	for _, c := range []struct {
+		name        string
+		ev          pathEvent
+		l, r        netip.AddrPort
+		ttl         int
+		ok          bool
+		kind        InFlowKind
+		answerTTL   int
+		senderHop   int
+		replyTTLNow int
+	}{
+		{"time-exceeded for the probe in flight", te(local, remote, 3), local, remote, 3, true, InFlowTimeExceeded, 3, 0, 62},
+		{"a late one for an earlier TTL", te(local, remote, 2), local, remote, 3, true, InFlowTimeExceeded, 2, 0, 63},
+		{"IP ID wrapped", te(local, remote, 20), local, remote, 20, true, InFlowTimeExceeded, 20, 0, 45},
+		{"not sent yet", te(local, remote, 4), local, remote, 3, false, "", 0, 0, 0},
+		{"another connection", otherPort, local, remote, 3, false, "", 0, 0, 0},
+		{"unreachable", unreach, local, remote, 3, true, InFlowUnreachable, 2, 0, 63},
+		{"v6 by payload length", te(local6, remote6, 4), local6, remote6, 5, true, InFlowTimeExceeded, 4, 0, 61},
+		{"RST from a box", tcp(FlagRST, 0, 0, 62), local, remote, 4, true, InFlowRST, 4, 3, 62},
+		{"the server's duplicate ACK", tcp(FlagACK, 1000, 0, 60), local, remote, 5, true, InFlowACK, 5, 5, 60},
+		{"an ACK of something else", tcp(FlagACK, 999, 0, 60), local, remote, 5, false, "", 0, 0, 0},
+		{"the flow's own data", tcp(FlagACK|FlagPSH, 1000, 100, 60), local, remote, 5, false, "", 0, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, ok := inFlowAnswerOf(c.ev, c.l, c.r, flow, c.ttl, base, c.l.Addr().Is6())
+			if ok != c.ok || a.Kind != c.kind || a.TTL != c.answerTTL || a.SenderHop != c.senderHop || (ok && a.ReplyTTL != c.replyTTLNow) {
+				t.Errorf("%+v %v, want %v %s ttl %d sender hop %d reply ttl %d", a, ok, c.ok, c.kind, c.answerTTL, c.senderHop, c.replyTTLNow)
+			}
+		})
+	}
+}
