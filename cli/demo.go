@@ -133,7 +133,7 @@ func runDemo(c *ucli.Context) error {
 	}
 	args := []string{"--format", format, "run", "--profile", c.String("profile"),
 		"--target", "https://" + lab.ServerName, "--target", fmt.Sprintf("amqps://%s:%d", lab.ServerName, l.Server.AMQPPort),
-		"--ca-file", l.CAFile, "--token-file", l.TokenFile()}
+		"--ca-file", l.CAFile, "--token-file", l.TokenFile(), "--peer-url", "https://" + lab.ServerName + "/peer"}
 	fmt.Fprintf(c.App.ErrWriter, "demo: hopcheck %s (inside the lab's client namespace)\n", strings.Join(args, " "))
 	runCtx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()

@@ -67,6 +67,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
 			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
 			&ucli.StringFlag{Name: "history", Usage: "also save the JSON report, timestamped, into `DIR` (for hopcheck diff --history)"},
 			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N run reports (0: all)"},
@@ -85,6 +86,7 @@ type runRequest struct {
 	privilege string
 	tcp       tcpcheck.Options
 	evidence  string
+	peerURL   string
 	history   string
 	keep      history.Retention
 	metrics   string
@@ -174,6 +176,12 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	if err != nil {
 		return req, err
 	}
+	if u := c.String("peer-url"); u != "" {
+		if !strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " \r\n") {
+			return req, usageErr("--peer-url %q must be an https:// URL", u)
+		}
+		req.peerURL = u
+	}
 	raw4 := probe.HasRawAccess() && req.privilege != "unprivileged"
 	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: "/large",
 		StallAfter: 10 * time.Second}
@@ -244,6 +252,9 @@ func runRun(c *ucli.Context) error {
 		warnings = append(warnings, w)
 	}
 	opt := diagnose.Options{Profile: req.profile, Privilege: req.privilege, TCP: req.tcp, NewProber: probe.NewProber}
+	if probe.HasRawAccess() && req.privilege != "unprivileged" {
+		opt.Localise = diagnose.NewLocaliser(diagnose.LocaliseConfig{PeerURL: req.peerURL, Dial: req.tcp.Dial})
+	}
 	started := time.Now()
 	{
 		// Progress with the time left, as timestamped lines on stderr (the

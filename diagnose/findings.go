@@ -167,6 +167,22 @@ func localisationFindings(t TargetReport, base func(string) tcpcheck.Finding) []
 		}
 		out = append(out, f)
 	}
+	if n := loc.NAT; n != nil && n.Translated == "yes" {
+		f := Finding{Finding: base(KindNAT)}
+		f.Hop, f.HopAddress, f.Origin, f.Confidence = n.Hop, n.HopAddress, probe.OriginMiddlebox, "high"
+		if n.Hop == 0 {
+			f.Confidence = "medium"
+		}
+		f.Evidence = append(f.Evidence, fmt.Sprintf("we sent from %s, the server saw %s", n.Sent, n.Seen))
+		for _, c := range n.Changes {
+			f.Evidence = append(f.Evidence, "translated: "+c)
+		}
+		if n.Evidence != "" {
+			f.Evidence = append(f.Evidence, n.Evidence)
+		}
+		f.Advice = fmt.Sprintf("Hop %d (%s) translates addresses and keeps a mapping per flow: when the mapping of an idle flow expires, the next packet is dropped or reset. Make its TCP established timeout longer than your pools' idle time (RFC 5382: at least 2 h 4 min), or keep connections alive below it.", n.Hop, orDash(n.HopAddress))
+		out = append(out, f)
+	}
 	if p := loc.PMTU; p != nil && p.BlackholeHop > 0 {
 		f := Finding{Finding: base(KindPMTUBlackhole), MTU: p.MTU}
 		f.Hop, f.HopAddress, f.Origin, f.Confidence = p.BlackholeHop, p.BlackholeHopAddress, probe.OriginMiddlebox, "high"

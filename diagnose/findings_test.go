@@ -117,6 +117,25 @@ func TestDiagnose(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "NAT from the server's view, located at hop 1",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.Localisation = &Localisation{NAT: &NAT{Translated: "yes", Sent: "198.18.0.1:40000", Seen: "198.18.1.1:40000",
+					Changes: []string{"src address 198.18.0.1→198.18.1.1"}, Hop: 1, HopAddress: "198.18.0.2"}}
+				return tg
+			}(),
+			want: "nat", hop: 1, hopAddr: "198.18.0.2", culprit: 1,
+		},
+		{
+			name: "no NAT when the server saw our own address",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.Localisation = &Localisation{NAT: &NAT{Translated: "no", Sent: "198.18.0.1:40000", Seen: "198.18.0.1:40000"}}
+				return tg
+			}(),
+			want: "",
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -258,3 +258,48 @@ func TestRunBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestRunLocalisesMSSClampAtHop2(t *testing.T) {
+	rs := make([]lab.Router, 4)
+	rs[1].MSSClamp = 1200
+	l := buildLab(t, lab.Scenario{Name: "run-mss", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "2s")
+	f := findKind(rep, "header-rewrite")
+	if f == nil {
+		t.Fatalf("no header-rewrite finding: %v", kindsOf(rep))
+	}
+	if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || !strings.Contains(strings.Join(f.Evidence, " "), "1200") {
+		t.Errorf("header-rewrite at hop %d (%s), evidence %q; want hop 2 (%s) with mss 1200", f.Hop, f.HopAddress, f.Evidence, l.Router4[1])
+	}
+	if findKind(rep, "nat") != nil {
+		t.Errorf("an MSS clamp is not a NAT: %v", kindsOf(rep))
+	}
+}
+
+func TestRunLocalisesNATAtHop1(t *testing.T) {
+	rs := make([]lab.Router, 3)
+	rs[0].Masquerade = true
+	l := buildLab(t, lab.Scenario{Name: "run-nat", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "2s", "--peer-url", "https://"+labHost+"/peer")
+	f := findKind(rep, "nat")
+	if f == nil {
+		t.Fatalf("no nat finding: %v (localisation %+v)", kindsOf(rep), rep.Targets[0].Localisation)
+	}
+	if f.Hop != 1 || f.HopAddress != l.Router4[0].String() {
+		t.Errorf("nat at hop %d (%s); want hop 1 (%s)", f.Hop, f.HopAddress, l.Router4[0])
+	}
+}
+
+func TestRunLocalisesPMTUBlackholeAtHop3(t *testing.T) {
+	rs := make([]lab.Router, 4)
+	rs[2].LinkMTU, rs[2].HideFragNeeded = 1280, true
+	l := buildLab(t, lab.Scenario{Name: "run-pmtu", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "2s")
+	f := findKind(rep, "pmtu-blackhole")
+	if f == nil {
+		t.Fatalf("no pmtu-blackhole finding: %v (localisation %+v)", kindsOf(rep), rep.Targets[0].Localisation)
+	}
+	if f.Hop != 3 || f.HopAddress != l.Router4[2].String() || f.MTU != 1280 {
+		t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 3 (%s) mtu 1280", f.Hop, f.HopAddress, f.MTU, l.Router4[2])
+	}
+}

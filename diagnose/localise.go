@@ -1,0 +1,194 @@
+package diagnose
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+)
+
+// LocaliseConfig configures the packet localisation of a run.
+type LocaliseConfig struct {
+	// PeerURL, when set, is an HTTPS endpoint that answers with the
+	// client's address as the server sees it ("ip:port"): the only way to
+	// see a NAT whose ICMP quotes are translated back (Linux conntrack).
+	PeerURL string
+	Dial    tcpcheck.DialConfig // TLS settings for PeerURL
+	Log     func(format string, a ...any)
+}
+
+// NewLocaliser returns the Localiser of `hopcheck run` (raw sockets):
+// quoted-header comparison with TCP SYNs to the service port (tracebox),
+// the path MTU search, and NAT localisation where a peer URL is given.
+// In-flow localisation of idle expiry runs inside the idle test.
+func NewLocaliser(cfg LocaliseConfig) Localiser {
+	return func(ctx context.Context, t *TargetReport, serverHop int) {
+		addr, err := netip.ParseAddr(t.Address)
+		if err != nil {
+			return
+		}
+		maxTTL := 30
+		if serverHop > 0 {
+			maxTTL = serverHop
+		}
+		opt := probe.LocaliseOptions{Timeout: 2 * time.Second, Attempts: 2, Log: cfg.Log}
+		loc := &Localisation{}
+		dst := netip.AddrPortFrom(addr, uint16(t.Port))
+		if hops, err := probe.ProbeRewrites(ctx, dst, maxTTL, opt); err == nil {
+			loc.Rewrites = hopRewrites(hops)
+		} else if cfg.Log != nil {
+			cfg.Log("[%s] rewrites: %v", t.Address, err)
+		}
+		if res, err := probe.ProbePMTU(ctx, addr, probe.PMTUOptions{Protocol: probe.TCP, Port: uint16(t.Port), MaxTTL: maxTTL}); err == nil {
+			loc.PMTU = pmtuOf(res)
+		} else if cfg.Log != nil {
+			cfg.Log("[%s] pmtu: %v", t.Address, err)
+		}
+		if cfg.PeerURL != "" {
+			loc.NAT = natOf(ctx, cfg, addr, maxTTL, opt)
+		}
+		t.Localisation = loc
+	}
+}
+
+// hopRewrites turns the per-TTL answers into the rewrites made by each
+// box (not the changes every later quote repeats).
+func hopRewrites(hops []probe.HopRewrite) []HopRewrite {
+	addrOf := map[int]string{}
+	for _, h := range hops {
+		if h.From.IsValid() {
+			addrOf[h.TTL] = h.From.String()
+		}
+	}
+	byHop := map[int]*HopRewrite{}
+	for _, h := range hops {
+		for _, r := range h.Rewrites {
+			hr := byHop[r.Hop]
+			if hr == nil {
+				hr = &HopRewrite{Hop: r.Hop, Address: addrOf[r.Hop], HopUpTo: r.UpTo, Changes: []string{}}
+				byHop[r.Hop] = hr
+			}
+			hr.Changes = append(hr.Changes, r.Change().String())
+		}
+	}
+	var out []HopRewrite
+	for _, h := range hops {
+		row := HopRewrite{Hop: h.TTL, Address: addrOf[h.TTL], Answer: string(h.Answer), Quote: string(h.Quote), Changes: []string{}}
+		for _, c := range h.Changes {
+			row.Seen = append(row.Seen, c.String())
+		}
+		if hr := byHop[h.TTL]; hr != nil {
+			row.Changes, row.HopUpTo = hr.Changes, hr.HopUpTo
+			delete(byHop, h.TTL)
+		}
+		out = append(out, row)
+	}
+	// Rewrites attributed to a hop that had no row of its own.
+	var rest []int
+	for hop := range byHop {
+		rest = append(rest, hop)
+	}
+	sort.Ints(rest)
+	for _, hop := range rest {
+		out = append(out, *byHop[hop])
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Hop < out[j].Hop })
+	return out
+}
+
+func pmtuOf(r probe.PMTUResult) *PMTU {
+	p := &PMTU{MTU: r.MTU, Verdict: string(r.Verdict), Blackhole: string(r.Blackhole),
+		FragNeededSeen: r.FragNeededSeen == probe.TriYes, FragNeededHop: r.FragNeededHop,
+		LocalMTU: r.LocalMTU, Protocol: string(r.Protocol), Reason: r.Reason}
+	if r.Blackhole == probe.TriYes {
+		p.BlackholeHop, p.BlackholeHopUpTo = r.BlackholeHop, r.BlackholeUpTo
+		if r.BlackholeAddress.IsValid() {
+			p.BlackholeHopAddress = r.BlackholeAddress.String()
+		}
+	}
+	if r.FragNeededAddress.IsValid() {
+		p.FragNeededHopAddress = r.FragNeededAddress.String()
+	}
+	return p
+}
+
+// natOf asks the peer URL how the server sees us and locates the box that
+// translated our address.
+func natOf(ctx context.Context, cfg LocaliseConfig, dst netip.Addr, maxTTL int, opt probe.LocaliseOptions) *NAT {
+	n := &NAT{Translated: string(probe.TriNotTested)}
+	sent, seen, err := peerView(ctx, cfg, dst)
+	if err != nil {
+		n.Evidence = fmt.Sprintf("no server view of our address: %v", err)
+		return n
+	}
+	res, err := probe.ProbeNAT(ctx, sent, seen, dst, maxTTL, opt)
+	if err != nil {
+		n.Evidence = fmt.Sprintf("locating the translation: %v", err)
+		return n
+	}
+	n.Translated, n.Sent, n.Seen, n.Hop, n.Evidence = string(res.Translated), res.Sent.String(), res.Seen.String(), res.Hop, res.Evidence
+	if res.HopAddress.IsValid() {
+		n.HopAddress = res.HopAddress.String()
+	}
+	for _, c := range res.Changes {
+		n.Changes = append(n.Changes, c.String())
+	}
+	return n
+}
+
+// peerView fetches PeerURL over one TLS connection to dst and returns our
+// end of it and the server's view of that end.
+func peerView(ctx context.Context, cfg LocaliseConfig, dst netip.Addr) (sent, seen netip.AddrPort, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.PeerURL, nil)
+	if err != nil {
+		return sent, seen, err
+	}
+	port := req.URL.Port()
+	if port == "" {
+		port = "443"
+	}
+	var local net.Addr
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(dst.String(), port))
+			if err == nil {
+				local = c.LocalAddr()
+			}
+			return c, err
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: cfg.Dial.RootCAs, InsecureSkipVerify: cfg.Dial.Insecure, ServerName: req.URL.Hostname()},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return sent, seen, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil {
+		return sent, seen, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return sent, seen, fmt.Errorf("%s answered %s", cfg.PeerURL, resp.Status)
+	}
+	seen, err = netip.ParseAddrPort(strings.TrimSpace(string(body)))
+	if err != nil {
+		return sent, seen, fmt.Errorf("%s answered %q, not ip:port", cfg.PeerURL, body)
+	}
+	la, ok := local.(*net.TCPAddr)
+	if !ok {
+		return sent, seen, fmt.Errorf("no local address")
+	}
+	return la.AddrPort(), netip.AddrPortFrom(seen.Addr().Unmap(), seen.Port()), nil
+}
