@@ -68,7 +68,7 @@ func runServe(c *ucli.Context) error {
 		if err != nil {
 			return diagnose.Report{}, fmt.Errorf("%w: %v", metrics.ErrBadTarget, err)
 		}
-		jobs, err := soakResolve(ctx, []tcpcheck.Target{t}, 0)
+		jobs, err := resolveTCPJobs(ctx, []tcpcheck.Target{t}, 0)
 		if err != nil {
 			return diagnose.Report{}, fmt.Errorf("%w: %v", metrics.ErrBadTarget, err)
 		}

@@ -2,11 +2,8 @@ package cli
 
 import (
 	"bytes"
-	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,7 +16,6 @@ import (
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/soak"
 	"github.com/hopcheck/hopcheck/tcpcheck"
-	"github.com/hopcheck/hopcheck/trace"
 )
 
 func soakCommand() *ucli.Command {
@@ -65,14 +61,11 @@ type soakRequest struct {
 
 func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 	var req soakRequest
-	if c.Bool("ipv4") && c.Bool("ipv6") {
-		return req, usageErr("-4 and -6 exclude each other")
+	family, err := familyFromFlags(c)
+	if err != nil {
+		return req, err
 	}
-	if c.Bool("ipv4") {
-		req.family = 4
-	} else if c.Bool("ipv6") {
-		req.family = 6
-	}
+	req.family = family
 	if c.NArg() == 0 {
 		return req, usageErr("soak needs at least one TARGET (https://host, amqps://host or tcp://host:port)")
 	}
@@ -143,63 +136,17 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 // soakDialConfig reads --path, --ca-file, --insecure and --token-file (or
 // $UOF_ACCESS_TOKEN). The token's content is never echoed.
 func soakDialConfig(c *ucli.Context) (tcpcheck.DialConfig, error) {
-	d := tcpcheck.DefaultDialConfig()
+	d, err := dialConfigFromFlags(c)
+	if err != nil {
+		return d, err
+	}
 	if p := c.String("path"); p != "" { // serve has no --path
 		d.Path = p
 		if !strings.HasPrefix(d.Path, "/") || strings.ContainsAny(d.Path, " \r\n") {
 			return d, usageErr("--path %q must start with / and contain no spaces", d.Path)
 		}
 	}
-	d.Insecure = c.Bool("insecure")
-	if f := c.String("ca-file"); f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return d, usageErr("--ca-file %q: %v", f, unwrapPathErr(err))
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return d, usageErr("--ca-file %q holds no PEM certificate", f)
-		}
-		d.RootCAs = pool
-	}
-	if f := c.String("token-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return d, usageErr("--token-file %q: %v", f, unwrapPathErr(err))
-		}
-		d.Token = strings.TrimSpace(string(b))
-		if d.Token == "" || strings.ContainsAny(d.Token, "\r\n") {
-			return d, usageErr("--token-file %q must hold one non-empty line", f)
-		}
-		return d, nil
-	}
-	d.Token = strings.TrimSpace(os.Getenv("UOF_ACCESS_TOKEN"))
-	if strings.ContainsAny(d.Token, "\r\n") {
-		return d, usageErr("$UOF_ACCESS_TOKEN must be one line")
-	}
 	return d, nil
-}
-
-// soakResolve resolves every target to all its addresses.
-func soakResolve(ctx context.Context, targets []tcpcheck.Target, family int) ([]tcpcheck.Job, error) {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var jobs []tcpcheck.Job
-	for _, t := range targets {
-		begin := time.Now()
-		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, t.Spec, family)
-		if err != nil {
-			return nil, usageErr("%v", err)
-		}
-		dns := time.Since(begin)
-		if t.Spec.Addr.IsValid() {
-			dns = 0
-		}
-		for _, a := range addrs {
-			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a, DNS: dns})
-		}
-	}
-	return jobs, nil
 }
 
 func runSoak(c *ucli.Context) error {
@@ -214,7 +161,7 @@ func runSoak(c *ucli.Context) error {
 	defer out.abort()
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	jobs, err := soakResolve(ctx, req.targets, req.family)
+	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,7 +13,6 @@ import (
 
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
-	"github.com/hopcheck/hopcheck/trace"
 )
 
 // tcpTests are the subcommands of `hopcheck tcp`.
@@ -72,14 +68,11 @@ type tcpRequest struct {
 
 func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	req := tcpRequest{test: test}
-	if c.Bool("ipv4") && c.Bool("ipv6") {
-		return req, usageErr("-4 and -6 exclude each other")
+	family, err := familyFromFlags(c)
+	if err != nil {
+		return req, err
 	}
-	if c.Bool("ipv4") {
-		req.family = 4
-	} else if c.Bool("ipv6") {
-		req.family = 6
-	}
+	req.family = family
 	if c.NArg() == 0 {
 		return req, usageErr("tcp %s needs at least one TARGET (https://host, amqps://host, tcp://host:port or host:port)", test)
 	}
@@ -139,34 +132,11 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	if test == "data" && c.IsSet("path") {
 		opt.Dial.Path, opt.DataPath = "/v1/users/whoami.xml", path
 	}
-	opt.Dial.Insecure = c.Bool("insecure")
-	if f := c.String("ca-file"); f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return req, usageErr("--ca-file %q: %v", f, unwrapPathErr(err))
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return req, usageErr("--ca-file %q holds no PEM certificate", f)
-		}
-		opt.Dial.RootCAs = pool
+	dial, err := dialConfigFromFlags(c)
+	if err != nil {
+		return req, err
 	}
-	if f := c.String("token-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return req, usageErr("--token-file %q: %v", f, unwrapPathErr(err))
-		}
-		opt.Dial.Token = strings.TrimSpace(string(b))
-		if opt.Dial.Token == "" || strings.ContainsAny(opt.Dial.Token, "\r\n") {
-			// Never echo the content.
-			return req, usageErr("--token-file %q must hold one non-empty line", f)
-		}
-	} else {
-		opt.Dial.Token = strings.TrimSpace(os.Getenv("UOF_ACCESS_TOKEN"))
-		if strings.ContainsAny(opt.Dial.Token, "\r\n") {
-			return req, usageErr("$UOF_ACCESS_TOKEN must be one line")
-		}
-	}
+	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token = dial.Insecure, dial.RootCAs, dial.Token
 	req.opt = opt
 	return req, nil
 }
@@ -184,24 +154,10 @@ func runTCP(c *ucli.Context, test string) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var jobs []tcpcheck.Job
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	for _, t := range req.targets {
-		resolveStart := time.Now()
-		addrs, err := trace.ResolveAll(rctx, net.DefaultResolver, t.Spec, req.family)
-		if err != nil {
-			cancel()
-			return usageErr("%v", err)
-		}
-		dns := time.Since(resolveStart)
-		if t.Spec.Addr.IsValid() {
-			dns = 0
-		}
-		for _, a := range addrs {
-			jobs = append(jobs, tcpcheck.Job{Target: t, Addr: a, DNS: dns})
-		}
+	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
+	if err != nil {
+		return err
 	}
-	cancel()
 	if !req.opt.Observe {
 		warnf(c, "no CAP_NET_RAW: no packet capture, so the origin of resets stays unknown (weaker evidence). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
 	}

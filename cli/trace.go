@@ -61,14 +61,11 @@ func parseTraceRequest(c *ucli.Context) (traceRequest, error) {
 		}
 		req.protocols = []probe.Protocol{proto}
 	}
-	if c.Bool("ipv4") && c.Bool("ipv6") {
-		return req, usageErr("-4 and -6 exclude each other")
+	family, err := familyFromFlags(c)
+	if err != nil {
+		return req, err
 	}
-	if c.Bool("ipv4") {
-		req.family = 4
-	} else if c.Bool("ipv6") {
-		req.family = 6
-	}
+	req.family = family
 	switch pv := c.String("privilege"); pv {
 	case "auto", "raw", "unprivileged":
 		req.privilege = pv
