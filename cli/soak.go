@@ -13,6 +13,7 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/hopcheck/hopcheck/history"
+	"github.com/hopcheck/hopcheck/metrics"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/soak"
 	"github.com/hopcheck/hopcheck/tcpcheck"
@@ -36,6 +37,7 @@ func soakCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "history", Usage: "also save the report as timestamped JSON into `DIR`"},
 			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N soak reports (0: all)"},
 			&ucli.DurationFlag{Name: "keep-age", Usage: "with --history: remove soak reports older than this"},
+			&ucli.StringFlag{Name: "metrics-file", Usage: "write node_exporter textfile metrics to `FILE` (*.prom, atomically)"},
 			&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path"},
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
@@ -54,6 +56,7 @@ type soakRequest struct {
 	betradar    bool
 	checkpoint  string
 	historyDir  string
+	metricsFile string
 	keep        history.Retention
 	evidenceDir string
 	perKind     int
@@ -117,6 +120,12 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 	}
 	if (c.IsSet("keep") || c.IsSet("keep-age")) && req.historyDir == "" {
 		return req, usageErr("--keep and --keep-age need --history DIR")
+	}
+	if f := c.String("metrics-file"); f != "" {
+		if !strings.HasSuffix(f, ".prom") {
+			return req, usageErr("--metrics-file %q must end in .prom (node_exporter's textfile collector reads only those)", f)
+		}
+		req.metricsFile = f
 	}
 	req.checkpoint = c.String("checkpoint")
 	if req.checkpoint == "" {
@@ -238,6 +247,11 @@ func runSoak(c *ucli.Context) error {
 	if req.historyDir != "" {
 		if _, err := history.Save(req.historyDir, "soak", rep, time.Now(), req.keep); err != nil {
 			warnf(c, "%v", err)
+		}
+	}
+	if req.metricsFile != "" {
+		if err := metrics.WriteSoakFile(req.metricsFile, rep); err != nil {
+			warnf(c, "--metrics-file: %v", err)
 		}
 	}
 	total := 0
