@@ -35,6 +35,7 @@ func labsOf(t *testing.T, pid int) []string {
 // own lab (router 3 resets flows idle ≥ 8 s, the server caps connections at
 // 12), diagnoses it with run --profile quick, and removes the lab.
 func TestDemoEndToEnd(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	labtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -59,6 +59,7 @@ func kindsOf(rep diagnose.Report) []string {
 }
 
 func TestRunIdleResetNamesHop3(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	rs := make([]lab.Router, 5)
 	rs[2].IdleTimeout, rs[2].IdleAction = 10*time.Second, "reset"
 	l := buildLab(t, lab.Scenario{Name: "run-idle-reset", Routers: rs})
@@ -87,6 +88,7 @@ func TestRunIdleResetNamesHop3(t *testing.T) {
 }
 
 func TestRunIdleDropNamesHop2(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	rs := make([]lab.Router, 4)
 	rs[1].IdleTimeout, rs[1].IdleAction = 8*time.Second, "drop"
 	l := buildLab(t, lab.Scenario{Name: "run-idle-drop", Routers: rs})
@@ -121,6 +123,7 @@ func TestRunServerConcurrencyLimit(t *testing.T) {
 }
 
 func TestRunTCPFilteredAtHop3(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	rs := make([]lab.Router, 4)
 	rs[2].DropTCPPort = 443
 	l := buildLab(t, lab.Scenario{Name: "run-filtered", Routers: rs})
@@ -135,6 +138,7 @@ func TestRunTCPFilteredAtHop3(t *testing.T) {
 }
 
 func TestRunCleanPathHasNoFindings(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	rs := make([]lab.Router, 4)
 	rs[1].NoICMP, rs[3].NoICMP = true, true
 	l := buildLab(t, lab.Scenario{Name: "run-clean", Routers: rs})
@@ -291,6 +295,7 @@ func TestRunLocalisesNATAtHop1(t *testing.T) {
 }
 
 func TestRunLocalisesPMTUBlackholeAtHop3(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
 	rs := make([]lab.Router, 4)
 	rs[2].LinkMTU, rs[2].HideFragNeeded = 1280, true
 	l := buildLab(t, lab.Scenario{Name: "run-pmtu", Routers: rs})
@@ -301,5 +306,21 @@ func TestRunLocalisesPMTUBlackholeAtHop3(t *testing.T) {
 	}
 	if f.Hop != 3 || f.HopAddress != l.Router4[2].String() || f.MTU != 1280 {
 		t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 3 (%s) mtu 1280", f.Hop, f.HopAddress, f.MTU, l.Router4[2])
+	}
+}
+
+func TestRunServerIdleCloseStaysWithServer(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
+	l := buildLab(t, lab.Scenario{Name: "run-idle-close", Routers: make([]lab.Router, 2), Server: lab.Server{IdleClose: 6 * time.Second}})
+	rep, _ := runReport(t, l, "--idle-max", "15s")
+	f := findKind(rep, "idle-close")
+	if f == nil {
+		t.Fatalf("no idle-close finding: %v", kindsOf(rep))
+	}
+	if string(f.Origin) != "server" || f.IdleTimeoutS < 5 || f.IdleTimeoutS > 7 {
+		t.Errorf("idle-close origin %s after %.2fs; want server, 6±1s", f.Origin, f.IdleTimeoutS)
+	}
+	if rep.Targets[0].CulpritHop != 0 {
+		t.Errorf("culprit hop %d: a server's own timeout names no box on the path", rep.Targets[0].CulpritHop)
 	}
 }
