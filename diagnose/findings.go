@@ -71,7 +71,12 @@ func refine(f Finding, t TargetReport) Finding {
 	}
 	switch f.Kind {
 	case tcpcheck.KindIdleReset, tcpcheck.KindIdleDrop:
-		if in := loc.InFlow; in != nil && in.Hop > 0 {
+		in := loc.InFlow
+		if in == nil || in.Hop == 0 {
+			break
+		}
+		switch in.Behaviour {
+		case "reset", "reject", "drop":
 			if f.Hop != in.Hop || f.Origin != probe.OriginMiddlebox {
 				f.Evidence = append(f.Evidence, fmt.Sprintf("in-flow TTL-limited probes: hop %d (%s) lost the flow's state (%s); the TTL estimate said hop %d",
 					in.Hop, orDash(in.HopAddress), in.Behaviour, f.Hop))
@@ -81,6 +86,10 @@ func refine(f Finding, t TargetReport) Finding {
 			}
 			f.Hop, f.HopAddress, f.Origin = in.Hop, in.HopAddress, probe.OriginMiddlebox
 			f.Confidence = "high"
+		case "server-reset":
+			// Every router still forwarded the expired flow: the server reset
+			// it, or a NAT remapped the port so that the server saw a stranger.
+			f.Evidence = append(f.Evidence, "in-flow TTL-limited probes: every router forwarded the idle flow and the server answered it with a RST (the server dropped it, or a NAT on the path remapped the port)")
 		}
 	case tcpcheck.KindDataStall:
 		if p := loc.PMTU; p != nil && p.BlackholeHop > 0 {

@@ -29,7 +29,8 @@ type LocaliseConfig struct {
 // NewLocaliser returns the Localiser of `hopcheck run` (raw sockets):
 // quoted-header comparison with TCP SYNs to the service port (tracebox),
 // the path MTU search, and NAT localisation where a peer URL is given.
-// In-flow localisation of idle expiry runs inside the idle test.
+// When the idle test found a reset or drop, one connection is held idle
+// past it for in-flow TTL-limited probes (inFlowConfirm).
 func NewLocaliser(cfg LocaliseConfig) Localiser {
 	return func(ctx context.Context, t *TargetReport, serverHop int) {
 		addr, err := netip.ParseAddr(t.Address)
@@ -55,6 +56,12 @@ func NewLocaliser(cfg LocaliseConfig) Localiser {
 		}
 		if cfg.PeerURL != "" {
 			loc.NAT = natOf(ctx, cfg, addr, maxTTL, opt)
+		}
+		if idle := idleToConfirm(t); idle > 0 && idle <= maxInFlowWait {
+			if cfg.Log != nil {
+				cfg.Log("[%s] in-flow probes of a connection held idle for %s", t.Address, idle.Round(time.Second))
+			}
+			loc.InFlow = inFlowConfirm(ctx, cfg, t, dst, idle, maxTTL, opt)
 		}
 		t.Localisation = loc
 	}
@@ -191,4 +198,112 @@ func peerView(ctx context.Context, cfg LocaliseConfig, dst netip.Addr) (sent, se
 		return sent, seen, fmt.Errorf("no local address")
 	}
 	return la.AddrPort(), netip.AddrPortFrom(seen.Addr().Unmap(), seen.Port()), nil
+}
+
+// maxInFlowWait bounds how long the in-flow confirmation keeps a flow idle:
+// beyond it (the full profile's hour-long classes) it is not run.
+const maxInFlowWait = 15 * time.Minute
+
+// idleToConfirm returns how long a flow must idle to expire on this
+// target's path (the failing end of the idle bracket, plus a margin), or 0
+// when no idle reset or drop was found.
+func idleToConfirm(t *TargetReport) time.Duration {
+	for _, f := range t.TestFindings["idle"] {
+		if f.Kind != tcpcheck.KindIdleReset && f.Kind != tcpcheck.KindIdleDrop {
+			continue
+		}
+		upper := f.IdleTimeoutS
+		if len(f.IdleBracketS) == 2 && f.IdleBracketS[1] > upper {
+			upper = f.IdleBracketS[1]
+		}
+		if upper > 0 {
+			return time.Duration((upper + 2) * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+// inFlowConfirm holds one real connection idle past the timeout and sends
+// TTL-limited segments of its own 5-tuple, with valid seq/ack, before and
+// after (the intrace/0trace technique): the first hop that answers with a
+// RST after expiry, or after which time-exceeded replies stop, lost the
+// flow's state. It confirms or corrects the TTL-based attribution (a NAT
+// that remaps the port after expiry makes the server send the RST).
+func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst netip.AddrPort, idle time.Duration, maxTTL int, opt probe.LocaliseOptions) *InFlow {
+	in := &InFlow{Behaviour: string(probe.LossUndetermined)}
+	obs, err := probe.NewObserver(dst)
+	if err != nil {
+		in.Reason = fmt.Sprintf("flow observer: %v", err)
+		return in
+	}
+	defer obs.Close()
+	d := cfg.Dial
+	d.App, d.ServerName = tcpcheck.App(t.App), t.Host
+	res := tcpcheck.Dial(ctx, d, dst)
+	if res.Conn == nil {
+		in.Reason = fmt.Sprintf("connection: %s %v", res.Outcome, res.Err)
+		return in
+	}
+	defer res.Conn.Abort()
+	in.Flow = fmt.Sprintf("%s > %s", res.Conn.Local, dst)
+	// Let the first exchange's last ACKs pass before reading the state.
+	if !sleepCtx(ctx, 300*time.Millisecond) {
+		return in
+	}
+	rec := obs.Flow(res.LocalPort)
+	if rec.SynAck == nil {
+		in.Reason = "the flow observer saw no SYN-ACK"
+		return in
+	}
+	flow, err := probe.FlowStateFromConn(res.Conn.TCP(), *rec.SynAck)
+	if err != nil {
+		in.Reason = err.Error()
+		return in
+	}
+	healthy, err := probe.ProbeInFlow(ctx, flow, maxTTL, opt)
+	if err != nil {
+		in.Reason = fmt.Sprintf("healthy probes: %v", err)
+		return in
+	}
+	if !sleepCtx(ctx, idle) {
+		return in
+	}
+	expired, err := probe.ProbeInFlow(ctx, flow, maxTTL, opt)
+	if err != nil {
+		in.Reason = fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err)
+		return in
+	}
+	in.Healthy, in.Expired = inFlowAnswers(healthy), inFlowAnswers(expired)
+	loss := probe.ExplainStateLoss(healthy, expired)
+	in.Behaviour, in.Hop, in.HopUpTo, in.Reason = string(loss.Behaviour), loss.Hop, loss.UpTo, loss.Reason
+	for _, a := range healthy {
+		if a.TTL == loss.Hop && a.From.IsValid() {
+			in.HopAddress = a.From.String()
+		}
+	}
+	return in
+}
+
+func inFlowAnswers(as []probe.InFlowAnswer) []InFlowAnswer {
+	out := []InFlowAnswer{}
+	for _, a := range as {
+		x := InFlowAnswer{TTL: a.TTL, Kind: string(a.Kind), ReplyTTL: a.ReplyTTL, SenderHop: a.SenderHop}
+		if a.From.IsValid() {
+			x.From = a.From.String()
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// sleepCtx sleeps d unless ctx ends first (then it returns false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
 }

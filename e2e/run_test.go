@@ -82,6 +82,7 @@ func TestRunIdleResetNamesHop3(t *testing.T) {
 	if rep.Targets[0].CulpritHop != 3 {
 		t.Errorf("culprit hop %d, want 3", rep.Targets[0].CulpritHop)
 	}
+	wantInFlow(t, rep, 3, "reset", l.Router4[2].String())
 	if len(f.Evidence) == 0 || f.Advice == "" || f.Severity == "" || f.Phase != "idle" {
 		t.Errorf("finding lacks evidence/advice/severity/phase: %+v", f)
 	}
@@ -102,6 +103,22 @@ func TestRunIdleDropNamesHop2(t *testing.T) {
 	}
 	if f.IdleTimeoutS < 7 || f.IdleTimeoutS > 9 {
 		t.Errorf("idle timeout %.2fs, true 8s", f.IdleTimeoutS)
+	}
+	wantInFlow(t, rep, 2, "drop", l.Router4[1].String())
+}
+
+// wantInFlow checks the in-flow confirmation: a real connection held idle
+// past the timeout, probed with its own segments before and after.
+func wantInFlow(t *testing.T, rep diagnose.Report, hop int, behaviour, addr string) {
+	t.Helper()
+	loc := rep.Targets[0].Localisation
+	if loc == nil || loc.InFlow == nil {
+		t.Fatalf("no in-flow localisation: %+v", loc)
+	}
+	in := loc.InFlow
+	if in.Hop != hop || in.Behaviour != behaviour || in.HopAddress != addr || len(in.Healthy) == 0 || len(in.Expired) == 0 {
+		t.Errorf("in-flow: hop %d %s (%s), %d healthy / %d expired answers; want hop %d %s (%s). %s",
+			in.Hop, in.Behaviour, in.HopAddress, len(in.Healthy), len(in.Expired), hop, behaviour, addr, in.Reason)
 	}
 }
 

@@ -481,3 +481,7 @@ func (cn *Conn) SetMinTTL(v int) error {
 func (cn *Conn) SetKeepAlive(idle time.Duration) error {
 	return cn.tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: idle, Count: 3})
 }
+
+// TCP is the connection's TCP socket (for TCP_INFO-based flow state of
+// in-flow probes); nil before it is established.
+func (cn *Conn) TCP() *net.TCPConn { return cn.tcp }
