@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION)
 export CGO_ENABLED = 0
 
-.PHONY: build test unit lint bench fuzz demo deps clean
+.PHONY: build test unit lint bench bench-soak fuzz demo deps clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -36,6 +36,10 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./probe/... ./trace/...
 	HOPCHECK_BENCH=1 $(GO) test -run '^$$' -bench 'Lab' -benchtime 1x -timeout 20m ./e2e/...
+
+# Soak memory over 11 minutes in the lab: RSS at minute 1 vs minute 10 (root).
+bench-soak:
+	HOPCHECK_BENCH_SOAK=1 $(GO) test -run '^$$' -bench 'LabSoakRSS' -benchtime 1x -timeout 20m ./e2e/...
 
 # Short fuzzing of every decoder (the seed corpus lives in testdata/fuzz).
 FUZZTIME ?= 20s

@@ -14,11 +14,13 @@ import (
 // (temporary file in the same directory, renamed on success, removed on
 // failure) so that no half-written report is ever left behind.
 type output struct {
-	w      io.Writer
-	tmp    *os.File
-	path   string
-	format string // text|json
-	tty    bool
+	w   io.Writer
+	tmp *os.File
+	// special is a device or pipe written in place (no atomic rename).
+	special *os.File
+	path    string
+	format  string // text|json
+	tty     bool
 }
 
 // openOutput validates --format and -o before any work starts.
@@ -45,6 +47,15 @@ func openOutput(c *ucli.Context, formats ...string) (*output, error) {
 	dir := filepath.Dir(path)
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return nil, usageErr("output %q is a directory", path)
+	} else if err == nil && !st.Mode().IsRegular() {
+		// A device or pipe (/dev/null, /dev/stdout, a FIFO) is written in
+		// place: renaming a file over it would replace it.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, usageErr("cannot write output %q: %v", path, unwrapPathErr(err))
+		}
+		o.w, o.special, o.path = f, f, path
+		return o, nil
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -63,6 +74,14 @@ func unwrapPathErr(err error) error {
 
 // commit renames the temporary file into place.
 func (o *output) commit() error {
+	if o.special != nil {
+		err := o.special.Close()
+		o.special = nil
+		if err != nil {
+			return cantRunErr("write %s: %v", o.path, err)
+		}
+		return nil
+	}
 	if o.tmp == nil {
 		return nil
 	}
@@ -86,7 +105,14 @@ func (o *output) commit() error {
 
 // abort removes the temporary file; safe to call after commit.
 func (o *output) abort() {
-	if o == nil || o.tmp == nil {
+	if o == nil {
+		return
+	}
+	if o.special != nil {
+		o.special.Close()
+		o.special = nil
+	}
+	if o.tmp == nil {
 		return
 	}
 	name := o.tmp.Name()

@@ -306,6 +306,14 @@ func TestTraceNames(t *testing.T) {
 		t.Fatalf("-6 traced %+v, want only %s", v6.Traces, l.Server6)
 	}
 
+	// -o to a device writes in place: /dev/null stays a device.
+	if r := runIn(t, l, l.ClientNS, nil, "-o", os.DevNull, "trace", "-n", "--protocol", "icmp", l.Server4.String()); r.code != 0 {
+		t.Fatalf("-o %s: exit %d: %s", os.DevNull, r.code, r.stderr)
+	}
+	if st, err := os.Stat(os.DevNull); err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("%s is no longer a device after -o: %v %v", os.DevNull, st.Mode(), err)
+	}
+
 	r := runIn(t, l, l.ClientNS, nil, "trace", "no-such-host.invalid")
 	if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "no-such-host.invalid") {
 		t.Fatalf("unresolvable name: exit %d, stderr %q; want exit 2 and one line naming it", r.code, r.stderr)

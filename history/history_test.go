@@ -75,3 +75,18 @@ func TestWriteAtomicReplaces(t *testing.T) {
 		t.Errorf("write below a file succeeded")
 	}
 }
+
+func TestWriteAtomicWritesDevicesInPlace(t *testing.T) {
+	// Renaming over /dev/null would replace the device: it must be
+	// written in place, and nothing left beside it.
+	if err := WriteAtomic(os.DevNull, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(os.DevNull)
+	if err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("%s is no longer a device: %v %v", os.DevNull, st.Mode(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(os.DevNull), ".null.tmp-*")); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
