@@ -239,7 +239,17 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	defer obs.Close()
 	d := cfg.Dial
 	d.App, d.ServerName = tcpcheck.App(t.App), t.Host
-	res := tcpcheck.Dial(ctx, d, dst)
+	// A server with a connection cap may still hold the ladder's dead
+	// connections (a box that resets idle flows tells only the client):
+	// retry a refused connection for a while.
+	var res tcpcheck.DialResult
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		res = tcpcheck.Dial(ctx, d, dst)
+		refused := res.Outcome == tcpcheck.OutcomeRefused || res.Outcome == tcpcheck.OutcomeResetInHandshake
+		if res.Conn != nil || !refused || time.Now().After(deadline) || !sleepCtx(ctx, 2*time.Second) {
+			break
+		}
+	}
 	if res.Conn == nil {
 		in.Reason = fmt.Sprintf("connection: %s %v", res.Outcome, res.Err)
 		return in

@@ -68,6 +68,11 @@ func TestDemoEndToEnd(t *testing.T) {
 	if idle == 0 || limit == 0 {
 		t.Fatalf("demo findings %v; want idle-reset and concurrency-limit", kindsOf(rep))
 	}
+	for _, tg := range rep.Targets {
+		if tg.Localisation == nil || tg.Localisation.InFlow == nil || tg.Localisation.InFlow.Hop != 3 {
+			t.Errorf("%s %s: in-flow localisation %+v, want hop 3", tg.Target, tg.Address, tg.Localisation)
+		}
+	}
 }
 
 // TestDemoInterruptTearsDownLab: Ctrl-C during the demo removes its lab.
