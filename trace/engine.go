@@ -113,8 +113,10 @@ type Destination struct {
 // for the answers with the adaptive wait.
 func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination, round int, obs []Observation, destTTL int) ([]Observation, int, error) {
 	inflight := map[uint16]pendingProbe{}
-	// laterRTT[t] is the largest RTT seen from a hop beyond t this round.
-	answeredRTT := map[int]time.Duration{}
+	// answeredRTT[channel][t] is the largest RTT of an answer from hop t
+	// this round, by the socket (channel) it arrived on.
+	answeredRTT := map[int]map[int]time.Duration{}
+	unpriv := pr.Privilege() == probe.PrivilegeUnprivileged
 	maxTTL := cfg.MaxHops
 	if destTTL > 0 {
 		maxTTL = destTTL
@@ -132,8 +134,13 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		rr := r
 		obs[pp.obsIndex].Response = &rr
 		ttl := pp.probe.TTL
-		if rr.RTT > answeredRTT[ttl] {
-			answeredRTT[ttl] = rr.RTT
+		if ch, ok := nearChannel(rr.Kind, pp.probe, unpriv); ok {
+			if answeredRTT[ch] == nil {
+				answeredRTT[ch] = map[int]time.Duration{}
+			}
+			if rr.RTT > answeredRTT[ch][ttl] {
+				answeredRTT[ch][ttl] = rr.RTT
+			}
 		}
 		if rr.Reached() && (destTTL == 0 || ttl < destTTL) {
 			destTTL = ttl
@@ -155,9 +162,11 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			}
 			wait := cfg.Timeout
 			var later time.Duration
-			for t, rtt := range answeredRTT {
-				if t > ttl && rtt > later {
-					later = rtt
+			if ch, ok := nearChannel(probe.KindTimeExceeded, pp.probe, unpriv); ok {
+				for t, rtt := range answeredRTT[ch] {
+					if t > ttl && rtt > later {
+						later = rtt
+					}
 				}
 			}
 			if later > 0 {
@@ -260,4 +269,27 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		}
 	}
 	return obs, destTTL, nil
+}
+
+// nearChannel says whether an answer of kind to p may shorten the wait for
+// earlier hops, and on which channel. The near wait assumes that an answer
+// from an earlier hop, had it come, would already have been read: true only
+// for answers read in arrival order from one socket. With raw sockets every
+// ICMP answer comes through the prober's one ICMP socket (a SYN-ACK or RST
+// comes through another, whose reader may run ahead); unprivileged UDP and
+// ICMP answers come through one socket per flow; unprivileged TCP probes
+// each have their own socket, so none qualifies.
+func nearChannel(kind probe.ReplyKind, p probe.Probe, unpriv bool) (int, bool) {
+	switch kind {
+	case probe.KindTimeExceeded, probe.KindDestUnreachable, probe.KindPacketTooBig, probe.KindParamProblem, probe.KindEchoReply:
+	default:
+		return 0, false
+	}
+	if !unpriv {
+		return 0, true
+	}
+	if p.Protocol == probe.TCP {
+		return 0, false
+	}
+	return p.Flow, true
 }

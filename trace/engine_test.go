@@ -16,6 +16,8 @@ type fakePath struct {
 	routers []netip.Addr
 	dst     netip.Addr
 	rtt     time.Duration
+	// icmpDelay, when set, is how late every time-exceeded is read.
+	icmpDelay time.Duration
 
 	mu     sync.Mutex
 	next   uint16
@@ -64,6 +66,10 @@ func (f *fakePath) Send(p *probe.Probe) error {
 		r = probe.Response{From: f.dst, Kind: probe.KindSynAck}
 	}
 	r.ProbeID, r.RTT, r.ReplyTTL = p.ID, f.rtt*time.Duration(p.TTL), 64-p.TTL
+	if f.icmpDelay > 0 && r.Kind == probe.KindTimeExceeded {
+		// The ICMP socket's reader lags behind the TCP socket's.
+		r.RTT = f.icmpDelay
+	}
 	go func() {
 		time.Sleep(r.RTT)
 		f.mu.Lock()
@@ -159,5 +165,28 @@ func TestRunReturnsPartialOnCancel(t *testing.T) {
 	}
 	if len(obs) == 0 {
 		t.Fatal("want the observations made before cancellation")
+	}
+}
+
+// TestRunNearWaitIgnoresAnswersFromAnotherSocket: a SYN-ACK read from the
+// raw TCP socket before the ICMP socket's time-exceeded answers must not
+// make the earlier hops look silent.
+func TestRunNearWaitIgnoresAnswersFromAnotherSocket(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.3.2")
+	fp := newFakePath(dst, "198.18.0.2", "198.18.1.2", "198.18.2.2")
+	fp.icmpDelay = 40 * time.Millisecond // 8x the 5 ms floor
+	defer fp.Close()
+	obs, err := Run(context.Background(), fp, DefaultConfig(), Destination{Addr: dst, Protocol: probe.TCP, Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hops, reached, _ := Aggregate(obs, AggregateOptions{Queries: 3, MaxHops: 30})
+	if !reached {
+		t.Fatal("not reached")
+	}
+	for _, h := range hops[:3] {
+		if h.Received != h.Sent {
+			t.Errorf("hop %d: %d of %d answered: the SYN-ACK cut the wait for ICMP answers short", h.TTL, h.Received, h.Sent)
+		}
 	}
 }
