@@ -11,7 +11,6 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -149,23 +148,11 @@ func (p *rawPath) open(cfg pathConfig) error {
 		}
 		return nil
 	}
-	c, err := icmp.ListenPacket("ip6:ipv6-icmp", p.src.String())
+	c6, err := listenICMP6(p.src.String())
 	if err != nil {
-		return fmt.Errorf("open raw icmpv6 socket: %w", err)
+		return err
 	}
-	p.icmp6 = c.IPv6PacketConn()
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	for _, t := range []ipv6.ICMPType{ipv6.ICMPTypeDestinationUnreachable, ipv6.ICMPTypePacketTooBig,
-		ipv6.ICMPTypeTimeExceeded, ipv6.ICMPTypeParameterProblem, ipv6.ICMPTypeEchoReply} {
-		f.Accept(t)
-	}
-	if err := p.icmp6.SetICMPFilter(&f); err != nil {
-		return fmt.Errorf("icmpv6 filter: %w", err)
-	}
-	if err := p.icmp6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
-		return fmt.Errorf("icmpv6 hop limit control messages: %w", err)
-	}
+	p.icmp6 = c6
 	sender := p.icmp6.PacketConn
 	if p.proto != protoICMPv6 {
 		network := "ip6:tcp"

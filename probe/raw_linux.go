@@ -108,24 +108,12 @@ func (p *rawProber) open() error {
 		}
 		return nil
 	}
-	c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
+	c6, err := listenICMP6("::")
 	if err != nil {
-		return fmt.Errorf("open raw icmpv6 socket: %w", err)
+		return err
 	}
-	p.icmp6 = c.IPv6PacketConn()
+	p.icmp6 = c6
 	p.stampICMP6 = syscallConn(p.icmp6.PacketConn)
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	for _, t := range []ipv6.ICMPType{ipv6.ICMPTypeDestinationUnreachable, ipv6.ICMPTypePacketTooBig,
-		ipv6.ICMPTypeTimeExceeded, ipv6.ICMPTypeParameterProblem, ipv6.ICMPTypeEchoReply} {
-		f.Accept(t)
-	}
-	if err := p.icmp6.SetICMPFilter(&f); err != nil {
-		return fmt.Errorf("icmpv6 filter: %w", err)
-	}
-	if err := p.icmp6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
-		return fmt.Errorf("icmpv6 hop limit control messages: %w", err)
-	}
 	if p.cfg.Protocol == ICMP {
 		return nil
 	}
@@ -143,6 +131,32 @@ func (p *rawProber) open() error {
 		return fmt.Errorf("ipv6 hop limit control messages: %w", err)
 	}
 	return nil
+}
+
+// listenICMP6 opens a raw ICMPv6 socket on laddr that passes only what a
+// probe can provoke (errors and echo replies), with the hop limit of each
+// message as ancillary data.
+func listenICMP6(laddr string) (*ipv6.PacketConn, error) {
+	c, err := icmp.ListenPacket("ip6:ipv6-icmp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("open raw icmpv6 socket: %w", err)
+	}
+	pc := c.IPv6PacketConn()
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	for _, t := range []ipv6.ICMPType{ipv6.ICMPTypeDestinationUnreachable, ipv6.ICMPTypePacketTooBig,
+		ipv6.ICMPTypeTimeExceeded, ipv6.ICMPTypeParameterProblem, ipv6.ICMPTypeEchoReply} {
+		f.Accept(t)
+	}
+	if err := pc.SetICMPFilter(&f); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("icmpv6 filter: %w", err)
+	}
+	if err := pc.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("icmpv6 hop limit control messages: %w", err)
+	}
+	return pc, nil
 }
 
 // reservePorts binds one socket per flow so that no other program (or
