@@ -31,10 +31,13 @@ func BenchmarkLabSoakRSS(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		time.Sleep(time.Minute)
-		rss1 := rssKiB(b, cmd.Process.Pid)
-		time.Sleep(9 * time.Minute)
-		rss10 := rssKiB(b, cmd.Process.Pid)
+		var samples []int
+		for minute := 1; minute <= 10; minute++ {
+			time.Sleep(time.Minute)
+			samples = append(samples, rssKiB(b, cmd.Process.Pid))
+		}
+		fmt.Printf("soak RSS by minute (KiB): %v\n", samples)
+		rss1, rss10 := samples[0], samples[9]
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		_ = cmd.Wait()
 		cancel()
