@@ -379,6 +379,9 @@ func (p *unprivProber) sendTCP(pr *Probe) error {
 	return nil
 }
 
+// tcpEstablished is TCP_ESTABLISHED in struct tcp_info's state.
+const tcpEstablished = 1
+
 func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 	defer p.wg.Done()
 	defer unix.Close(fd)
@@ -393,10 +396,15 @@ func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 		}
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 		n, err := unix.Poll(fds, 50)
-		if err != nil && err != unix.EINTR {
+		if err == unix.EINTR {
+			// The Go runtime's preemption signals interrupt poll often; the
+			// socket has not changed.
+			continue
+		}
+		if err != nil {
 			return
 		}
-		if n == 0 {
+		if n == 0 || fds[0].Revents == 0 {
 			continue
 		}
 		at := time.Now()
@@ -421,6 +429,11 @@ func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 		kind := KindSynAck
 		switch syscall.Errno(soErr) {
 		case 0:
+			// Writable without an error means connected: check it is, so
+			// that a spurious wake-up is never taken for a SYN-ACK.
+			if info, ierr := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); ierr != nil || info.State != tcpEstablished {
+				continue
+			}
 		case unix.ECONNREFUSED:
 			kind = KindRST
 		default:
