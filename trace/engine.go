@@ -39,7 +39,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Protocol: probe.TCP, Port: 443, FirstHop: 1, MaxHops: 30, Queries: 3, Flows: 1,
 		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 5,
-		MinWait: 5 * time.Millisecond}
+		MinWait: 2 * time.Millisecond}
 }
 
 // Validate reports the first bad setting as a one-line error.
