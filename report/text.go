@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hopcheck/hopcheck/diagnose"
+	"github.com/hopcheck/hopcheck/internal/texttable"
 	"github.com/hopcheck/hopcheck/trace"
 )
 
@@ -207,22 +208,22 @@ func (tw *textWriter) hopTable(tv targetView) {
 	if len(p.Rows) == 0 {
 		return
 	}
-	tb := &table{cols: []column{{title: "  "}, {title: "HOP", right: true}}}
+	tb := &texttable.Table{Cols: []texttable.Column{{Title: "  "}, {Title: "HOP", Right: true}}}
 	for i, l := range p.Labels {
 		title := strings.ToUpper(l)
 		if i == 0 {
 			title += " ADDRESS (HOSTNAME) [ASN]"
 		}
-		tb.cols = append(tb.cols, column{title: title}, column{title: "LOSS%", right: true}, column{title: "AVG", right: true})
+		tb.Cols = append(tb.Cols, texttable.Column{Title: title}, texttable.Column{Title: "LOSS%", Right: true}, texttable.Column{Title: "AVG", Right: true})
 	}
-	tb.cols = append(tb.cols, column{title: "NOTE"})
+	tb.Cols = append(tb.Cols, texttable.Column{Title: "NOTE"})
 	dest := p.ServerTTL()
 	for _, row := range p.Rows {
-		cells := []cell{{}, {text: fmt.Sprint(row.TTL)}}
+		cells := []texttable.Cell{{}, {Text: fmt.Sprint(row.TTL)}}
 		culprit := tv.Culprit > 0 && row.TTL == tv.Culprit
 		if culprit {
-			cells[0] = cell{text: culpritMark, color: ansiRed + ansiBold}
-			cells[1].color = ansiRed + ansiBold
+			cells[0] = texttable.Cell{Text: culpritMark, Color: ansiRed + ansiBold}
+			cells[1].Color = ansiRed + ansiBold
 		}
 		for i, h := range row.Hops {
 			cells = append(cells, responderCell(h, i == 0), lossCell(h), avgCell(h))
@@ -238,17 +239,17 @@ func (tw *textWriter) hopTable(tv targetView) {
 		for i := range notes {
 			notes[i] = clean(notes[i])
 		}
-		note := cell{text: strings.Join(notes, "; ")}
+		note := texttable.Cell{Text: strings.Join(notes, "; ")}
 		switch {
 		case culprit:
-			note.color = ansiRed + ansiBold
-			cells[2].color = ansiRed + ansiBold
+			note.Color = ansiRed + ansiBold
+			cells[2].Color = ansiRed + ansiBold
 		case silent(row.Hops[0]):
-			note.color = ansiDim
+			note.Color = ansiDim
 		}
-		tb.rows = append(tb.rows, append(cells, note))
+		tb.Rows = append(tb.Rows, append(cells, note))
 	}
-	for _, l := range tb.render(tw.paint) {
+	for _, l := range tb.Render(tw.paint) {
 		tw.line(l)
 	}
 }
@@ -264,16 +265,16 @@ func culpritNote(tv targetView) string {
 // responderCell: with full, "ADDRESS (HOSTNAME) [ASN]"; else the address.
 // "+N" counts further ECMP responders; "*" is a silent hop, "" a TTL the
 // trace did not probe.
-func responderCell(h *trace.Hop, full bool) cell {
+func responderCell(h *trace.Hop, full bool) texttable.Cell {
 	if h == nil {
-		return cell{}
+		return texttable.Cell{}
 	}
 	r := firstResponder(h)
 	if r == nil {
 		if h.Received > 0 {
-			return cell{text: "?"}
+			return texttable.Cell{Text: "?"}
 		}
-		return cell{text: "*", color: ansiDim}
+		return texttable.Cell{Text: "*", Color: ansiDim}
 	}
 	s := clean(r.Address)
 	if full {
@@ -287,31 +288,31 @@ func responderCell(h *trace.Hop, full bool) cell {
 	if n := len(h.Responders) - 1; n > 0 {
 		s += fmt.Sprintf(" +%d", n)
 	}
-	return cell{text: s}
+	return texttable.Cell{Text: s}
 }
 
-func lossCell(h *trace.Hop) cell {
+func lossCell(h *trace.Hop) texttable.Cell {
 	if h == nil {
-		return cell{}
+		return texttable.Cell{}
 	}
-	c := cell{text: fmt.Sprintf("%.1f%%", h.LossPct)}
+	c := texttable.Cell{Text: fmt.Sprintf("%.1f%%", h.LossPct)}
 	switch h.LossKind {
 	case trace.LossPath:
-		c.color = ansiRed
+		c.Color = ansiRed
 	case trace.LossRateLimit:
-		c.color = ansiYellow
+		c.Color = ansiYellow
 	}
 	return c
 }
 
-func avgCell(h *trace.Hop) cell {
+func avgCell(h *trace.Hop) texttable.Cell {
 	switch {
 	case h == nil:
-		return cell{}
+		return texttable.Cell{}
 	case h.Received == 0:
-		return cell{text: "-"}
+		return texttable.Cell{Text: "-"}
 	}
-	return cell{text: ms(h.RTTms.Avg)}
+	return texttable.Cell{Text: ms(h.RTTms.Avg)}
 }
 
 func (tw *textWriter) localisation(loc *diagnose.Localisation) {
@@ -325,15 +326,15 @@ func (tw *textWriter) localisation(loc *diagnose.Localisation) {
 	if len(rows) == 0 {
 		return
 	}
-	tb := &table{cols: []column{{title: "  TTL", right: true}, {title: "HEALTHY FLOW"}, {title: "AFTER IDLE"}}}
+	tb := &texttable.Table{Cols: []texttable.Column{{Title: "  TTL", Right: true}, {Title: "HEALTHY FLOW"}, {Title: "AFTER IDLE"}}}
 	for _, r := range rows {
-		c := cell{text: clean(r.Expired)}
+		c := texttable.Cell{Text: clean(r.Expired)}
 		if loc.InFlow.Hop > 0 && r.TTL == loc.InFlow.Hop {
-			c.color = ansiRed
+			c.Color = ansiRed
 		}
-		tb.rows = append(tb.rows, []cell{{text: fmt.Sprint(r.TTL)}, {text: clean(r.Healthy)}, c})
+		tb.Rows = append(tb.Rows, []texttable.Cell{{Text: fmt.Sprint(r.TTL)}, {Text: clean(r.Healthy)}, c})
 	}
-	for _, l := range tb.render(tw.paint) {
+	for _, l := range tb.Render(tw.paint) {
 		tw.line(l)
 	}
 }
@@ -450,57 +451,4 @@ func isPlain(s string) bool {
 		}
 	}
 	return true
-}
-
-// table is a minimal aligned text table: columns separated by two
-// spaces, the last column unpadded, trailing blanks trimmed.
-type table struct {
-	cols []column
-	rows [][]cell
-}
-
-type column struct {
-	title string
-	right bool
-}
-
-type cell struct {
-	text  string
-	color string // ANSI colour, applied after padding so alignment holds
-}
-
-func (tb *table) render(paint func(color, s string) string) []string {
-	widths := make([]int, len(tb.cols))
-	for i, c := range tb.cols {
-		widths[i] = utf8.RuneCountInString(c.title)
-	}
-	for _, row := range tb.rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c.text))
-		}
-	}
-	header := make([]cell, len(tb.cols))
-	for i, c := range tb.cols {
-		header[i] = cell{text: c.title}
-	}
-	lines := make([]string, 0, len(tb.rows)+1)
-	for _, row := range append([][]cell{header}, tb.rows...) {
-		var b strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c.text))
-			switch {
-			case i == len(tb.cols)-1 && !tb.cols[i].right:
-				b.WriteString(paint(c.color, c.text))
-			case tb.cols[i].right:
-				b.WriteString(pad + paint(c.color, c.text))
-			default:
-				b.WriteString(paint(c.color, c.text) + pad)
-			}
-		}
-		lines = append(lines, strings.TrimRight(b.String(), " "))
-	}
-	return lines
 }

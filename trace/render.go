@@ -6,8 +6,8 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/hopcheck/hopcheck/internal/texttable"
 	"github.com/hopcheck/hopcheck/probe"
 )
 
@@ -176,16 +176,16 @@ func runSettings(t Trace) string {
 func (tw *textWriter) trace(t Trace) {
 	tw.line(fmt.Sprintf("hopcheck trace to %s %s%s", destination(t.Target), protocolLabel(t.Target), runSettings(t)))
 	if len(t.Hops) > 0 {
-		tb := &table{cols: []column{
-			{title: "HOP", right: true}, {title: "ADDRESS (HOSTNAME) [ASN]"},
-			{title: "LOSS%", right: true}, {title: "SENT", right: true}, {title: "RECV", right: true},
-			{title: "LAST", right: true}, {title: "AVG", right: true}, {title: "BEST", right: true},
-			{title: "WORST", right: true}, {title: "STDEV", right: true}, {title: "NOTE"},
+		tb := &texttable.Table{Cols: []texttable.Column{
+			{Title: "HOP", Right: true}, {Title: "ADDRESS (HOSTNAME) [ASN]"},
+			{Title: "LOSS%", Right: true}, {Title: "SENT", Right: true}, {Title: "RECV", Right: true},
+			{Title: "LAST", Right: true}, {Title: "AVG", Right: true}, {Title: "BEST", Right: true},
+			{Title: "WORST", Right: true}, {Title: "STDEV", Right: true}, {Title: "NOTE"},
 		}}
 		for _, h := range t.Hops {
 			tw.hopRows(tb, h)
 		}
-		for _, l := range tb.render(tw.paint) {
+		for _, l := range tb.Render(tw.paint) {
 			tw.line(l)
 		}
 	}
@@ -203,7 +203,7 @@ func (tw *textWriter) verdict(t Trace) string {
 	return tw.paint(ansiRed, "destination not reached")
 }
 
-func (tw *textWriter) hopRows(tb *table, h Hop) {
+func (tw *textWriter) hopRows(tb *texttable.Table, h Hop) {
 	lossColor := ""
 	switch h.LossKind {
 	case LossPath:
@@ -211,38 +211,38 @@ func (tw *textWriter) hopRows(tb *table, h Hop) {
 	case LossRateLimit:
 		lossColor = ansiYellow
 	}
-	row := []cell{
-		{text: fmt.Sprint(h.TTL)}, {}, {text: fmt.Sprintf("%.1f%%", h.LossPct), color: lossColor},
-		{text: fmt.Sprint(h.Sent)}, {text: fmt.Sprint(h.Received)},
+	row := []texttable.Cell{
+		{Text: fmt.Sprint(h.TTL)}, {}, {Text: fmt.Sprintf("%.1f%%", h.LossPct), Color: lossColor},
+		{Text: fmt.Sprint(h.Sent)}, {Text: fmt.Sprint(h.Received)},
 	}
 	if h.Received == 0 {
-		row[1] = cell{text: "*", color: ansiDim}
-		row = append(row, cell{text: "-"}, cell{text: "-"}, cell{text: "-"}, cell{text: "-"}, cell{text: "-"})
-		tb.rows = append(tb.rows, append(row, cell{text: h.Note, color: ansiDim}))
+		row[1] = texttable.Cell{Text: "*", Color: ansiDim}
+		row = append(row, texttable.Cell{Text: "-"}, texttable.Cell{Text: "-"}, texttable.Cell{Text: "-"}, texttable.Cell{Text: "-"}, texttable.Cell{Text: "-"})
+		tb.Rows = append(tb.Rows, append(row, texttable.Cell{Text: h.Note, Color: ansiDim}))
 		return
 	}
 	row = append(row, msCell(h.RTTms.Last), msCell(h.RTTms.Avg), msCell(h.RTTms.Min),
-		msCell(h.RTTms.Max), msCell(h.RTTms.Stdev), cell{text: h.Note, color: lossColor})
+		msCell(h.RTTms.Max), msCell(h.RTTms.Stdev), texttable.Cell{Text: h.Note, Color: lossColor})
 	if len(h.Responders) == 0 { // answers without an address: still a row
-		row[1] = cell{text: "?"}
-		tb.rows = append(tb.rows, row)
+		row[1] = texttable.Cell{Text: "?"}
+		tb.Rows = append(tb.Rows, row)
 		return
 	}
 	for i, r := range h.Responders {
 		if i == 0 {
-			row[1] = cell{text: responderLabel(r)}
-			tb.rows = append(tb.rows, row)
+			row[1] = texttable.Cell{Text: responderLabel(r)}
+			tb.Rows = append(tb.Rows, row)
 		} else {
 			// Extra ECMP responders: their own share of the replies.
 			note := fmt.Sprintf("recv %d", r.Received)
 			if len(r.Flows) > 0 {
 				note += fmt.Sprintf(" (%s %s)", pluralWord(len(r.Flows), "flow", "flows"), joinInts(r.Flows))
 			}
-			tb.rows = append(tb.rows, continuation(len(tb.cols), responderLabel(r), note))
+			tb.Rows = append(tb.Rows, continuation(len(tb.Cols), responderLabel(r), note))
 		}
 		// Labels do not widen the address column: a free line each, as mtr.
 		for _, l := range r.MPLS {
-			tb.free(1, "  "+mplsLabel(l))
+			tb.Free(1, "  "+mplsLabel(l))
 		}
 	}
 }
@@ -255,14 +255,14 @@ func pluralWord(n int, one, many string) string {
 }
 
 // continuation is a row with only the address and note columns.
-func continuation(ncols int, address, note string) []cell {
-	row := make([]cell, ncols)
-	row[1] = cell{text: address}
-	row[ncols-1] = cell{text: note}
+func continuation(ncols int, address, note string) []texttable.Cell {
+	row := make([]texttable.Cell, ncols)
+	row[1] = texttable.Cell{Text: address}
+	row[ncols-1] = texttable.Cell{Text: note}
 	return row
 }
 
-func msCell(ms float64) cell { return cell{text: fmt.Sprintf("%.2f", ms)} }
+func msCell(ms float64) texttable.Cell { return texttable.Cell{Text: fmt.Sprintf("%.2f", ms)} }
 
 // responderLabel is "ADDRESS (HOSTNAME) [ASN]" without the empty parts.
 func responderLabel(r Responder) string {
@@ -304,10 +304,10 @@ func (tw *textWriter) sideBySide(group []Trace) {
 	tw.line(fmt.Sprintf("hopcheck trace to %s: %s side by side%s",
 		destination(first.Target), strings.Join(labels, ", "), runSettings(first)))
 
-	tb := &table{cols: []column{{title: "HOP", right: true}}}
+	tb := &texttable.Table{Cols: []texttable.Column{{Title: "HOP", Right: true}}}
 	for _, l := range labels {
-		tb.cols = append(tb.cols, column{title: strings.ToUpper(l)},
-			column{title: "LOSS%", right: true}, column{title: "AVG", right: true})
+		tb.Cols = append(tb.Cols, texttable.Column{Title: strings.ToUpper(l)},
+			texttable.Column{Title: "LOSS%", Right: true}, texttable.Column{Title: "AVG", Right: true})
 	}
 	byTTL := make([]map[int]Hop, len(group))
 	var ttls []int
@@ -322,19 +322,19 @@ func (tw *textWriter) sideBySide(group []Trace) {
 	}
 	slices.Sort(ttls)
 	for _, ttl := range ttls {
-		row := []cell{{text: fmt.Sprint(ttl)}}
+		row := []texttable.Cell{{Text: fmt.Sprint(ttl)}}
 		for i := range group {
 			h, ok := byTTL[i][ttl]
 			if !ok {
-				row = append(row, cell{}, cell{}, cell{})
+				row = append(row, texttable.Cell{}, texttable.Cell{}, texttable.Cell{})
 				continue
 			}
 			row = append(row, compactResponder(h), compactLoss(h), compactAvg(h))
 		}
-		tb.rows = append(tb.rows, row)
+		tb.Rows = append(tb.Rows, row)
 	}
 	if len(ttls) > 0 {
-		for _, l := range tb.render(tw.paint) {
+		for _, l := range tb.Render(tw.paint) {
 			tw.line(l)
 		}
 	}
@@ -399,9 +399,9 @@ func lastAnsweringTTL(t Trace) int {
 
 // compactResponder is the first responder, "+N" for further ECMP ones and
 // the traceroute marker of an unreachable, if any.
-func compactResponder(h Hop) cell {
+func compactResponder(h Hop) texttable.Cell {
 	if h.Received == 0 || len(h.Responders) == 0 {
-		return cell{text: "*", color: ansiDim}
+		return texttable.Cell{Text: "*", Color: ansiDim}
 	}
 	s := h.Responders[0].Address
 	if n := len(h.Responders) - 1; n > 0 {
@@ -412,105 +412,23 @@ func compactResponder(h Hop) cell {
 			s += " " + strings.Fields(part)[0]
 		}
 	}
-	return cell{text: s}
+	return texttable.Cell{Text: s}
 }
 
-func compactLoss(h Hop) cell {
-	c := cell{text: fmt.Sprintf("%.1f%%", h.LossPct)}
+func compactLoss(h Hop) texttable.Cell {
+	c := texttable.Cell{Text: fmt.Sprintf("%.1f%%", h.LossPct)}
 	switch h.LossKind {
 	case LossPath:
-		c.color = ansiRed
+		c.Color = ansiRed
 	case LossRateLimit:
-		c.color = ansiYellow
+		c.Color = ansiYellow
 	}
 	return c
 }
 
-func compactAvg(h Hop) cell {
+func compactAvg(h Hop) texttable.Cell {
 	if h.Received == 0 {
-		return cell{text: "-"}
+		return texttable.Cell{Text: "-"}
 	}
 	return msCell(h.RTTms.Avg)
-}
-
-// table is a minimal aligned text table: columns separated by two spaces,
-// the last column unpadded, trailing blanks trimmed.
-type table struct {
-	cols []column
-	rows [][]cell
-	// freeLines are written after row index (len(rows) when added),
-	// starting at column col, without affecting the widths.
-	freeLines []freeLine
-}
-
-type freeLine struct {
-	after int
-	col   int
-	text  string
-}
-
-// free adds a line that starts at column col after the current rows.
-func (tb *table) free(col int, text string) {
-	tb.freeLines = append(tb.freeLines, freeLine{after: len(tb.rows), col: col, text: text})
-}
-
-type column struct {
-	title string
-	right bool
-}
-
-type cell struct {
-	text  string
-	color string // ANSI colour, applied after padding so alignment holds
-}
-
-func (tb *table) render(paint func(color, s string) string) []string {
-	widths := make([]int, len(tb.cols))
-	for i, c := range tb.cols {
-		widths[i] = utf8.RuneCountInString(c.title)
-	}
-	for _, row := range tb.rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c.text))
-		}
-	}
-	header := make([]cell, len(tb.cols))
-	for i, c := range tb.cols {
-		header[i] = cell{text: c.title}
-	}
-	lines := make([]string, 0, len(tb.rows)+len(tb.freeLines)+1)
-	free := tb.freeLines
-	writeFree := func(f freeLine) {
-		indent := 0
-		for _, w := range widths[:f.col] {
-			indent += w + 2
-		}
-		lines = append(lines, strings.Repeat(" ", indent)+f.text)
-	}
-	for r, row := range append([][]cell{header}, tb.rows...) {
-		// r counts the header: free lines added after n rows go before row n+1.
-		for ; len(free) > 0 && free[0].after < r; free = free[1:] {
-			writeFree(free[0])
-		}
-		var b strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c.text))
-			switch {
-			case i == len(tb.cols)-1 && !tb.cols[i].right:
-				b.WriteString(paint(c.color, c.text)) // nothing follows: no padding
-			case tb.cols[i].right:
-				b.WriteString(pad + paint(c.color, c.text))
-			default:
-				b.WriteString(paint(c.color, c.text) + pad)
-			}
-		}
-		lines = append(lines, strings.TrimRight(b.String(), " "))
-	}
-	for _, f := range free {
-		writeFree(f)
-	}
-	return lines
 }
