@@ -341,3 +341,27 @@ func TestRunServerIdleCloseStaysWithServer(t *testing.T) {
 		t.Errorf("culprit hop %d: a server's own timeout names no box on the path", rep.Targets[0].CulpritHop)
 	}
 }
+
+func TestRunMidstreamResetAtHop2(t *testing.T) {
+	rs := make([]lab.Router, 3)
+	rs[1].ResetAfterBytes = 1_000_000
+	l := buildLab(t, lab.Scenario{Name: "run-midstream-reset", Routers: rs})
+	start := time.Now()
+	rep, r := runReport(t, l, "--idle-max", "2s")
+	f := findKind(rep, "midstream-reset")
+	if f == nil {
+		t.Fatalf("no midstream-reset finding: %v\n%s", kindsOf(rep), r.stderr)
+	}
+	if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || string(f.Origin) != "middlebox" || f.Phase != "transfer" {
+		t.Errorf("midstream-reset at hop %d (%s) origin %s phase %s; want hop 2 (%s) middlebox, transfer", f.Hop, f.HopAddress, f.Origin, f.Phase, l.Router4[1])
+	}
+	if rep.Targets[0].CulpritHop != 2 {
+		t.Errorf("culprit hop %d, want 2", rep.Targets[0].CulpritHop)
+	}
+	// Only the large transfer crosses the limit: the short connections of
+	// the other tests stay clean.
+	if len(rep.Findings) != 1 {
+		t.Errorf("findings %v, want only the midstream reset", kindsOf(rep))
+	}
+	t.Logf("run: %v, wall %v", kindsOf(rep), time.Since(start).Round(100*time.Millisecond))
+}

@@ -314,3 +314,63 @@ func TestTCPIdleResetUnprivileged(t *testing.T) {
 	}
 	t.Logf("unprivileged idle-reset: T=%.2fs, evidence %v", f.IdleTimeoutS, f.Evidence)
 }
+
+// A router that resets flows beyond 1 MB: the 8 MiB download (and an
+// echoed upload) is reset after the handshakes, mid-transfer, and the flow
+// observer puts the RST at hop 2, not at the server.
+func TestTCPDataResetMidstreamByRouter(t *testing.T) {
+	const limit = 1_000_000
+	rs := make([]lab.Router, 3)
+	rs[1].ResetAfterBytes = limit
+	l := buildLab(t, lab.Scenario{Name: "midstream-reset-r2", Routers: rs})
+	for _, c := range []struct {
+		target string
+		router string
+		// minBytes: what must have arrived before the reset. A download
+		// gets about limit (the ACKs count too); an echo sends most of it.
+		minBytes int64
+	}{
+		{fmt.Sprintf("https://%s", l.Server4), l.Router4[1].String(), limit * 9 / 10},
+		{fmt.Sprintf("https://[%s]", l.Server6), l.Router6[1].String(), limit * 9 / 10},
+		{fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort), l.Router4[1].String(), 32 << 10},
+	} {
+		t.Run(c.target, func(t *testing.T) {
+			rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, c.target)
+			if len(rep.Results) != 1 || len(rep.Results[0].Connections) != 1 {
+				t.Fatalf("want one result with one connection: %s", resultSummary(rep))
+			}
+			res := rep.Results[0]
+			conn := res.Connections[0]
+			// A reset after the TCP handshake and, for HTTPS, after TLS and
+			// the first exchange: in the transfer.
+			if conn.Outcome != tcpcheck.OutcomeReset || conn.Phase != tcpcheck.PhaseRequest || conn.Phases.TCP <= 0 {
+				t.Errorf("connection %s in phase %q (%s), want reset in %q; %s", conn.Outcome, conn.Phase, conn.Error, tcpcheck.PhaseRequest, resultSummary(rep))
+			}
+			if res.App == "https" && (conn.Phases.TLS <= 0 || conn.Phases.FirstByte <= 0) {
+				t.Errorf("phases %+v: TLS and the first exchange should have completed", conn.Phases)
+			}
+			if tr := res.Transfer; tr == nil || tr.Stalled || tr.Bytes < c.minBytes || tr.Bytes > 2*limit {
+				t.Errorf("transfer %+v, want %d..%d bytes, not stalled", tr, c.minBytes, 2*limit)
+			}
+			if res.ServerHop != len(rs)+1 {
+				t.Errorf("server hop %d (TTL %d), want %d", res.ServerHop, res.ServerTTL, len(rs)+1)
+			}
+			if len(conn.Packets) == 0 {
+				t.Errorf("the observer captured no RST")
+			}
+			for _, p := range conn.Packets {
+				if !strings.Contains(p.Flags, "RST") || p.Origin != probe.OriginMiddlebox || p.Hop != 2 {
+					t.Errorf("captured %s from %s at hop %d (TTL %d), want RSTs from the middlebox at hop 2", p.Flags, p.Origin, p.Hop, p.TTL)
+				}
+			}
+			f := oneFinding(t, rep, tcpcheck.KindMidstreamReset)
+			if f.Origin != probe.OriginMiddlebox || f.Hop != 2 || f.HopAddress != c.router || f.Confidence != "high" {
+				t.Errorf("origin %s hop %d (%s) confidence %s, want middlebox hop 2 (%s), high; evidence %v", f.Origin, f.Hop, f.HopAddress, f.Confidence, c.router, f.Evidence)
+			}
+			if len(rep.Findings) != 1 {
+				t.Errorf("findings %+v, want only the reset", rep.Findings)
+			}
+			t.Logf("reset after %d bytes at hop %d (%s), server hop %d, wall %v", res.Transfer.Bytes, f.Hop, f.HopAddress, res.ServerHop, wall.Round(time.Millisecond))
+		})
+	}
+}

@@ -32,6 +32,11 @@
 //     entry and is "ct state invalid", which the router resets or drops.
 //     Expiry is checked when the next packet is looked up, so it is exact:
 //     idle T-20ms survives, T+20ms does not.
+//   - Mid-stream resets: Router.ResetAfterBytes reads conntrack's per-flow
+//     byte counters (ct bytes, accounting on). nft's reject answers only the
+//     sender of a packet, so the client's next packet past the limit draws
+//     the RST and marks the flow; the server's packets of a marked flow
+//     draw one too.
 //   - DAD is off (nodad, accept_dad=0) and the two ends of each veth get
 //     distinct ifindexes: with equal ones (both 2 in fresh namespaces)
 //     linkwatch reports carrier up to a second late, and IPv6 loses packets

@@ -33,6 +33,11 @@ type Router struct {
 	MSSClamp        int           // rewrite the MSS option of forwarded SYNs and SYN-ACKs to this value
 	Masquerade      bool          // source NAT out of the server-side interface
 	SYNResetPercent int           // reject this percentage of forwarded SYNs with a TCP reset
+	// ResetAfterBytes resets a TCP flow once conntrack has counted more
+	// than this many bytes of it, both directions together (IP headers
+	// included): the client's next packet draws a reset, and from then on
+	// so does every packet of the server. 0 = never.
+	ResetAfterBytes int64
 }
 
 // Server configures the lab server. Zero values mean the defaults.

@@ -499,6 +499,71 @@ func TestLabIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestLabResetAfterBytes: r2 resets flows beyond 256 KiB. An echoed flow
+// (its bytes count twice) is reset once about 128 KiB went each way, well
+// before 256 KiB; below that it works, and a new flow starts from zero.
+func TestLabResetAfterBytes(t *testing.T) {
+	t.Parallel()
+	const limit = 256 << 10
+	l := buildLab(t, lab.Scenario{Name: "reset-after-bytes", Routers: []lab.Router{{}, {ResetAfterBytes: limit}}})
+	chunk := strings.Repeat("x", 8<<10)
+	for _, server := range []netip.Addr{l.Server4, l.Server6} {
+		t.Run(server.String(), func(t *testing.T) {
+			for attempt := range 2 { // the second flow shows the count is per flow
+				c, err := clientDial(t, l, hostPort(server, l.Server.EchoPort), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				echoed, end := 0, outcomeOK
+				for echoed < limit {
+					if end = classify(echo(c, chunk, 3*time.Second)); end != outcomeOK {
+						break
+					}
+					echoed += len(chunk)
+				}
+				c.Close()
+				t.Logf("flow %d: %s after %d bytes echoed", attempt+1, end, echoed)
+				// Both directions and the headers count: the reset comes
+				// after a little less than limit/2 echoed.
+				if end != outcomeReset || echoed < limit/2-64<<10 || echoed > limit/2 {
+					t.Errorf("flow %d: %s after %d bytes echoed, want reset after %d..%d", attempt+1, end, echoed, limit/2-64<<10, limit/2)
+				}
+			}
+		})
+	}
+	// A download: the client is reset, and so is the server, which keeps
+	// sending into the marked flow; no connection stays open on it.
+	t.Run("download resets both ends", func(t *testing.T) {
+		c := httpsClient(t, l)
+		resp, err := c.Get("https://" + hostPort(l.Server4, l.Server.HTTPSPort) + "/large")
+		var n int64
+		if err == nil {
+			n, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		// What was in flight when the client's ACK drew the reset still
+		// arrives: a little more than the limit.
+		if classify(err) != outcomeReset || n < limit*3/4 || n > 2*limit {
+			t.Fatalf("GET /large: %d bytes, %v; want a reset after %d..%d bytes", n, err, limit*3/4, 2*limit)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			out, err := l.Command(context.Background(), l.ServerNS, "ss", "-Htn", "state", "established", "( sport = :443 )").Output()
+			if err != nil {
+				t.Fatalf("ss: %v", err)
+			}
+			if strings.TrimSpace(string(out)) == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the server still holds the reset flow after 2s:\n%s", out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("client reset after %d bytes; the server's side is gone too", n)
+	})
+}
+
 // TestLabPMTU: r1's link toward the server has MTU 1400 and r1 reports it;
 // r2's has 1300 and r2 hides frag-needed/packet-too-big (a black hole).
 func TestLabPMTU(t *testing.T) {

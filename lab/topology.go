@@ -109,6 +109,8 @@ func validateScenario(sc Scenario) error {
 			return fmt.Errorf("%s: MSSClamp %d outside 88..65495", where, r.MSSClamp)
 		case r.SYNResetPercent < 0 || r.SYNResetPercent > 100:
 			return fmt.Errorf("%s: SYNResetPercent %d outside 0..100", where, r.SYNResetPercent)
+		case r.ResetAfterBytes < 0:
+			return fmt.Errorf("%s: ResetAfterBytes %d is negative", where, r.ResetAfterBytes)
 		}
 	}
 	s := sc.Server
@@ -220,6 +222,12 @@ func planTopology(id string, sc Scenario) (topology, error) {
 					"net.netfilter.nf_conntrack_tcp_timeout_established="+strconv.Itoa(idleSeconds(r.IdleTimeout)),
 					"net.netfilter.nf_conntrack_tcp_loose=0")
 			}
+			if r.ResetAfterBytes > 0 {
+				// ct bytes reads conntrack's per-flow counters, which exist
+				// only for flows created while accounting is on (nft turns it
+				// on for such a rule on recent kernels; older ones need this).
+				nd.sysctls = append(nd.sysctls, "net.netfilter.nf_conntrack_acct=1")
+			}
 			for k := 0; k <= n; k++ {
 				switch {
 				case k < idx-1: // behind the left neighbour
@@ -248,6 +256,10 @@ func idleSeconds(d time.Duration) int {
 	}
 	return s
 }
+
+// resetAfterBytesMark is the conntrack mark of a flow that
+// Router.ResetAfterBytes has reset toward the client.
+const resetAfterBytesMark = 0x68630001 // "hc" 1
 
 // ICMP error types, as nft names them. Neighbour discovery (133-137) is
 // deliberately absent so that IPv6 keeps working on a NoICMP router.
@@ -282,6 +294,16 @@ func routerRuleset(r Router) string {
 	if r.SYNResetPercent > 0 {
 		// Only connection-opening SYNs (not SYN-ACKs).
 		w("\t\ttcp flags & (syn | ack) == syn numgen random mod 100 < %d reject with tcp reset", r.SYNResetPercent)
+	}
+	if r.ResetAfterBytes > 0 {
+		// nft can only reset the sender of a packet. The client's packets
+		// (its ACKs keep coming while data flows) draw the reset, which
+		// marks the flow; the server's packets of a marked flow draw one
+		// too, so both ends are reset, as by an inspecting firewall. Only
+		// the client side is tied to the byte count: were the server reset
+		// first, a client with nothing to send would never hear of it.
+		w("\t\tmeta l4proto tcp ct direction original ct bytes > %d ct mark set 0x%08x reject with tcp reset", r.ResetAfterBytes, resetAfterBytesMark)
+		w("\t\tmeta l4proto tcp ct direction reply ct mark 0x%08x reject with tcp reset", resetAfterBytesMark)
 	}
 	if r.MSSClamp > 0 {
 		// SYN and SYN-ACK, as an MSS-clamping middlebox does.

@@ -104,6 +104,17 @@ func TestPlanTopologyNoRouters(t *testing.T) {
 	mustContain(t, topo.nodes[1].ipBatch, "route add default via 198.18.0.1")
 }
 
+func TestPlanTopologyResetAfterBytesTurnsOnAccounting(t *testing.T) {
+	topo, err := planTopology("hc1x0abc", Scenario{Routers: []Router{{}, {ResetAfterBytes: 1000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, topo.nodes[2].sysctls, "net.netfilter.nf_conntrack_acct=1")
+	if slices.Contains(topo.nodes[1].sysctls, "net.netfilter.nf_conntrack_acct=1") {
+		t.Errorf("router without ResetAfterBytes got conntrack accounting: %v", topo.nodes[1].sysctls)
+	}
+}
+
 func TestValidateScenario(t *testing.T) {
 	tests := []struct {
 		name string
@@ -113,13 +124,14 @@ func TestValidateScenario(t *testing.T) {
 	}{
 		{"zero", Router{}, Server{}, ""},
 		{"all knobs", Router{NoICMP: true, ICMPRateLimit: 5, DropTCPPort: 443, IdleTimeout: time.Second, IdleAction: "reset",
-			LinkMTU: 1280, HideFragNeeded: true, MSSClamp: 1200, Masquerade: true, SYNResetPercent: 100}, Server{}, ""},
+			LinkMTU: 1280, HideFragNeeded: true, MSSClamp: 1200, Masquerade: true, SYNResetPercent: 100, ResetAfterBytes: 1}, Server{}, ""},
 		{"idle action typo", Router{IdleTimeout: time.Second, IdleAction: "rst"}, Server{}, `IdleAction "rst"`},
 		{"idle action without timeout", Router{IdleAction: "drop"}, Server{}, "needs an IdleTimeout"},
 		{"mtu below v6 minimum", Router{LinkMTU: 1000}, Server{}, "LinkMTU 1000"},
 		{"syn percent", Router{SYNResetPercent: 101}, Server{}, "SYNResetPercent 101"},
 		{"negative rate", Router{ICMPRateLimit: -1}, Server{}, "ICMPRateLimit -1"},
 		{"mss", Router{MSSClamp: 40}, Server{}, "MSSClamp 40"},
+		{"negative byte limit", Router{ResetAfterBytes: -1}, Server{}, "ResetAfterBytes -1"},
 		{"port", Router{}, Server{EchoPort: 70000}, "EchoPort 70000"},
 	}
 	for _, tc := range tests {
@@ -144,7 +156,7 @@ func TestRouterRuleset(t *testing.T) {
 	}{
 		{"plain keeps conntrack on", Router{},
 			[]string{"table inet hopcheck {", "hook forward", "ct state invalid counter"},
-			[]string{"chain output", "masquerade"}},
+			[]string{"chain output", "masquerade", "ct bytes", "ct mark"}},
 		{"no icmp spares neighbour discovery", Router{NoICMP: true},
 			[]string{"icmp type { destination-unreachable, source-quench, redirect, time-exceeded, parameter-problem } drop",
 				"icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } drop"},
@@ -162,6 +174,10 @@ func TestRouterRuleset(t *testing.T) {
 		{"masquerade", Router{Masquerade: true}, []string{"hook postrouting priority srcnat", `oifname "toserver" masquerade`}, nil},
 		{"syn reset", Router{SYNResetPercent: 30},
 			[]string{"tcp flags & (syn | ack) == syn numgen random mod 100 < 30 reject with tcp reset"}, nil},
+		{"reset after bytes: the client's packets by count, the server's once marked", Router{ResetAfterBytes: 1 << 20},
+			[]string{"meta l4proto tcp ct direction original ct bytes > 1048576 ct mark set 0x68630001 reject with tcp reset",
+				"meta l4proto tcp ct direction reply ct mark 0x68630001 reject with tcp reset"},
+			[]string{"ct direction reply ct bytes"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

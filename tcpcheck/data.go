@@ -2,7 +2,10 @@ package tcpcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hopcheck/hopcheck/probe"
@@ -42,20 +45,26 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	xferStart := time.Now()
 	cn.lastRead.Store(xferStart.UnixNano())
 	var werr error
+	// echoWrite gets the echo writer's end (nil: all sent); nil channel
+	// for HTTPS, whose one request is written here.
+	var echoWrite chan error
 	if s.opt.Dial.App == AppHTTPS {
 		path := cn.cfg.Path
 		cn.cfg.Path = opt.DataPath
 		werr = cn.writeRequest(time.Now().Add(opt.Dial.RequestTimeout))
 		cn.cfg.Path = path
 	} else {
+		echoWrite = make(chan error, 1)
 		go func() {
 			chunk := make([]byte, 32<<10)
 			for sent := 0; sent < echoVolume; sent += len(chunk) {
 				_ = cn.c.SetWriteDeadline(time.Now().Add(opt.StallAfter + 5*time.Second))
 				if _, err := cn.c.Write(chunk); err != nil {
+					echoWrite <- err
 					return
 				}
 			}
+			echoWrite <- nil
 		}()
 	}
 	outcome, stalled := OutcomeOK, false
@@ -95,13 +104,19 @@ loop:
 	if werr != nil {
 		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, time.Now()
 	}
+	// Right after a plain TCP dial the observer may not have read the
+	// SYN-ACK yet; by now it has.
+	s.learn(cn.Local.Port())
 	moved := cn.received.Load() - before
 	rec.Uses = 1
+	var attr *probe.Attribution
+	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset() || outcome == OutcomeClosed)
+	if outcome == OutcomeClosed {
+		outcome, endErr = closedOrReset(endErr, echoWriteEnd(echoWrite), rec.Packets)
+	}
 	if outcome != OutcomeOK {
 		rec.Outcome, rec.Phase, rec.Error, rec.EndS = outcome, PhaseRequest, endErr.Error(), s.since(endAt)
 	}
-	var attr *probe.Attribution
-	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset())
 	var infoEv []string
 	tr := &Transfer{Bytes: moved, DurationS: seconds(time.Since(xferStart)), Stalled: stalled}
 	s.res.Transfer = tr
@@ -132,6 +147,41 @@ loop:
 		findings = append(findings, f)
 	}
 	return s.res, findings
+}
+
+// echoWriteEnd returns how the echo writer ended, waiting briefly: after
+// a RST it returns at once. nil when it is still writing, ended cleanly,
+// or there is none (HTTPS).
+func echoWriteEnd(echoWrite <-chan error) error {
+	if echoWrite == nil {
+		return nil
+	}
+	select {
+	case err := <-echoWrite:
+		return err
+	case <-time.After(100 * time.Millisecond):
+		return nil
+	}
+}
+
+// closedOrReset decides whether a transfer whose reader saw EOF was reset.
+// Only the first syscall after a RST gets ECONNRESET: when the echo writer
+// took it, the reader sees a plain EOF. Captured packets decide first (the
+// first FIN or RST ended the flow; a server that closed and then reset our
+// further data closed it), else the writer's error.
+func closedOrReset(readErr, writeErr error, packets []PacketRec) (Outcome, error) {
+	switch {
+	case len(packets) > 0 && strings.Contains(packets[0].Flags, "RST"):
+		if errors.Is(writeErr, syscall.ECONNRESET) {
+			return OutcomeReset, writeErr
+		}
+		return OutcomeReset, fmt.Errorf("%w, but the flow ended with a captured %s", readErr, packets[0].Flags)
+	case len(packets) > 0:
+		return OutcomeClosed, readErr
+	case errors.Is(writeErr, syscall.ECONNRESET):
+		return OutcomeReset, writeErr
+	}
+	return OutcomeClosed, readErr
 }
 
 func stallFinding(s *session, what string, more []string) Finding {

@@ -107,3 +107,27 @@ func TestWilson(t *testing.T) {
 		}
 	}
 }
+
+func TestClosedOrReset(t *testing.T) {
+	reset := fmt.Errorf("write tcp: %w", syscall.ECONNRESET)
+	rst := []PacketRec{{Flags: "RST+ACK"}}
+	fin := []PacketRec{{Flags: "FIN+ACK"}, {Flags: "RST"}}
+	for _, c := range []struct {
+		name     string
+		writeErr error
+		packets  []PacketRec
+		want     Outcome
+	}{
+		{"plain EOF", nil, nil, OutcomeClosed},
+		{"the writer took the reset", reset, nil, OutcomeReset},
+		{"a broken pipe alone is no evidence", syscall.EPIPE, nil, OutcomeClosed},
+		{"captured RST", nil, rst, OutcomeReset},
+		{"FIN first, RST after: closed", reset, fin, OutcomeClosed},
+		{"captured RST and the writer's reset", reset, rst, OutcomeReset},
+	} {
+		got, err := closedOrReset(io.EOF, c.writeErr, c.packets)
+		if got != c.want || err == nil {
+			t.Errorf("%s: %s (%v), want %s", c.name, got, err, c.want)
+		}
+	}
+}
