@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 	"unsafe"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,48 +43,16 @@ func (o LocaliseOptions) withDefaults() LocaliseOptions {
 // ---------------------------------------------------------------------------
 // Raw sockets toward one destination
 
-// rawPath holds the raw sockets of one localisation run toward one
-// destination: IPv4 probes are sent whole (IP_HDRINCL) through a raw ICMP
-// socket that also reads every ICMP message; IPv6 probes go through a raw
-// socket of their protocol with the hop limit as ancillary data. Every
-// socket is opened by openPath on the calling goroutine (so a caller that
-// switched its thread into a network namespace gets them there); the
-// readers only read.
+// rawPath is the raw sockets of one localisation run toward one
+// destination, their events queued for the probe loop to read with next.
 type rawPath struct {
-	dst, src netip.Addr
-	proto    int // IP protocol of the probes
-
-	conn4 *ipv4.RawConn    // IPv4: sends, reads ICMP
-	tcp4  *ipv4.RawConn    // IPv4: reads TCP (readTCP)
-	icmp6 *ipv6.PacketConn // IPv6: reads ICMPv6, sends echo requests
-	send6 *ipv6.PacketConn // IPv6: sends TCP/UDP, reads TCP (readTCP)
-
+	*rawSockets
 	events chan pathEvent
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
 }
 
-// pathEvent is one ICMP message or TCP segment a rawPath read.
-type pathEvent struct {
-	At       time.Time
-	From     netip.Addr
-	ReplyTTL int // TTL / hop limit of the received packet, -1 unknown
-	ICMP     *ICMPMessage
-	TCP      *TCPSegment
-}
-
-type pathConfig struct {
-	dst, src netip.Addr // src zero: the kernel's choice toward dst
-	proto    int        // protoTCP, protoUDP, protoICMP (ICMPv6 for an IPv6 dst)
-	readTCP  bool       // read TCP segments from dst
-	// dontFrag (IPv6): never fragment locally and ignore a cached path MTU
-	// (IPV6_DONTFRAG, IPV6_PMTUDISC_PROBE); IPv4 probes carry DF anyway
-	// and raw IP_HDRINCL sends are only checked against the device MTU.
-	dontFrag bool
-}
-
-func openPath(cfg pathConfig) (*rawPath, error) {
+// openPath opens the sockets of cfg; a zero cfg.src is the kernel's
+// choice toward cfg.dst.
+func openPath(cfg rawSocketsConfig) (*rawPath, error) {
 	dst := cfg.dst.Unmap()
 	if !dst.IsValid() {
 		return nil, fmt.Errorf("raw path: no destination")
@@ -102,259 +67,29 @@ func openPath(cfg pathConfig) (*rawPath, error) {
 	if _, err := addrFamily(src, dst); err != nil {
 		return nil, fmt.Errorf("raw path: %w", err)
 	}
-	proto := cfg.proto
-	if dst.Is6() && proto == protoICMP {
-		proto = protoICMPv6
-	}
-	p := &rawPath{dst: dst, src: src, proto: proto, events: make(chan pathEvent, 512), done: make(chan struct{})}
-	if err := p.open(cfg); err != nil {
-		p.closeSockets()
+	cfg.dst, cfg.src = dst, src
+	socks, err := openRawSockets(cfg)
+	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 			return nil, fmt.Errorf("raw path toward %s: %w", dst, ErrNoRawAccess)
 		}
 		return nil, fmt.Errorf("raw path toward %s: %w", dst, err)
 	}
-	p.startReaders(cfg.readTCP)
+	p := &rawPath{rawSockets: socks, events: make(chan pathEvent, 512)}
+	p.startReaders(p.emit)
 	return p, nil
-}
-
-func (p *rawPath) open(cfg pathConfig) error {
-	if p.dst.Is4() {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		if err != nil {
-			return fmt.Errorf("open raw icmp socket: %w", err)
-		}
-		if p.conn4, err = ipv4.NewRawConn(c); err != nil {
-			c.Close()
-			return fmt.Errorf("raw icmp socket: %w", err)
-		}
-		if cfg.dontFrag {
-			// Raw IP_HDRINCL packets still meet ip_fragment, which refuses
-			// DF packets above a cached path MTU (EMSGSIZE) unless the
-			// socket only probes: then the device MTU counts.
-			if err := setSockInt(c, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
-				return fmt.Errorf("ipv4 path MTU probing: %w", err)
-			}
-		}
-		if cfg.readTCP {
-			c, err := net.ListenPacket("ip4:tcp", p.src.String())
-			if err != nil {
-				return fmt.Errorf("open raw tcp socket: %w", err)
-			}
-			if p.tcp4, err = ipv4.NewRawConn(c); err != nil {
-				c.Close()
-				return fmt.Errorf("raw tcp socket: %w", err)
-			}
-		}
-		return nil
-	}
-	c6, err := listenICMP6(p.src.String())
-	if err != nil {
-		return err
-	}
-	p.icmp6 = c6
-	sender := p.icmp6.PacketConn
-	if p.proto != protoICMPv6 {
-		network := "ip6:tcp"
-		if p.proto == protoUDP {
-			network = "ip6:udp"
-		}
-		sc, err := net.ListenPacket(network, p.src.String())
-		if err != nil {
-			return fmt.Errorf("open raw %s socket: %w", network, err)
-		}
-		p.send6 = ipv6.NewPacketConn(sc)
-		sender = sc
-		if err := p.send6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
-			return fmt.Errorf("ipv6 hop limit control messages: %w", err)
-		}
-	}
-	if cfg.dontFrag {
-		if err := setSockInt(sender, unix.IPPROTO_IPV6, unix.IPV6_DONTFRAG, 1); err != nil {
-			return fmt.Errorf("ipv6 don't-fragment: %w", err)
-		}
-		if err := setSockInt(sender, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_PROBE); err != nil {
-			return fmt.Errorf("ipv6 path MTU probing: %w", err)
-		}
-	}
-	return nil
-}
-
-// setSockInt sets an integer socket option on c.
-func setSockInt(c any, level, opt, value int) error {
-	rc := syscallConn(c)
-	if rc == nil {
-		return fmt.Errorf("no raw connection")
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
-		return err
-	}
-	return serr
-}
-
-func (p *rawPath) startReaders(readTCP bool) {
-	if p.conn4 != nil {
-		p.wg.Add(1)
-		go p.readICMP4()
-	}
-	if p.tcp4 != nil {
-		p.wg.Add(1)
-		go p.readTCP4()
-	}
-	if p.icmp6 != nil {
-		p.wg.Add(1)
-		go p.readICMP6()
-	}
-	if p.send6 != nil && readTCP && p.proto == protoTCP {
-		p.wg.Add(1)
-		go p.readTCP6()
-	}
 }
 
 func (p *rawPath) emit(ev pathEvent) {
 	select {
 	case p.events <- ev:
-	case <-p.done:
+	case <-p.stopping():
 	}
 }
 
-func (p *rawPath) readICMP4() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		h, payload, _, err := p.conn4.ReadFrom(buf)
-		if err != nil {
-			if p.stopped(err) {
-				return
-			}
-			continue
-		}
-		m, err := DecodeICMPv4(payload)
-		if err != nil {
-			continue
-		}
-		from, _ := netip.AddrFromSlice(h.Src.To4())
-		p.emit(pathEvent{At: time.Now(), From: from, ReplyTTL: h.TTL, ICMP: &m})
-	}
-}
-
-func (p *rawPath) readICMP6() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		n, cm, src, err := p.icmp6.ReadFrom(buf)
-		if err != nil {
-			if p.stopped(err) {
-				return
-			}
-			continue
-		}
-		m, err := DecodeICMPv6(buf[:n])
-		if err != nil {
-			continue
-		}
-		hl := -1
-		if cm != nil {
-			hl = cm.HopLimit
-		}
-		p.emit(pathEvent{At: time.Now(), From: addrOf(src), ReplyTTL: hl, ICMP: &m})
-	}
-}
-
-func (p *rawPath) readTCP4() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		h, payload, _, err := p.tcp4.ReadFrom(buf)
-		if err != nil {
-			if p.stopped(err) {
-				return
-			}
-			continue
-		}
-		from, _ := netip.AddrFromSlice(h.Src.To4())
-		if from != p.dst {
-			continue
-		}
-		s, err := DecodeTCPSegment(payload)
-		if err != nil {
-			continue
-		}
-		p.emit(pathEvent{At: time.Now(), From: from, ReplyTTL: h.TTL, TCP: &s})
-	}
-}
-
-func (p *rawPath) readTCP6() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		n, cm, src, err := p.send6.ReadFrom(buf)
-		if err != nil {
-			if p.stopped(err) {
-				return
-			}
-			continue
-		}
-		from := addrOf(src)
-		if from != p.dst {
-			continue
-		}
-		s, err := DecodeTCPSegment(buf[:n])
-		if err != nil {
-			continue
-		}
-		hl := -1
-		if cm != nil {
-			hl = cm.HopLimit
-		}
-		p.emit(pathEvent{At: time.Now(), From: from, ReplyTTL: hl, TCP: &s})
-	}
-}
-
-func (p *rawPath) stopped(err error) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-	}
-	return errors.Is(err, net.ErrClosed)
-}
-
-// send transmits one probe: transport is the transport header and
-// payload (checksummed for src and dst); ipid and df apply to IPv4.
+// send transmits one probe toward the path's destination (see sendTo).
 func (p *rawPath) send(transport []byte, ttl int, ipid uint16, df bool) error {
 	return p.sendTo(p.dst, transport, ttl, ipid, df)
-}
-
-// sendTo is send toward another destination of the same family (ICMP
-// echo probes only: the other sockets are bound to p's protocol).
-func (p *rawPath) sendTo(dst netip.Addr, transport []byte, ttl int, ipid uint16, df bool) error {
-	if dst.Is4() != p.dst.Is4() {
-		return fmt.Errorf("send to %s: not of the family of %s", dst, p.dst)
-	}
-	if p.dst.Is4() {
-		h := &ipv4.Header{
-			Version: ipv4.Version, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(transport),
-			ID: int(ipid), TTL: ttl, Protocol: p.proto,
-			Src: net.IP(p.src.AsSlice()), Dst: net.IP(dst.AsSlice()),
-		}
-		if df {
-			h.Flags = ipv4.DontFragment
-		}
-		if err := p.conn4.WriteTo(h, transport, nil); err != nil {
-			return fmt.Errorf("send %d bytes ttl %d to %s: %w", h.TotalLen, ttl, dst, err)
-		}
-		return nil
-	}
-	conn := p.send6
-	if p.proto == protoICMPv6 {
-		conn = p.icmp6
-	}
-	if _, err := conn.WriteTo(transport, &ipv6.ControlMessage{HopLimit: ttl}, &net.IPAddr{IP: net.IP(dst.AsSlice())}); err != nil {
-		return fmt.Errorf("send %d bytes hop limit %d to %s: %w", ipv6HeaderLen+len(transport), ttl, dst, err)
-	}
-	return nil
 }
 
 // next returns the next event, or false at the deadline or when ctx ends.
@@ -381,27 +116,9 @@ func (p *rawPath) next(ctx context.Context, deadline time.Time) (pathEvent, bool
 
 // Close stops the readers and closes the sockets.
 func (p *rawPath) Close() error {
-	p.once.Do(func() {
-		close(p.done)
-		p.closeSockets()
-		p.wg.Wait()
-	})
+	p.stop()
+	p.waitReaders()
 	return nil
-}
-
-func (p *rawPath) closeSockets() {
-	if p.conn4 != nil {
-		p.conn4.Close()
-	}
-	if p.tcp4 != nil {
-		p.tcp4.Close()
-	}
-	if p.icmp6 != nil {
-		p.icmp6.Close()
-	}
-	if p.send6 != nil {
-		p.send6.Close()
-	}
 }
 
 // referenceQuote is the quote an untouched probe produces at the hop where
@@ -472,7 +189,7 @@ func ProbeRewrites(ctx context.Context, dst netip.AddrPort, maxTTL int, opt Loca
 		return nil, fmt.Errorf("probe rewrites: %w", err)
 	}
 	defer holder.Close()
-	path, err := openPath(pathConfig{dst: daddr, src: src, proto: protoTCP, readTCP: true})
+	path, err := openPath(rawSocketsConfig{dst: daddr, src: src, proto: protoTCP, readTCP: true})
 	if err != nil {
 		return nil, fmt.Errorf("probe rewrites: %w", err)
 	}
@@ -652,7 +369,7 @@ func ProbeNAT(ctx context.Context, sent, seen netip.AddrPort, dst netip.Addr, ma
 // itself replied and the address that answered time-exceeded toward dst
 // at that TTL (zero if none).
 func echoDistance(ctx context.Context, target, dst netip.Addr, maxTTL int, opt LocaliseOptions) (int, netip.Addr, error) {
-	path, err := openPath(pathConfig{dst: dst, proto: protoICMP})
+	path, err := openPath(rawSocketsConfig{dst: dst, proto: protoICMP})
 	if err != nil {
 		return 0, netip.Addr{}, err
 	}
@@ -810,7 +527,7 @@ func ProbeInFlow(ctx context.Context, flow FlowState, maxTTL int, opt LocaliseOp
 	if err := checkLocalAddr(local.Addr()); err != nil {
 		return nil, fmt.Errorf("probe in-flow: %w", err)
 	}
-	path, err := openPath(pathConfig{dst: remote.Addr(), src: local.Addr(), proto: protoTCP, readTCP: true})
+	path, err := openPath(rawSocketsConfig{dst: remote.Addr(), src: local.Addr(), proto: protoTCP, readTCP: true})
 	if err != nil {
 		return nil, fmt.Errorf("probe in-flow: %w", err)
 	}

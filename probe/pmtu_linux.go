@@ -242,7 +242,7 @@ func newPMTUProber(dst netip.Addr, opt PMTUOptions) (*pmtuProber, error) {
 		}
 		p.sport, p.holder = ports[0], holders[0]
 	}
-	if p.path, err = openPath(pathConfig{dst: dst, src: src, proto: proto, readTCP: proto == protoTCP, dontFrag: true}); err != nil {
+	if p.path, err = openPath(rawSocketsConfig{dst: dst, src: src, proto: proto, readTCP: proto == protoTCP, dontFrag: true}); err != nil {
 		if p.holder != nil {
 			p.holder.Close()
 		}

@@ -147,7 +147,7 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 			src = client6
 		}
 		p := &pmtuProber{opt: PMTUOptions{Protocol: proto}.withDefaults(), ident: fixtureIdent, sport: 40000,
-			path: &rawPath{dst: dst, src: src}}
+			path: &rawPath{rawSockets: &rawSockets{dst: dst, src: src}}}
 		if proto == TCP {
 			p.sport = 40018
 			p.opt.Port = 81

@@ -2,18 +2,13 @@ package probe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,19 +33,11 @@ type rawProber struct {
 	// ports are the reserved source ports, one per Paris flow.
 	ports   []uint16
 	holders []io.Closer
-
-	raw4  *ipv4.RawConn    // IPv4: sends all probes, reads ICMP
-	tcp4  *ipv4.RawConn    // IPv4 TCP: reads SYN-ACK/RST
-	icmp6 *ipv6.PacketConn // IPv6: reads ICMPv6, sends echo
-	send6 *ipv6.PacketConn // IPv6 TCP/UDP: sends (and reads TCP)
-	// Raw connections of the reading sockets, for kernel receive stamps.
-	stampICMP4, stampTCP4, stampICMP6, stampSend6 syscall.RawConn
+	socks   *rawSockets
 
 	pending   *pendingTable
 	responses chan Response
-	done      chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup
 	sendMu    sync.Mutex
 }
 
@@ -63,101 +50,34 @@ func newRawProber(ctx context.Context, cfg Config, ident Ident) (Prober, error) 
 		cfg: cfg, ident: ident, src: src,
 		pending:   newPendingTable(),
 		responses: make(chan Response, 256),
-		done:      make(chan struct{}),
 	}
-	if err := p.open(); err != nil {
-		p.closeSockets()
+	if cfg.Protocol != ICMP {
+		ports, holders, err := reservePorts(cfg.Protocol, src, cfg.Flows)
+		p.holders = holders
+		if err != nil {
+			p.closeHolders()
+			return nil, fmt.Errorf("raw prober toward %s: %w", cfg.Dst, err)
+		}
+		p.ports = ports
+	}
+	// Kernel receive stamps keep the reading goroutines' scheduling lag
+	// out of the RTTs.
+	p.socks, err = openRawSockets(rawSocketsConfig{dst: cfg.Dst, src: src, proto: ipProto(cfg.Protocol, cfg.Dst),
+		readTCP: cfg.Protocol == TCP, icmp6AllLocal: true, kernelStamps: true})
+	if err != nil {
+		p.closeHolders()
 		return nil, fmt.Errorf("raw prober toward %s: %w", cfg.Dst, err)
 	}
-	p.startReaders()
+	p.socks.startReaders(p.handle)
+	go func() {
+		p.socks.waitReaders()
+		close(p.responses)
+	}()
 	return p, nil
 }
 
 func (p *rawProber) Privilege() Privilege       { return PrivilegeRaw }
 func (p *rawProber) Responses() <-chan Response { return p.responses }
-
-func (p *rawProber) open() error {
-	if p.cfg.Protocol != ICMP {
-		ports, holders, err := reservePorts(p.cfg.Protocol, p.src, p.cfg.Flows)
-		p.holders = holders
-		if err != nil {
-			return err
-		}
-		p.ports = ports
-	}
-	if p.cfg.Dst.Is4() {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		if err != nil {
-			return fmt.Errorf("open raw icmp socket: %w", err)
-		}
-		if p.raw4, err = ipv4.NewRawConn(c); err != nil {
-			c.Close()
-			return fmt.Errorf("raw icmp socket: %w", err)
-		}
-		p.stampICMP4 = syscallConn(c)
-		if p.cfg.Protocol == TCP {
-			c, err := net.ListenPacket("ip4:tcp", p.src.String())
-			if err != nil {
-				return fmt.Errorf("open raw tcp socket: %w", err)
-			}
-			if p.tcp4, err = ipv4.NewRawConn(c); err != nil {
-				c.Close()
-				return fmt.Errorf("raw tcp socket: %w", err)
-			}
-			p.stampTCP4 = syscallConn(c)
-		}
-		return nil
-	}
-	c6, err := listenICMP6("::")
-	if err != nil {
-		return err
-	}
-	p.icmp6 = c6
-	p.stampICMP6 = syscallConn(p.icmp6.PacketConn)
-	if p.cfg.Protocol == ICMP {
-		return nil
-	}
-	network := "ip6:tcp"
-	if p.cfg.Protocol == UDP {
-		network = "ip6:udp"
-	}
-	sc, err := net.ListenPacket(network, p.src.String())
-	if err != nil {
-		return fmt.Errorf("open raw %s socket: %w", p.cfg.Protocol, err)
-	}
-	p.send6 = ipv6.NewPacketConn(sc)
-	p.stampSend6 = syscallConn(sc)
-	if err := p.send6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
-		return fmt.Errorf("ipv6 hop limit control messages: %w", err)
-	}
-	return nil
-}
-
-// listenICMP6 opens a raw ICMPv6 socket on laddr that passes only what a
-// probe can provoke (errors and echo replies), with the hop limit of each
-// message as ancillary data.
-func listenICMP6(laddr string) (*ipv6.PacketConn, error) {
-	c, err := icmp.ListenPacket("ip6:ipv6-icmp", laddr)
-	if err != nil {
-		return nil, fmt.Errorf("open raw icmpv6 socket: %w", err)
-	}
-	pc := c.IPv6PacketConn()
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	for _, t := range []ipv6.ICMPType{ipv6.ICMPTypeDestinationUnreachable, ipv6.ICMPTypePacketTooBig,
-		ipv6.ICMPTypeTimeExceeded, ipv6.ICMPTypeParameterProblem, ipv6.ICMPTypeEchoReply} {
-		f.Accept(t)
-	}
-	if err := pc.SetICMPFilter(&f); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("icmpv6 filter: %w", err)
-	}
-	if err := pc.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("icmpv6 hop limit control messages: %w", err)
-	}
-	return pc, nil
-}
 
 // reservePorts binds one socket per flow so that no other program (or
 // the kernel's ephemeral allocator) uses our source ports meanwhile.
@@ -239,7 +159,7 @@ func (p *rawProber) Send(pr *Probe) error {
 	}
 	pr.DstPort = p.cfg.DstPort
 	p.pending.add(pr)
-	pkt, proto, err := p.buildTransport(pr)
+	pkt, err := p.buildTransport(pr)
 	if err != nil {
 		p.pending.take(pr.ID)
 		return err
@@ -251,174 +171,38 @@ func (p *rawProber) Send(pr *Probe) error {
 	now := time.Now()
 	pr.SentAt = now
 	p.pending.setSent(pr.ID, now)
-	if p.cfg.Dst.Is4() {
-		h := &ipv4.Header{
-			Version: ipv4.Version, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(pkt),
-			ID: int(pr.ID), Flags: ipv4.DontFragment, TTL: pr.TTL, Protocol: proto,
-			Src: net.IP(p.src.AsSlice()), Dst: net.IP(p.cfg.Dst.AsSlice()),
-		}
-		err = p.raw4.WriteTo(h, pkt, nil)
-	} else {
-		conn := p.send6
-		if proto == 58 {
-			conn = p.icmp6
-		}
-		_, err = conn.WriteTo(pkt, &ipv6.ControlMessage{HopLimit: pr.TTL}, &net.IPAddr{IP: net.IP(p.cfg.Dst.AsSlice())})
-	}
-	if err != nil {
+	if err := p.socks.sendTo(p.cfg.Dst, pkt, pr.TTL, pr.ID, true); err != nil {
 		p.pending.take(pr.ID)
-		return fmt.Errorf("send %s probe ttl %d to %s: %w", pr.Protocol, pr.TTL, pr.Dst, err)
+		return fmt.Errorf("send %s probe: %w", pr.Protocol, err)
 	}
 	p.pending.expire(now.Add(-2 * time.Minute))
 	return nil
 }
 
-// buildTransport returns the transport packet of pr and its IP protocol.
-func (p *rawProber) buildTransport(pr *Probe) ([]byte, int, error) {
+// buildTransport returns the transport packet of pr.
+func (p *rawProber) buildTransport(pr *Probe) ([]byte, error) {
 	switch pr.Protocol {
 	case TCP:
-		b, err := BuildTCPSYN(p.src, p.cfg.Dst, p.flowPort(pr.Flow), p.cfg.DstPort, p.ident.TCPSeq(pr.ID), 64240, DefaultSYNOptions())
-		return b, 6, err
+		return BuildTCPSYN(p.src, p.cfg.Dst, p.flowPort(pr.Flow), p.cfg.DstPort, p.ident.TCPSeq(pr.ID), 64240, DefaultSYNOptions())
 	case UDP:
-		b, err := BuildUDP(p.src, p.cfg.Dst, p.flowPort(pr.Flow), p.cfg.DstPort, p.ident.UDPChecksum(pr.ID), p.ident.Payload(pr.ID, 16))
-		return b, 17, err
+		return BuildUDP(p.src, p.cfg.Dst, p.flowPort(pr.Flow), p.cfg.DstPort, p.ident.UDPChecksum(pr.ID), p.ident.Payload(pr.ID, 16))
 	case ICMP:
-		fam, proto := 4, 1
+		family := 4
 		if p.cfg.Dst.Is6() {
-			fam, proto = 6, 58
+			family = 6
 		}
-		b, err := BuildICMPEcho(fam, p.src, p.cfg.Dst, p.ident.ICMPID(), pr.ID, p.ident.FlowChecksum(pr.Flow), p.ident.Payload(pr.ID, 16))
-		return b, proto, err
+		return BuildICMPEcho(family, p.src, p.cfg.Dst, p.ident.ICMPID(), pr.ID, p.ident.FlowChecksum(pr.Flow), p.ident.Payload(pr.ID, 16))
 	}
-	return nil, 0, fmt.Errorf("build probe: unknown protocol %q", pr.Protocol)
+	return nil, fmt.Errorf("build probe: unknown protocol %q", pr.Protocol)
 }
 
-func (p *rawProber) startReaders() {
-	for _, rc := range []syscall.RawConn{p.stampICMP4, p.stampTCP4, p.stampICMP6, p.stampSend6} {
-		enableStamps(rc)
+// handle matches an event of the raw sockets to a pending probe.
+func (p *rawProber) handle(ev pathEvent) {
+	if ev.TCP != nil {
+		p.handleTCP(ev)
+		return
 	}
-	if p.raw4 != nil {
-		p.wg.Add(1)
-		go p.readICMP4()
-	}
-	if p.tcp4 != nil {
-		p.wg.Add(1)
-		go p.readTCP4()
-	}
-	if p.icmp6 != nil {
-		p.wg.Add(1)
-		go p.readICMP6()
-	}
-	if p.send6 != nil && p.cfg.Protocol == TCP {
-		p.wg.Add(1)
-		go p.readTCP6()
-	}
-	go func() {
-		p.wg.Wait()
-		close(p.responses)
-	}()
-}
-
-func (p *rawProber) readICMP4() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		h, payload, _, err := p.raw4.ReadFrom(buf)
-		if err != nil {
-			if p.closing(err) {
-				return
-			}
-			continue
-		}
-		at := kernelStamp(p.stampICMP4, time.Now())
-		m, err := DecodeICMPv4(payload)
-		if err != nil {
-			continue
-		}
-		from, _ := netip.AddrFromSlice(h.Src.To4())
-		p.handleICMP(m, from, h.TTL, h.ID, at)
-	}
-}
-
-func (p *rawProber) readICMP6() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		n, cm, src, err := p.icmp6.ReadFrom(buf)
-		if err != nil {
-			if p.closing(err) {
-				return
-			}
-			continue
-		}
-		at := kernelStamp(p.stampICMP6, time.Now())
-		m, err := DecodeICMPv6(buf[:n])
-		if err != nil {
-			continue
-		}
-		hl := -1
-		if cm != nil {
-			hl = cm.HopLimit
-		}
-		p.handleICMP(m, addrOf(src), hl, -1, at)
-	}
-}
-
-func (p *rawProber) readTCP4() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		h, payload, _, err := p.tcp4.ReadFrom(buf)
-		if err != nil {
-			if p.closing(err) {
-				return
-			}
-			continue
-		}
-		at := kernelStamp(p.stampTCP4, time.Now())
-		from, _ := netip.AddrFromSlice(h.Src.To4())
-		p.handleTCP(payload, from, h.TTL, h.ID, at)
-	}
-}
-
-func (p *rawProber) readTCP6() {
-	defer p.wg.Done()
-	buf := make([]byte, 9000)
-	for {
-		n, cm, src, err := p.send6.ReadFrom(buf)
-		if err != nil {
-			if p.closing(err) {
-				return
-			}
-			continue
-		}
-		at := kernelStamp(p.stampSend6, time.Now())
-		hl := -1
-		if cm != nil {
-			hl = cm.HopLimit
-		}
-		p.handleTCP(buf[:n], addrOf(src), hl, -1, at)
-	}
-}
-
-func addrOf(a net.Addr) netip.Addr {
-	switch v := a.(type) {
-	case *net.IPAddr:
-		ip, _ := netip.AddrFromSlice(v.IP)
-		return ip.Unmap()
-	case *net.UDPAddr:
-		return v.AddrPort().Addr().Unmap()
-	}
-	return netip.Addr{}
-}
-
-func (p *rawProber) closing(err error) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-	}
-	return errors.Is(err, net.ErrClosed)
+	p.handleICMP(ev)
 }
 
 func (p *rawProber) isOurPort(port uint16) bool {
@@ -431,7 +215,8 @@ func (p *rawProber) isOurPort(port uint16) bool {
 }
 
 // handleICMP matches an ICMP message to a pending probe.
-func (p *rawProber) handleICMP(m ICMPMessage, from netip.Addr, replyTTL, replyID int, at time.Time) {
+func (p *rawProber) handleICMP(ev pathEvent) {
+	m, from := *ev.ICMP, ev.From
 	var idx uint16
 	switch {
 	case m.Kind == KindEchoReply:
@@ -458,19 +243,16 @@ func (p *rawProber) handleICMP(m ICMPMessage, from netip.Addr, replyTTL, replyID
 	if !ok {
 		return
 	}
-	r := Response{ProbeID: idx, Protocol: pr.Protocol, From: from, Received: at,
-		RTT: at.Sub(pr.SentAt), ReplyTTL: replyTTL, ReplyIPID: replyID}
+	r := Response{ProbeID: idx, Protocol: pr.Protocol, From: from, Received: ev.At,
+		RTT: ev.At.Sub(pr.SentAt), ReplyTTL: ev.ReplyTTL, ReplyIPID: ev.ReplyIPID}
 	fillFromICMP(&r, m)
-	deliver(p.responses, p.done, r)
+	deliver(p.responses, p.socks.stopping(), r)
 }
 
 // handleTCP matches a SYN-ACK or RST from the destination to a probe.
-func (p *rawProber) handleTCP(seg []byte, from netip.Addr, replyTTL, replyID int, at time.Time) {
-	if from != p.cfg.Dst {
-		return
-	}
-	s, err := DecodeTCPSegment(seg)
-	if err != nil || s.SrcPort != p.cfg.DstPort || !p.isOurPort(s.DstPort) {
+func (p *rawProber) handleTCP(ev pathEvent) {
+	s := ev.TCP
+	if s.SrcPort != p.cfg.DstPort || !p.isOurPort(s.DstPort) {
 		return
 	}
 	kind := KindOther
@@ -490,50 +272,33 @@ func (p *rawProber) handleTCP(seg []byte, from netip.Addr, replyTTL, replyID int
 	if !ok {
 		return
 	}
-	seg2 := s
-	deliver(p.responses, p.done, Response{ProbeID: idx, Protocol: TCP, From: from, Kind: kind,
-		Received: at, RTT: at.Sub(pr.SentAt), ReplyTTL: replyTTL, ReplyIPID: replyID, QuotedTTL: -1, TCP: &seg2})
+	deliver(p.responses, p.socks.stopping(), Response{ProbeID: idx, Protocol: TCP, From: ev.From, Kind: kind,
+		Received: ev.At, RTT: ev.At.Sub(pr.SentAt), ReplyTTL: ev.ReplyTTL, ReplyIPID: ev.ReplyIPID, QuotedTTL: -1, TCP: s})
 }
 
 func ipProto(p Protocol, dst netip.Addr) int {
 	switch p {
 	case TCP:
-		return 6
+		return protoTCP
 	case UDP:
-		return 17
+		return protoUDP
 	}
 	if dst.Is6() {
-		return 58
+		return protoICMPv6
 	}
-	return 1
+	return protoICMP
 }
 
 func (p *rawProber) Close() error {
 	p.closeOnce.Do(func() {
-		close(p.done)
-		p.closeSockets()
+		p.socks.stop()
+		p.closeHolders()
 	})
 	return nil
 }
 
-func (p *rawProber) closeSockets() {
-	for _, c := range []io.Closer{p.raw4, p.tcp4, p.icmp6, p.send6} {
-		if c != nil && !isNilCloser(c) {
-			c.Close()
-		}
-	}
+func (p *rawProber) closeHolders() {
 	for _, h := range p.holders {
 		h.Close()
 	}
-}
-
-// isNilCloser catches typed nil pointers stored in the interface.
-func isNilCloser(c io.Closer) bool {
-	switch v := c.(type) {
-	case *ipv4.RawConn:
-		return v == nil
-	case *ipv6.PacketConn:
-		return v == nil
-	}
-	return false
 }
