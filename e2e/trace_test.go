@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -317,5 +318,136 @@ func TestTraceNames(t *testing.T) {
 	r := runIn(t, l, l.ClientNS, nil, "trace", "no-such-host.invalid")
 	if r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "no-such-host.invalid") {
 		t.Fatalf("unresolvable name: exit %d, stderr %q; want exit 2 and one line naming it", r.code, r.stderr)
+	}
+}
+
+// ecmpChain: 4 routers, router 2 has a twin in parallel; router 1 spreads
+// flows over both by their 5-tuple.
+func ecmpChain() lab.Scenario {
+	return lab.Scenario{Name: "ecmp", Routers: make([]lab.Router, 4), ECMPRouter: 2}
+}
+
+// ecmpFamily is one address family of the ECMP lab.
+type ecmpFamily struct {
+	name      string
+	server    netip.Addr
+	routers   []netip.Addr
+	twin      netip.Addr // answers at hop 2 beside routers[1]
+	afterTwin netip.Addr // router 3 on the twin's link (ICMPv6 errors come from it)
+	v6        bool
+}
+
+func ecmpFamilies(l *lab.Lab) []ecmpFamily {
+	return []ecmpFamily{
+		{"ipv4", l.Server4, l.Router4, l.Twin4, l.AfterTwin4, false},
+		{"ipv6", l.Server6, l.Router6, l.Twin6, l.AfterTwin6, true},
+	}
+}
+
+// allowed lists the addresses that may answer at ttl of the ECMP lab.
+func (f ecmpFamily) allowed(ttl int) []string {
+	switch {
+	case ttl == 2:
+		return []string{f.routers[1].String(), f.twin.String()}
+	case ttl == 3 && f.v6:
+		return []string{f.routers[2].String(), f.afterTwin.String()}
+	case ttl <= len(f.routers):
+		return []string{f.routers[ttl-1].String()}
+	}
+	return []string{f.server.String()}
+}
+
+// checkECMPTrace checks a trace of the ECMP lab with flows Paris flows:
+// reached at hop 5, only allowed responders, and every flow answered at
+// each hop by one responder only (its 5-tuple, and so its path, is the
+// same at every TTL), every probe answered. It returns the responders of
+// hop 2.
+func checkECMPTrace(t *testing.T, tr trace.Trace, f ecmpFamily, flows, queries int) []string {
+	t.Helper()
+	if tr.Error != "" || !tr.Reached || tr.ReachedTTL != len(f.routers)+1 || len(tr.Hops) != len(f.routers)+1 || tr.Flows != flows {
+		t.Fatalf("error %q, reached %v at %d, %d hops, %d flows; want hop %d, %d flows: %s",
+			tr.Error, tr.Reached, tr.ReachedTTL, len(tr.Hops), tr.Flows, len(f.routers)+1, flows, hopSummary(tr))
+	}
+	var atHop2 []string
+	viaTwin := map[int]bool{} // flow → answered by the twin at hop 2
+	for _, h := range tr.Hops {
+		if h.Sent != flows*queries || h.Received != h.Sent {
+			t.Errorf("hop %d: %d of %d answered, want all %d", h.TTL, h.Received, h.Sent, flows*queries)
+		}
+		seen := map[int]string{}
+		for _, r := range h.Responders {
+			if !slices.Contains(f.allowed(h.TTL), r.Address) {
+				t.Errorf("hop %d: responder %s, want one of %v", h.TTL, r.Address, f.allowed(h.TTL))
+			}
+			if r.Received != len(r.Flows)*queries {
+				t.Errorf("hop %d: %s answered %d probes of flows %v: a flow's probes went to several responders", h.TTL, r.Address, r.Received, r.Flows)
+			}
+			for _, fl := range r.Flows {
+				if other, dup := seen[fl]; dup {
+					t.Errorf("hop %d: flow %d answered by %s and %s: the flow changed paths", h.TTL, fl, other, r.Address)
+				}
+				seen[fl] = r.Address
+			}
+			switch {
+			case h.TTL == 2:
+				atHop2 = append(atHop2, r.Address)
+				for _, fl := range r.Flows {
+					viaTwin[fl] = r.Address == f.twin.String()
+				}
+			case h.TTL == 3 && f.v6:
+				// Router 3 answers from the link the flow came in on: a
+				// flow keeps its path from one TTL to the next.
+				for _, fl := range r.Flows {
+					if (r.Address == f.afterTwin.String()) != viaTwin[fl] {
+						t.Errorf("flow %d: twin at hop 2 %v, but hop 3 answered from %s", fl, viaTwin[fl], r.Address)
+					}
+				}
+			}
+		}
+		if len(seen) != flows {
+			t.Errorf("hop %d: flows %v answered, want all %d", h.TTL, seen, flows)
+		}
+	}
+	return atHop2
+}
+
+// TestTraceECMPParisFlows: with 8 Paris flows both routers of the ECMP hop
+// answer, each flow always from the same one (the engine keeps a flow's
+// 5-tuple constant across TTLs); with one flow every hop has exactly one
+// responder. The source ports are random, so all 8 flows hash onto one
+// path in 1 run of 128: one rerun is allowed for that alone.
+func TestTraceECMPParisFlows(t *testing.T) {
+	l := buildLab(t, ecmpChain())
+	for _, fam := range ecmpFamilies(l) {
+		for _, proto := range []string{"udp", "tcp"} {
+			t.Run(fam.name+"/"+proto, func(t *testing.T) {
+				dst := netip.AddrPortFrom(fam.server, 443).String()
+				for attempt := 1; ; attempt++ {
+					rep := traceJSON(t, l, nil, "--protocol", proto, "--flows", "8", "--queries", "2", dst)
+					tr := rep.Traces[0]
+					hop2 := checkECMPTrace(t, tr, fam, 8, 2)
+					if len(hop2) == 2 {
+						if tr.Hops[1].Note != "ECMP: 2 responders" {
+							t.Errorf("hop 2 note %q", tr.Hops[1].Note)
+						}
+						t.Logf("8 flows: %s", hopSummary(tr))
+						break
+					}
+					if attempt == 2 || t.Failed() {
+						t.Fatalf("hop 2 responders %v in %d runs, want both %s and %s: %s", hop2, attempt, fam.routers[1], fam.twin, hopSummary(tr))
+					}
+					t.Logf("all 8 flows hashed onto %v; once more", hop2)
+				}
+				rep := traceJSON(t, l, nil, "--protocol", proto, "--flows", "1", "--queries", "5", dst)
+				tr := rep.Traces[0]
+				checkECMPTrace(t, tr, fam, 1, 5)
+				for _, h := range tr.Hops {
+					if len(h.Responders) != 1 {
+						t.Errorf("one flow, hop %d: responders %v, want one", h.TTL, responderAddrs(h))
+					}
+				}
+				t.Logf("1 flow: %s", hopSummary(tr))
+			})
+		}
 	}
 }

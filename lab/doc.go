@@ -16,6 +16,15 @@
 // namespace or beyond. Router i answers (ICMP errors) from its client-facing
 // address 198.18.(i-1).2 / 2001:db8:0:(i-1)::2.
 //
+// With Scenario.ECMPRouter = k, router k gets a twin (namespace -rkb, the
+// same knobs) on two extra links, 198.19.(k-1).0/24 and 198.19.k.0/24
+// (2001:db8:1:k-1::/64, 2001:db8:1:k::/64), from router k-1 (interface
+// "toserverb") to the node after router k ("toclientb"). Router k-1 routes
+// everything beyond router k over both (ECMP) with
+// fib_multipath_hash_policy=1, so the 5-tuple picks the path; what the
+// nodes beyond send back goes through router k. The twin answers from
+// 198.19.(k-1).2 / 2001:db8:1:(k-1)::2.
+//
 // Namespaces are named <prefix><creator pid>x<4 hex>-c, -r1..-rN and -s.
 // Inside each, the interfaces are "toclient" and "toserver". CleanupStale
 // (also run by Build) removes labs whose creating process is gone.

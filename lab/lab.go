@@ -92,6 +92,12 @@ type Scenario struct {
 	Name    string
 	Routers []Router
 	Server  Server
+	// ECMPRouter, when set to k (2..len(Routers)), puts a twin of router k
+	// (same knobs) in parallel with it, between router k-1 and the node
+	// after k: router k-1 spreads flows over both by an ECMP route hashed
+	// on the 5-tuple, so that Paris traces see two responders at hop k.
+	// Return traffic takes router k alone. 0 = a plain chain.
+	ECMPRouter int
 }
 
 // Options control how a lab is built.
@@ -120,6 +126,16 @@ type Lab struct {
 	// Router4[i] and Router6[i] are the addresses router i+1 answers from:
 	// its client-facing interface.
 	Router4, Router6 []netip.Addr
+	// TwinNS is the namespace of the twin of router Scenario.ECMPRouter,
+	// and Twin4/Twin6 the addresses it answers from ("" and invalid when
+	// the scenario has none). AfterTwin4/AfterTwin6 are the next node's
+	// addresses on the twin's link: the kernel sends ICMPv6 errors from
+	// the interface a packet came in on, so the next hop answers flows
+	// through the twin from AfterTwin6 (ICMPv4 errors take the address
+	// toward the client, Router4 as usual).
+	TwinNS                 string
+	Twin4, Twin6           netip.Addr
+	AfterTwin4, AfterTwin6 netip.Addr
 
 	CAFile string // PEM CA of the server cert (SANs: server addresses, ServerName)
 	Server Server // the server configuration in force (defaults applied)
@@ -178,6 +194,7 @@ func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
 		ClientNS: topo.clientNS, ServerNS: topo.serverNS, RouterNS: topo.routerNS,
 		Client4: topo.client4, Client6: topo.client6, Server4: topo.server4, Server6: topo.server6,
 		Router4: topo.router4, Router6: topo.router6,
+		TwinNS: topo.twinNS, Twin4: topo.twin4, Twin6: topo.twin6, AfterTwin4: topo.afterTwin4, AfterTwin6: topo.afterTwin6,
 		Server: sc.Server.WithDefaults(),
 		log:    logf,
 	}
@@ -274,7 +291,7 @@ func waitLinksReady(ctx context.Context, ns string) error {
 				return err
 			}
 			for _, ifc := range ifaces {
-				if ifc.Name != ifToClient && ifc.Name != ifToServer {
+				if !isLabInterface(ifc.Name) {
 					continue
 				}
 				if ifc.Flags&net.FlagRunning == 0 {
@@ -409,9 +426,7 @@ func (l *Lab) Close() error {
 			<-l.serverEnd
 		}
 	}
-	namespaces := append([]string{l.ClientNS}, l.RouterNS...)
-	namespaces = append(namespaces, l.ServerNS)
-	if err := deleteNamespaces(namespaces); err != nil {
+	if err := deleteNamespaces(l.Namespaces()); err != nil {
 		errs = append(errs, err)
 	}
 	if l.Dir != "" {
@@ -482,10 +497,15 @@ func (l *Lab) Command(ctx context.Context, ns string, name string, args ...strin
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
-// Namespaces lists the lab's namespaces from client to server.
+// Namespaces lists the lab's namespaces from client to server, the ECMP
+// twin (if any) last.
 func (l *Lab) Namespaces() []string {
 	out := append([]string{l.ClientNS}, l.RouterNS...)
-	return append(out, l.ServerNS)
+	out = append(out, l.ServerNS)
+	if l.TwinNS != "" {
+		out = append(out, l.TwinNS)
+	}
+	return out
 }
 
 // TokenFile is the file holding the server's access token (mode 0600).

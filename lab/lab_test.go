@@ -564,6 +564,52 @@ func TestLabResetAfterBytes(t *testing.T) {
 	})
 }
 
+// TestLabECMPTwin: router 2 of 3 has a twin that router 1 reaches by an
+// ECMP route; TCP works over both paths (replies come back through router
+// 2), both routers forward some of 16 connections per family, and Close
+// removes the twin's namespace too.
+func TestLabECMPTwin(t *testing.T) {
+	t.Parallel()
+	l := buildLab(t, lab.Scenario{Name: "ecmp", Routers: make([]lab.Router, 3), ECMPRouter: 2})
+	if l.TwinNS == "" || l.Twin4.String() != "198.19.1.2" || l.Twin6.String() != "2001:db8:1:1::2" {
+		t.Fatalf("twin %q %s %s", l.TwinNS, l.Twin4, l.Twin6)
+	}
+	forwarded := func(ns string) int {
+		out, err := l.Command(context.Background(), ns, "cat", "/sys/class/net/toserver/statistics/tx_packets").Output()
+		if err != nil {
+			t.Fatalf("%s: tx_packets: %v", ns, err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		return n
+	}
+	primary0, twin0 := forwarded(l.RouterNS[1]), forwarded(l.TwinNS)
+	for _, server := range []netip.Addr{l.Server4, l.Server6} {
+		for i := range 16 {
+			c, err := clientDial(t, l, hostPort(server, l.Server.EchoPort), 5*time.Second)
+			if err != nil {
+				t.Fatalf("%s connection %d: %v", server, i, err)
+			}
+			err = echo(c, "over either path", 3*time.Second)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%s connection %d: echo: %v", server, i, err)
+			}
+		}
+	}
+	// 32 flows all on one path: 1 in 2^31.
+	primary, twin := forwarded(l.RouterNS[1])-primary0, forwarded(l.TwinNS)-twin0
+	if primary == 0 || twin == 0 {
+		t.Errorf("router 2 forwarded %d packets toward the server, its twin %d: want both", primary, twin)
+	}
+	t.Logf("toward the server: router 2 %d packets, twin %d", primary, twin)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", l.TwinNS)); err == nil {
+		t.Errorf("twin namespace %s left behind", l.TwinNS)
+	}
+}
+
 // TestLabPMTU: r1's link toward the server has MTU 1400 and r1 reports it;
 // r2's has 1300 and r2 hides frag-needed/packet-too-big (a black hole).
 func TestLabPMTU(t *testing.T) {

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,11 +17,31 @@ const (
 	ifToServer = "toserver" // a node's interface on the link toward the server
 )
 
-// Interface indexes: ifIndexToServer+k and ifIndexToClient+k are the two
-// ends of link k.
+// The ECMP twin's links: the node before the twin reaches it through
+// ifToServerB, the node after it through ifToClientB; inside the twin's own
+// namespace they are the usual ifToClient and ifToServer.
 const (
-	ifIndexToServer = 1000
-	ifIndexToClient = 2000
+	ifToServerB = "toserverb"
+	ifToClientB = "toclientb"
+)
+
+// isLabInterface reports whether name is one of the lab's veth ends.
+func isLabInterface(name string) bool {
+	switch name {
+	case ifToClient, ifToServer, ifToClientB, ifToServerB:
+		return true
+	}
+	return false
+}
+
+// Interface indexes: ifIndexToServer+k and ifIndexToClient+k are the two
+// ends of link k; ifIndexTwinToServer+k and ifIndexTwinToClient+k of twin
+// link k.
+const (
+	ifIndexToServer     = 1000
+	ifIndexToClient     = 2000
+	ifIndexTwinToServer = 3000
+	ifIndexTwinToClient = 4000
 )
 
 // maxRouters bounds the chain so that link k fits 198.18.k.0/24.
@@ -50,6 +71,23 @@ func link6(k, side int) netip.Addr {
 func linkPrefix4(k int) netip.Prefix { return netip.PrefixFrom(link4(k, 0), 24) }
 func linkPrefix6(k int) netip.Prefix { return netip.PrefixFrom(link6(k, 0), 64) }
 
+// twinLink4 and twinLink6 address the ECMP twin's links: twin link k-1
+// joins router k-1 (side 1) and the twin of router k (side 2), twin link k
+// joins the twin (side 1) and the node after router k (side 2), in
+// 198.19.k.0/24 and 2001:db8:1:k::/64.
+func twinLink4(k, side int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 19, byte(k), byte(side)})
+}
+
+func twinLink6(k, side int) netip.Addr {
+	b := link6(k, side).As16()
+	b[5] = 1
+	return netip.AddrFrom16(b)
+}
+
+func twinPrefix4(k int) netip.Prefix { return netip.PrefixFrom(twinLink4(k, 0), 24) }
+func twinPrefix6(k int) netip.Prefix { return netip.PrefixFrom(twinLink6(k, 0), 64) }
+
 // node is one namespace of the chain and everything needed to configure it.
 type node struct {
 	ns      string
@@ -61,17 +99,22 @@ type node struct {
 
 // topology is the full plan of a lab: pure data, built by planTopology.
 type topology struct {
-	rootBatch []string // `ip -batch -` lines run in the root namespace
-	nodes     []node   // client, routers..., server
-	clientNS  string
-	serverNS  string
-	routerNS  []string
-	client4   netip.Addr
-	client6   netip.Addr
-	server4   netip.Addr
-	server6   netip.Addr
-	router4   []netip.Addr
-	router6   []netip.Addr
+	rootBatch  []string // `ip -batch -` lines run in the root namespace
+	nodes      []node   // client, routers..., server
+	clientNS   string
+	serverNS   string
+	routerNS   []string
+	client4    netip.Addr
+	client6    netip.Addr
+	server4    netip.Addr
+	server6    netip.Addr
+	router4    []netip.Addr
+	router6    []netip.Addr
+	twinNS     string // ECMP twin of router Scenario.ECMPRouter, "" none
+	twin4      netip.Addr
+	twin6      netip.Addr
+	afterTwin4 netip.Addr
+	afterTwin6 netip.Addr
 }
 
 // namespaceName names node index idx (0 = client, N+1 = server) of lab id.
@@ -90,6 +133,10 @@ func namespaceName(id string, idx, routers int) string {
 func validateScenario(sc Scenario) error {
 	if len(sc.Routers) > maxRouters {
 		return fmt.Errorf("scenario %q: %d routers, at most %d", sc.Name, len(sc.Routers), maxRouters)
+	}
+	if sc.ECMPRouter != 0 && (sc.ECMPRouter < 2 || sc.ECMPRouter > len(sc.Routers)) {
+		// Router k-1 splits the flows: router 1's twin would need the client to.
+		return fmt.Errorf("scenario %q: ECMPRouter %d outside 2..%d (the number of routers)", sc.Name, sc.ECMPRouter, len(sc.Routers))
 	}
 	for i, r := range sc.Routers {
 		where := fmt.Sprintf("scenario %q router %d", sc.Name, i+1)
@@ -135,6 +182,7 @@ func planTopology(id string, sc Scenario) (topology, error) {
 		return topology{}, err
 	}
 	n := len(sc.Routers)
+	tw := sc.ECMPRouter // 0: no twin
 	t := topology{}
 	names := make([]string, n+2)
 	for idx := range names {
@@ -186,19 +234,7 @@ func planTopology(id string, sc Scenario) (topology, error) {
 			}
 			b = append(b, up)
 		}
-		nd.sysctls = append(nd.sysctls,
-			"net.ipv6.conf.all.accept_dad=0",
-			"net.ipv6.conf.default.accept_dad=0")
-		for _, ifc := range ifaces {
-			nd.sysctls = append(nd.sysctls, "net.ipv6.conf."+ifc+".accept_dad=0")
-		}
-		// The kernel's default ICMP rate limits would look like loss to a
-		// traceroute; ICMPRateLimit is an explicit nft limit instead.
-		nd.sysctls = append(nd.sysctls,
-			"net.ipv4.icmp_ratelimit=0",
-			"net.ipv4.icmp_msgs_per_sec=10000",
-			"net.ipv4.icmp_msgs_burst=10000",
-			"net.ipv6.icmp.ratelimit=0")
+		nd.sysctls = nodeSysctls(ifaces)
 		switch idx {
 		case 0:
 			nd.role = "client"
@@ -214,26 +250,17 @@ func planTopology(id string, sc Scenario) (topology, error) {
 			nd.role = "router"
 			r := sc.Routers[idx-1]
 			nd.ruleset = routerRuleset(r)
-			nd.sysctls = append(nd.sysctls,
-				"net.ipv4.ip_forward=1",
-				"net.ipv6.conf.all.forwarding=1")
-			if r.IdleTimeout > 0 {
-				nd.sysctls = append(nd.sysctls,
-					"net.netfilter.nf_conntrack_tcp_timeout_established="+strconv.Itoa(idleSeconds(r.IdleTimeout)),
-					"net.netfilter.nf_conntrack_tcp_loose=0")
-			}
-			if r.ResetAfterBytes > 0 {
-				// ct bytes reads conntrack's per-flow counters, which exist
-				// only for flows created while accounting is on (nft turns it
-				// on for such a rule on recent kernels; older ones need this).
-				nd.sysctls = append(nd.sysctls, "net.netfilter.nf_conntrack_acct=1")
-			}
+			nd.sysctls = append(nd.sysctls, routerSysctls(r)...)
 			for k := 0; k <= n; k++ {
 				switch {
 				case k < idx-1: // behind the left neighbour
 					b = append(b,
 						fmt.Sprintf("route add %s via %s", linkPrefix4(k), link4(idx-1, 1)),
 						fmt.Sprintf("route add %s via %s", linkPrefix6(k), link6(idx-1, 1)))
+				case k > idx && tw == idx+1: // behind the right neighbour and its twin
+					b = append(b,
+						fmt.Sprintf("route add %s nexthop via %s nexthop via %s", linkPrefix4(k), link4(idx, 2), twinLink4(idx, 2)),
+						fmt.Sprintf("route add %s nexthop via %s nexthop via %s", linkPrefix6(k), link6(idx, 2), twinLink6(idx, 2)))
 				case k > idx: // behind the right neighbour
 					b = append(b,
 						fmt.Sprintf("route add %s via %s", linkPrefix4(k), link4(idx, 2)),
@@ -244,7 +271,149 @@ func planTopology(id string, sc Scenario) (topology, error) {
 		nd.ipBatch = b
 		t.nodes = append(t.nodes, nd)
 	}
+	if tw > 0 {
+		planTwin(&t, sc, id, names)
+	}
 	return t, nil
+}
+
+// nodeSysctls are the sysctls of every node with lab interfaces ifaces.
+func nodeSysctls(ifaces []string) []string {
+	out := []string{
+		"net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.accept_dad=0"}
+	for _, ifc := range ifaces {
+		out = append(out, "net.ipv6.conf."+ifc+".accept_dad=0")
+	}
+	// The kernel's default ICMP rate limits would look like loss to a
+	// traceroute; ICMPRateLimit is an explicit nft limit instead.
+	return append(out,
+		"net.ipv4.icmp_ratelimit=0",
+		"net.ipv4.icmp_msgs_per_sec=10000",
+		"net.ipv4.icmp_msgs_burst=10000",
+		"net.ipv6.icmp.ratelimit=0")
+}
+
+// routerSysctls are a router's own sysctls: forwarding and its knobs'.
+func routerSysctls(r Router) []string {
+	out := []string{
+		"net.ipv4.ip_forward=1",
+		"net.ipv6.conf.all.forwarding=1"}
+	if r.IdleTimeout > 0 {
+		out = append(out,
+			"net.netfilter.nf_conntrack_tcp_timeout_established="+strconv.Itoa(idleSeconds(r.IdleTimeout)),
+			"net.netfilter.nf_conntrack_tcp_loose=0")
+	}
+	if r.ResetAfterBytes > 0 {
+		// ct bytes reads conntrack's per-flow counters, which exist only
+		// for flows created while accounting is on (nft turns it on for
+		// such a rule on recent kernels; older ones need this).
+		out = append(out, "net.netfilter.nf_conntrack_acct=1")
+	}
+	return out
+}
+
+// planTwin adds the ECMP twin of router k = sc.ECMPRouter to a planned
+// chain: its namespace and two links (from router k-1, to node k+1), the
+// split at router k-1 (its ECMP routes are planned with the chain), hashing
+// on the 5-tuple there, and routes to the twin's links everywhere.
+func planTwin(t *topology, sc Scenario, id string, names []string) {
+	k := sc.ECMPRouter
+	n := len(sc.Routers)
+	t.twinNS = id + "-r" + strconv.Itoa(k) + "b"
+	t.twin4, t.twin6 = twinLink4(k-1, 2), twinLink6(k-1, 2)
+	t.afterTwin4, t.afterTwin6 = twinLink4(k, 2), twinLink6(k, 2)
+	t.rootBatch = append(t.rootBatch,
+		"netns add "+t.twinNS,
+		fmt.Sprintf("link add name %s index %d netns %s type veth peer name %s index %d netns %s",
+			ifToServerB, ifIndexTwinToServer+k-1, names[k-1], ifToClient, ifIndexTwinToClient+k-1, t.twinNS),
+		fmt.Sprintf("link add name %s index %d netns %s type veth peer name %s index %d netns %s",
+			ifToServer, ifIndexTwinToServer+k, t.twinNS, ifToClientB, ifIndexTwinToClient+k, names[k+1]))
+
+	// The links' own ends: router k-1 and node k+1.
+	before, after := &t.nodes[k-1], &t.nodes[k+1]
+	upB, upTwinLeft := "link set "+ifToServerB+" up", "link set "+ifToClient+" up"
+	if mtu := sc.Routers[k-2].LinkMTU; mtu > 0 { // router k-1 owns its links' MTU
+		upB = fmt.Sprintf("link set %s mtu %d up", ifToServerB, mtu)
+		upTwinLeft = fmt.Sprintf("link set %s mtu %d up", ifToClient, mtu)
+	}
+	// Before its routes: the ECMP routes' second next hop is on this link.
+	firstRoute := slices.IndexFunc(before.ipBatch, func(l string) bool { return strings.HasPrefix(l, "route ") })
+	if firstRoute < 0 {
+		firstRoute = len(before.ipBatch)
+	}
+	before.ipBatch = slices.Insert(before.ipBatch, firstRoute,
+		fmt.Sprintf("addr add %s/24 dev %s", twinLink4(k-1, 1), ifToServerB),
+		fmt.Sprintf("addr add %s/64 dev %s nodad", twinLink6(k-1, 1), ifToServerB),
+		upB)
+	before.ipBatch = append(before.ipBatch,
+		fmt.Sprintf("route add %s via %s", twinPrefix4(k), twinLink4(k-1, 2)),
+		fmt.Sprintf("route add %s via %s", twinPrefix6(k), twinLink6(k-1, 2)))
+	// Different source ports must be able to take different paths.
+	before.sysctls = append(before.sysctls, "net.ipv6.conf."+ifToServerB+".accept_dad=0",
+		"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1")
+	upAfter := "link set " + ifToClientB + " up"
+	if mtu := sc.Routers[k-1].LinkMTU; mtu > 0 { // the twin has router k's knobs
+		upAfter = fmt.Sprintf("link set %s mtu %d up", ifToClientB, mtu)
+	}
+	after.ipBatch = append(after.ipBatch,
+		fmt.Sprintf("addr add %s/24 dev %s", twinLink4(k, 2), ifToClientB),
+		fmt.Sprintf("addr add %s/64 dev %s nodad", twinLink6(k, 2), ifToClientB),
+		upAfter)
+	// Packets from the client arrive through the twin while the route
+	// back to the client is through router k: no strict reverse-path filter.
+	after.sysctls = append(after.sysctls, "net.ipv6.conf."+ifToClientB+".accept_dad=0",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf."+ifToClientB+".rp_filter=0")
+	if k+1 <= n { // a router; the server's default route covers the twin
+		after.ipBatch = append(after.ipBatch,
+			fmt.Sprintf("route add %s via %s", twinPrefix4(k-1), twinLink4(k, 1)),
+			fmt.Sprintf("route add %s via %s", twinPrefix6(k-1), twinLink6(k, 1)))
+	}
+	// Every other router reaches the twin's links through its neighbour on
+	// the twin's side (router k: both sides).
+	for idx := 1; idx <= n; idx++ {
+		if idx == k-1 || idx == k+1 {
+			continue
+		}
+		nd := &t.nodes[idx]
+		for _, tl := range []int{k - 1, k} {
+			gw4, gw6 := link4(idx-1, 1), link6(idx-1, 1) // left neighbour
+			if idx < k || (idx == k && tl == k) {
+				gw4, gw6 = link4(idx, 2), link6(idx, 2) // right neighbour
+			}
+			nd.ipBatch = append(nd.ipBatch,
+				fmt.Sprintf("route add %s via %s", twinPrefix4(tl), gw4),
+				fmt.Sprintf("route add %s via %s", twinPrefix6(tl), gw6))
+		}
+	}
+
+	// The twin: router k's knobs, links k-1 and before to the left, k and
+	// after to the right.
+	r := sc.Routers[k-1]
+	twin := node{ns: t.twinNS, role: "router", ruleset: routerRuleset(r)}
+	twin.ipBatch = []string{"link set lo up",
+		fmt.Sprintf("addr add %s/24 dev %s", twinLink4(k-1, 2), ifToClient),
+		fmt.Sprintf("addr add %s/64 dev %s nodad", twinLink6(k-1, 2), ifToClient),
+		upTwinLeft,
+		fmt.Sprintf("addr add %s/24 dev %s", twinLink4(k, 1), ifToServer),
+		fmt.Sprintf("addr add %s/64 dev %s nodad", twinLink6(k, 1), ifToServer),
+	}
+	if r.LinkMTU > 0 {
+		twin.ipBatch = append(twin.ipBatch, fmt.Sprintf("link set %s mtu %d up", ifToServer, r.LinkMTU))
+	} else {
+		twin.ipBatch = append(twin.ipBatch, "link set "+ifToServer+" up")
+	}
+	for l := 0; l <= n; l++ {
+		gw4, gw6 := twinLink4(k-1, 1), twinLink6(k-1, 1)
+		if l >= k {
+			gw4, gw6 = twinLink4(k, 2), twinLink6(k, 2)
+		}
+		twin.ipBatch = append(twin.ipBatch,
+			fmt.Sprintf("route add %s via %s", linkPrefix4(l), gw4),
+			fmt.Sprintf("route add %s via %s", linkPrefix6(l), gw6))
+	}
+	twin.sysctls = append(nodeSysctls([]string{ifToClient, ifToServer}), routerSysctls(r)...)
+	t.nodes = append(t.nodes, twin)
 }
 
 // idleSeconds rounds an idle timeout up to whole seconds (conntrack's unit),

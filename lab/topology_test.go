@@ -115,6 +115,76 @@ func TestPlanTopologyResetAfterBytesTurnsOnAccounting(t *testing.T) {
 	}
 }
 
+func TestPlanTopologyECMPTwin(t *testing.T) {
+	sc := Scenario{Routers: make([]Router, 4), ECMPRouter: 2}
+	sc.Routers[1].NoICMP = true // the twin gets router 2's knobs
+	topo, err := planTopology("hc1x0abc", sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := planTopology("hc1x0abc", Scenario{Routers: sc.Routers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The chain is planned as without a twin, then the twin is added.
+	if !slices.Equal(topo.rootBatch[:len(plain.rootBatch)], plain.rootBatch) {
+		t.Errorf("root batch of the chain changed:\n%s", strings.Join(topo.rootBatch, "\n"))
+	}
+	if got := topo.rootBatch[len(plain.rootBatch):]; !slices.Equal(got, []string{
+		"netns add hc1x0abc-r2b",
+		"link add name toserverb index 3001 netns hc1x0abc-r1 type veth peer name toclient index 4001 netns hc1x0abc-r2b",
+		"link add name toserver index 3002 netns hc1x0abc-r2b type veth peer name toclientb index 4002 netns hc1x0abc-r3",
+	}) {
+		t.Errorf("twin root batch:\n%s", strings.Join(got, "\n"))
+	}
+	if topo.twinNS != "hc1x0abc-r2b" || topo.twin4.String() != "198.19.1.2" || topo.twin6.String() != "2001:db8:1:1::2" ||
+		topo.afterTwin4.String() != "198.19.2.2" || topo.afterTwin6.String() != "2001:db8:1:2::2" {
+		t.Errorf("twin %s %s %s, after it %s %s", topo.twinNS, topo.twin4, topo.twin6, topo.afterTwin4, topo.afterTwin6)
+	}
+	if len(topo.nodes) != 7 || topo.nodes[6].ns != "hc1x0abc-r2b" || topo.nodes[6].role != "router" || topo.nodes[6].ruleset != topo.nodes[2].ruleset {
+		t.Fatalf("%d nodes, last %+v", len(topo.nodes), topo.nodes[len(topo.nodes)-1])
+	}
+
+	r1 := topo.nodes[1] // splits: every link beyond router 2 over both
+	mustContain(t, r1.ipBatch,
+		"addr add 198.19.1.1/24 dev toserverb", "addr add 2001:db8:1:1::1/64 dev toserverb nodad", "link set toserverb up",
+		"route add 198.18.2.0/24 nexthop via 198.18.1.2 nexthop via 198.19.1.2",
+		"route add 198.18.4.0/24 nexthop via 198.18.1.2 nexthop via 198.19.1.2",
+		"route add 2001:db8:0:4::/64 nexthop via 2001:db8:0:1::2 nexthop via 2001:db8:1:1::2",
+		"route add 198.19.2.0/24 via 198.19.1.2", "route add 2001:db8:1:2::/64 via 2001:db8:1:1::2")
+	if i, j := slices.Index(r1.ipBatch, "link set toserverb up"), slices.IndexFunc(r1.ipBatch, func(l string) bool { return strings.HasPrefix(l, "route ") }); i > j {
+		t.Errorf("router 1 routes over the twin link before it is up:\n%s", strings.Join(r1.ipBatch, "\n"))
+	}
+	mustContain(t, r1.sysctls, "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1", "net.ipv6.conf.toserverb.accept_dad=0")
+	mustContain(t, topo.nodes[2].ipBatch, "route add 198.19.1.0/24 via 198.18.1.1", "route add 198.19.2.0/24 via 198.18.2.2",
+		"route add 198.18.3.0/24 via 198.18.2.2") // router 2 itself stays single-path
+	mustContain(t, topo.nodes[3].ipBatch, "addr add 198.19.2.2/24 dev toclientb", "link set toclientb up",
+		"route add 198.19.1.0/24 via 198.19.2.1", "route add 2001:db8:1:1::/64 via 2001:db8:1:2::1",
+		"route add 198.18.0.0/24 via 198.18.2.1") // replies go back through router 2
+	mustContain(t, topo.nodes[3].sysctls, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.toclientb.rp_filter=0")
+	mustContain(t, topo.nodes[4].ipBatch, "route add 198.19.1.0/24 via 198.18.3.1", "route add 2001:db8:1:2::/64 via 2001:db8:0:3::1")
+	twin := topo.nodes[6]
+	mustContain(t, twin.ipBatch,
+		"addr add 198.19.1.2/24 dev toclient", "addr add 198.19.2.1/24 dev toserver", "addr add 2001:db8:1:2::1/64 dev toserver nodad",
+		"route add 198.18.0.0/24 via 198.19.1.1", "route add 198.18.1.0/24 via 198.19.1.1",
+		"route add 198.18.2.0/24 via 198.19.2.2", "route add 198.18.4.0/24 via 198.19.2.2", "route add 2001:db8:0:4::/64 via 2001:db8:1:2::2")
+	mustContain(t, twin.sysctls, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.icmp_ratelimit=0")
+	for _, nd := range plain.nodes {
+		for _, l := range append(append([]string{}, nd.ipBatch...), nd.sysctls...) {
+			if strings.Contains(l, "nexthop") || strings.Contains(l, "198.19.") || strings.Contains(l, "2001:db8:1:") || strings.Contains(l, "multipath") {
+				t.Errorf("%s: twin configuration without a twin: %q", nd.ns, l)
+			}
+		}
+	}
+
+	// The last router's twin joins the server, whose default route covers it.
+	last, err := planTopology("hc1x0abc", Scenario{Routers: make([]Router, 2), ECMPRouter: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, last.nodes[3].ipBatch, "addr add 198.19.2.2/24 dev toclientb", "route add default via 198.18.2.1")
+}
+
 func TestValidateScenario(t *testing.T) {
 	tests := []struct {
 		name string
@@ -144,6 +214,18 @@ func TestValidateScenario(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestValidateECMPRouter(t *testing.T) {
+	for _, c := range []struct {
+		k    int
+		want string
+	}{{0, ""}, {2, ""}, {3, ""}, {1, "ECMPRouter 1 outside 2..3"}, {4, "ECMPRouter 4"}, {-1, "ECMPRouter -1"}} {
+		err := validateScenario(Scenario{Name: "v", Routers: make([]Router, 3), ECMPRouter: c.k})
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("ECMPRouter %d: error %v, want %q", c.k, err, c.want)
+		}
 	}
 }
 
