@@ -55,6 +55,8 @@ var demoScenarios = map[string]demoScenario{
 		lab.Scenario{Name: "pmtu-blackhole", Routers: routers(4, func(rs []lab.Router) {
 			rs[2].LinkMTU, rs[2].HideFragNeeded = 1280, true
 		})}},
+	"midstream-reset": {"3 routers; router 2 resets connections once 1 MB has crossed it",
+		lab.Scenario{Name: "midstream-reset", Routers: routers(3, func(rs []lab.Router) { rs[1].ResetAfterBytes = 1_000_000 })}},
 	"syn-reset": {"4 routers; router 2 resets 2 % of new connections",
 		lab.Scenario{Name: "syn-reset", Routers: routers(4, func(rs []lab.Router) { rs[1].SYNResetPercent = 2 })}},
 	"clean": {"4 routers, two of them silent to ICMP; nothing wrong",
