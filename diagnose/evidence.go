@@ -120,7 +120,7 @@ func testOfKind(kind string) string {
 		return "connect"
 	case tcpcheck.KindConcurrencyLimit:
 		return "concurrency"
-	case tcpcheck.KindMidstreamReset, tcpcheck.KindDataStall:
+	case tcpcheck.KindMidstreamReset, tcpcheck.KindMidstreamClose, tcpcheck.KindDataStall:
 		return "data"
 	}
 	return ""

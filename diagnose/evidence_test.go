@@ -75,3 +75,12 @@ func TestFlagsOf(t *testing.T) {
 		t.Fatalf("FIN+PSH+ACK -> %v", f)
 	}
 }
+
+func TestTestOfKind(t *testing.T) {
+	for kind, want := range map[string]string{tcpcheck.KindMidstreamReset: "data", tcpcheck.KindMidstreamClose: "data",
+		tcpcheck.KindDataStall: "data", tcpcheck.KindIdleClose: "idle", KindPathLoss: ""} {
+		if got := testOfKind(kind); got != want {
+			t.Errorf("testOfKind(%s) = %q, want %q", kind, got, want)
+		}
+	}
+}

@@ -237,7 +237,7 @@ func orDash(s string) string {
 func severityOf(kind string) string {
 	switch kind {
 	case tcpcheck.KindIdleReset, tcpcheck.KindIdleDrop, tcpcheck.KindConnectReset, tcpcheck.KindConnectTimeout,
-		tcpcheck.KindConcurrencyLimit, tcpcheck.KindMidstreamReset, tcpcheck.KindDataStall,
+		tcpcheck.KindConcurrencyLimit, tcpcheck.KindMidstreamReset, tcpcheck.KindMidstreamClose, tcpcheck.KindDataStall,
 		KindPMTUBlackhole, KindTCPFiltered, KindNotReachable:
 		return "critical"
 	case tcpcheck.KindIdleClose, KindPathLoss, KindHeaderRewrite, KindNAT:
@@ -262,7 +262,7 @@ func phaseOf(kind string) string {
 		return "idle"
 	case tcpcheck.KindConnectReset, tcpcheck.KindConnectTimeout, tcpcheck.KindConcurrencyLimit, KindTCPFiltered:
 		return "setup"
-	case tcpcheck.KindMidstreamReset, tcpcheck.KindDataStall, KindPMTUBlackhole:
+	case tcpcheck.KindMidstreamReset, tcpcheck.KindMidstreamClose, tcpcheck.KindDataStall, KindPMTUBlackhole:
 		return "transfer"
 	}
 	return ""

@@ -118,6 +118,39 @@ func TestDiagnose(t *testing.T) {
 			},
 		},
 		{
+			name: "midstream close by the box at hop 2: critical, transfer, culprit",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.TestFindings["data"] = []tcpcheck.Finding{{Kind: tcpcheck.KindMidstreamClose, Origin: probe.OriginMiddlebox, Hop: 2,
+					HopAddress: "198.18.1.2", Confidence: "high", Advice: "ask its operator", TransferBytes: 1 << 20, ExpectedBytes: 8 << 20}}
+				tg.TestFindings["idle"] = []tcpcheck.Finding{{Kind: tcpcheck.KindIdleClose, Origin: probe.OriginServer, Hop: 4, IdleTimeoutS: 6}}
+				return tg
+			}(),
+			want: "midstream-close,idle-close", hop: 2, hopAddr: "198.18.1.2", culprit: 2,
+			check: func(t *testing.T, fs []Finding) {
+				f := fs[0]
+				if f.Severity != "critical" || f.Phase != "transfer" || f.TransferBytes != 1<<20 || f.ExpectedBytes != 8<<20 {
+					t.Errorf("severity %s phase %s bytes %d of %d; want critical, transfer, %d of %d", f.Severity, f.Phase,
+						f.TransferBytes, f.ExpectedBytes, 1<<20, 8<<20)
+				}
+			},
+		},
+		{
+			name: "midstream close by the server names no box on the path",
+			target: func() TargetReport {
+				tg := target(tr("tcp", true, 4, clean...))
+				tg.TestFindings["data"] = []tcpcheck.Finding{{Kind: tcpcheck.KindMidstreamClose, Origin: probe.OriginServer, Hop: 4,
+					Confidence: "high", Advice: "graceful restart"}}
+				return tg
+			}(),
+			want: "midstream-close", hop: 4, culprit: 0,
+			check: func(t *testing.T, fs []Finding) {
+				if fs[0].Severity != "critical" || fs[0].Phase != "transfer" {
+					t.Errorf("severity %s phase %s; want critical, transfer", fs[0].Severity, fs[0].Phase)
+				}
+			},
+		},
+		{
 			name: "NAT from the server's view, located at hop 1",
 			target: func() TargetReport {
 				tg := target(tr("tcp", true, 4, clean...))

@@ -374,3 +374,63 @@ func TestTCPDataResetMidstreamByRouter(t *testing.T) {
 		})
 	}
 }
+
+// The server ends a download with a FIN after 1 MiB of the 8 MiB its
+// Content-Length announced (GET /truncated: a graceful restart
+// mid-response, as the client sees it). No reset, no stall: a
+// midstream-close from the server, at the server's hop.
+func TestTCPDataTruncatedByServer(t *testing.T) {
+	rs := make([]lab.Router, 3)
+	l := buildLab(t, lab.Scenario{Name: "midstream-close-server", Routers: rs})
+	sent, announced := int64(lab.TruncatedSize(l.Server)), int64(l.Server.WithDefaults().LargeSize)
+	for _, target := range []string{fmt.Sprintf("https://%s", l.Server4), fmt.Sprintf("https://[%s]", l.Server6)} {
+		t.Run(target, func(t *testing.T) {
+			start := time.Now()
+			r := runIn(t, l, l.ClientNS, nil, "--format", "json", "tcp", "data", "--path", "/truncated", "--stall", "3s",
+				"--ca-file", l.CAFile, "--token-file", l.TokenFile(), target)
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1 (findings)\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			rep := decodeJSON[tcpcheck.Report](t, r)
+			if len(rep.Results) != 1 || len(rep.Results[0].Connections) != 1 {
+				t.Fatalf("want one result with one connection: %s", resultSummary(rep))
+			}
+			res := rep.Results[0]
+			conn := res.Connections[0]
+			if conn.Outcome != tcpcheck.OutcomeClosed || conn.Phase != tcpcheck.PhaseRequest || conn.Phases.TLS <= 0 || conn.Phases.FirstByte <= 0 {
+				t.Errorf("connection %s in phase %q (%s), phases %+v; want closed in %q after TLS and the first exchange",
+					conn.Outcome, conn.Phase, conn.Error, conn.Phases, tcpcheck.PhaseRequest)
+			}
+			// The decrypted stream: the body sent plus the response headers.
+			if tr := res.Transfer; tr == nil || tr.Stalled || tr.Bytes < sent || tr.Bytes > sent+4096 {
+				t.Errorf("transfer %+v, want %d..%d bytes, not stalled", tr, sent, sent+4096)
+			}
+			if res.ServerHop != len(rs)+1 {
+				t.Errorf("server hop %d (TTL %d), want %d", res.ServerHop, res.ServerTTL, len(rs)+1)
+			}
+			if len(conn.Packets) == 0 || !strings.Contains(conn.Packets[0].Flags, "FIN") || strings.Contains(conn.Packets[0].Flags, "RST") ||
+				conn.Packets[0].Origin != probe.OriginServer {
+				t.Errorf("captured %+v, want a FIN from the server first", conn.Packets)
+			}
+			if len(rep.Findings) != 1 {
+				t.Fatalf("findings %+v, want exactly one midstream-close", rep.Findings)
+			}
+			f := rep.Findings[0]
+			if f.Kind != tcpcheck.KindMidstreamClose || f.Origin != probe.OriginServer || f.Hop != len(rs)+1 || f.HopAddress != "" || f.Confidence != "high" {
+				t.Errorf("%s from %s at hop %d (%q), confidence %s; want midstream-close from the server at hop %d, high; evidence %v",
+					f.Kind, f.Origin, f.Hop, f.HopAddress, f.Confidence, len(rs)+1, f.Evidence)
+			}
+			if f.TransferBytes != sent || f.ExpectedBytes != announced {
+				t.Errorf("finding says %d of %d bytes, want %d of %d", f.TransferBytes, f.ExpectedBytes, sent, announced)
+			}
+			if ev := strings.Join(f.Evidence, "; "); !strings.Contains(ev, fmt.Sprintf("after %d of %d bytes", sent, announced)) {
+				t.Errorf("evidence %q does not give the byte counts", ev)
+			}
+			if !strings.Contains(f.Advice, "graceful restart") || !strings.Contains(f.Advice, "retry idempotent") || strings.Contains(f.Advice, "session limits") {
+				t.Errorf("advice %q does not fit a server", f.Advice)
+			}
+			t.Logf("closed after %d of %d body bytes (%d on the stream), FIN TTL %d at hop %d, wall %v",
+				f.TransferBytes, f.ExpectedBytes, res.Transfer.Bytes, conn.Packets[0].TTL, f.Hop, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}

@@ -218,6 +218,10 @@ const WhoamiPath = "/v1/users/whoami.xml"
 //	GET /v1/users/whoami.xml  200 <bookmaker_details/> XML with the right
 //	                          x-access-token, else 401
 //	GET /large                s.LargeSize bytes
+//	GET /truncated            announces Content-Length s.LargeSize, sends
+//	                          TruncatedSize(s) bytes, then closes the
+//	                          connection with a FIN (a graceful restart
+//	                          mid-response, as the client sees it)
 //	GET /peer                 the client address as the server sees it
 //	GET /                     a short text
 func NewHTTPHandler(s Server) http.Handler {
@@ -238,13 +242,25 @@ func NewHTTPHandler(s Server) http.Handler {
 	mux.HandleFunc("GET /large", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(s.LargeSize))
-		chunk := bytes.Repeat([]byte("hopcheck-lab-large-body\n"), 32<<10/24)
-		for left := s.LargeSize; left > 0; {
-			n := min(left, len(chunk))
-			if _, err := w.Write(chunk[:n]); err != nil {
-				return
-			}
-			left -= n
+		writeBody(w, s.LargeSize)
+	})
+	mux.HandleFunc("GET /truncated", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(s.LargeSize))
+		if !writeBody(w, TruncatedSize(s)) {
+			return
+		}
+		// Flush what was written, then close: TLS close_notify and a FIN
+		// (nothing unread is queued, so no RST). Where hijacking is not
+		// supported (HTTP/2, a recorder) returning does it too: net/http
+		// closes a connection whose response fell short of its
+		// Content-Length.
+		rc := http.NewResponseController(w)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		if c, _, err := rc.Hijack(); err == nil {
+			c.Close()
 		}
 	})
 	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
@@ -256,6 +272,26 @@ func NewHTTPHandler(s Server) http.Handler {
 		io.WriteString(w, "hopcheck lab server\n")
 	})
 	return mux
+}
+
+// TruncatedSize is what GET /truncated sends of the s.LargeSize it
+// announces: 1 MiB, or half of a smaller LargeSize.
+func TruncatedSize(s Server) int {
+	s = s.WithDefaults()
+	return min(1<<20, s.LargeSize/2)
+}
+
+// writeBody writes n bytes of filler; false if the client went away.
+func writeBody(w io.Writer, n int) bool {
+	chunk := bytes.Repeat([]byte("hopcheck-lab-large-body\n"), 32<<10/24)
+	for left := n; left > 0; {
+		k := min(left, len(chunk))
+		if _, err := w.Write(chunk[:k]); err != nil {
+			return false
+		}
+		left -= k
+	}
+	return true
 }
 
 // connTracker counts open connections across all ports, enforces MaxConns

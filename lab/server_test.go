@@ -322,3 +322,51 @@ func TestServeMaxConnsResets(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestHTTPHandlerTruncated(t *testing.T) {
+	s := Server{LargeSize: 100_000}
+	rec := httptest.NewRecorder()
+	NewHTTPHandler(s).ServeHTTP(rec, httptest.NewRequest("GET", "/truncated", nil))
+	if rec.Code != 200 || rec.Header().Get("Content-Length") != "100000" {
+		t.Fatalf("status %d, Content-Length %q; want 200 announcing 100000", rec.Code, rec.Header().Get("Content-Length"))
+	}
+	if got, want := rec.Body.Len(), TruncatedSize(s); got != want || want != 50_000 {
+		t.Fatalf("body %d bytes, want %d (half of a LargeSize below 2 MiB)", got, want)
+	}
+	if got := TruncatedSize(Server{}); got != 1<<20 {
+		t.Fatalf("TruncatedSize of the default large size = %d, want 1 MiB", got)
+	}
+}
+
+// GET /truncated over TLS: the body stops after TruncatedSize of the
+// announced bytes, and the connection ends with a FIN (EOF on the TCP
+// socket under TLS), not a RST.
+func TestServeTruncatedEndsWithFIN(t *testing.T) {
+	s, pool := startLoopbackServer(t, Server{LargeSize: 4 << 20})
+	raw, err := net.Dial("tcp", loopback(s.HTTPSPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: ServerName})
+	req, _ := http.NewRequest("GET", "https://"+ServerName+"/truncated", nil)
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 || resp.ContentLength != 4<<20 {
+		t.Errorf("status %d, Content-Length %d; want 200 announcing %d", resp.StatusCode, resp.ContentLength, 4<<20)
+	}
+	if n != int64(TruncatedSize(s)) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("body %d bytes (%v), want %d then an unexpected EOF", n, err, TruncatedSize(s))
+	}
+	// TLS saw close_notify; below it the TCP stream must end with a FIN.
+	if k, err := raw.Read(make([]byte, 1)); k != 0 || err != io.EOF {
+		t.Fatalf("TCP after the close: %d bytes, %v; want EOF (a FIN), not a reset", k, err)
+	}
+}

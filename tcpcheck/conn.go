@@ -63,6 +63,16 @@ type event struct {
 	data   []byte // bytes (echo, AMQP), a copy
 	err    error  // EOF (FIN), ECONNRESET, ETIMEDOUT...
 	body   int64  // HTTP body bytes read
+	// cut is set when an HTTP response's headers arrived and its body
+	// then ended early (err says how).
+	cut *bodyCut
+}
+
+// bodyCut is an HTTP response whose body ended before it was complete.
+type bodyCut struct {
+	status int
+	got    int64 // body bytes read
+	want   int64 // Content-Length; -1 unknown (chunked)
 }
 
 // Conn is one established connection with a goroutine that reads from it
@@ -255,7 +265,8 @@ func (cn *Conn) read() {
 			n, err := io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if err != nil {
-				cn.events <- event{at: time.Now(), err: err}
+				cn.events <- event{at: time.Now(), err: err, body: n,
+					cut: &bodyCut{status: resp.StatusCode, got: n, want: resp.ContentLength}}
 				return
 			}
 			cn.events <- event{at: at, status: resp.StatusCode, body: n}

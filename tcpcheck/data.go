@@ -16,7 +16,8 @@ const echoVolume = 4 << 20
 
 // RunData makes one connection, then one large transfer (HTTP GET of
 // opt.DataPath, or echoVolume bytes through an echo service), watching
-// its progress: a mid-stream reset (with origin) or a stall (handshake
+// its progress: a mid-stream reset or a mid-stream close (a FIN before
+// everything due arrived), each with its origin, or a stall (handshake
 // fine, no progress for opt.StallAfter: the PMTU black-hole signature).
 func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result, []Finding) {
 	s := newSession(opt, job, start)
@@ -70,6 +71,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	outcome, stalled := OutcomeOK, false
 	var endErr error
 	var endAt time.Time
+	var cut *bodyCut // HTTPS: the response whose body ended early
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 loop:
@@ -83,7 +85,7 @@ loop:
 				if ev.err == nil {
 					ev.err = fmt.Errorf("stream ended")
 				}
-				outcome, endErr, endAt = Classify(PhaseRequest, ev.err), ev.err, ev.at
+				outcome, endErr, endAt, cut = Classify(PhaseRequest, ev.err), ev.err, ev.at, ev.cut
 				break loop
 			}
 			if s.opt.Dial.App == AppHTTPS && ev.status != 0 {
@@ -114,6 +116,16 @@ loop:
 	if outcome == OutcomeClosed {
 		outcome, endErr = closedOrReset(endErr, echoWriteEnd(echoWrite), rec.Packets)
 	}
+	end := transferEnd{outcome: outcome, stalled: stalled, got: moved, want: echoVolume}
+	if s.opt.Dial.App == AppHTTPS {
+		end.got, end.want = 0, -1 // no response headers: nothing of the body is known
+		if cut != nil {
+			end.got, end.want = cut.got, cut.want
+		}
+	}
+	if outcome == OutcomeClosed && transferKind(end) == "" {
+		outcome = OutcomeOK // everything due arrived, then a normal close
+	}
 	if outcome != OutcomeOK {
 		rec.Outcome, rec.Phase, rec.Error, rec.EndS = outcome, PhaseRequest, endErr.Error(), s.since(endAt)
 	}
@@ -128,10 +140,10 @@ loop:
 	}
 	s.add(rec)
 	var findings []Finding
-	switch {
-	case stalled:
+	switch transferKind(end) {
+	case KindDataStall:
 		findings = append(findings, stallFinding(s, fmt.Sprintf("the handshake worked, then the transfer stopped after %d bytes: no progress for %v", moved, opt.StallAfter), infoEv))
-	case outcome.IsReset():
+	case KindMidstreamReset:
 		f := Finding{Kind: KindMidstreamReset, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
 		f.Evidence = append(f.Evidence, fmt.Sprintf("the transfer was reset after %d bytes", moved))
 		if attr != nil {
@@ -145,8 +157,102 @@ loop:
 		f.Evidence = append(f.Evidence, infoEv...)
 		f.Advice = "Transfers are reset mid-stream: retry idempotent requests, and ask the operator of the resetting device about its limits (size, rate, inspection)."
 		findings = append(findings, f)
+	case KindMidstreamClose:
+		f := Finding{Kind: KindMidstreamClose, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown,
+			Confidence: "low", TransferBytes: end.got, ExpectedBytes: max(end.want, 0)}
+		f.Evidence = append(f.Evidence, truncationEvidence(s.opt.Dial.App, end, cut))
+		if endErr != nil {
+			f.Evidence = append(f.Evidence, "the reader got: "+endErr.Error())
+		}
+		switch {
+		case attr != nil:
+			f.Origin, f.Hop = attr.Origin, attr.Hop
+			f.Evidence = append(f.Evidence, attr.Reason)
+			f.HopAddress = s.hopAddress(ctx, attr)
+			f.Confidence = "medium"
+			if attr.Origin != probe.OriginUnknown {
+				f.Confidence = "high"
+			}
+		case s.obs != nil:
+			f.Confidence = "medium"
+			f.Evidence = append(f.Evidence, "the flow observer captured no FIN: who ended the transfer is unknown")
+		default:
+			f.Evidence = append(f.Evidence, "no packet capture (needs CAP_NET_RAW): who sent the FIN is unknown")
+		}
+		f.Evidence = append(f.Evidence, infoEv...)
+		f.Advice = closeAdvice(f.Origin, f.Hop, f.HopAddress)
+		findings = append(findings, f)
 	}
 	return s.res, findings
+}
+
+// transferEnd is how a data transfer ended, as far as the finding depends
+// on it.
+type transferEnd struct {
+	outcome Outcome // after closedOrReset
+	stalled bool
+	// got is what arrived of what was due: HTTPS body bytes, or echoed
+	// bytes; want is what was due (Content-Length, the echo volume), -1
+	// unknown (a chunked body, or no response headers at all).
+	got, want int64
+}
+
+// transferKind is the finding a transfer's end makes ("" none). A stall
+// outranks the rest. An end of stream (FIN) before everything due arrived
+// truncated the transfer; after it, it is a normal close: HTTP bodies
+// without a length end at the close, and the reader reports those as
+// complete, so "closed" with an unknown length is a truncated chunked
+// body or a response that never came.
+func transferKind(e transferEnd) string {
+	switch {
+	case e.stalled:
+		return KindDataStall
+	case e.outcome.IsReset():
+		return KindMidstreamReset
+	case e.outcome == OutcomeClosed:
+		if e.want >= 0 && e.got >= e.want {
+			return ""
+		}
+		return KindMidstreamClose
+	}
+	return ""
+}
+
+// truncationEvidence says how much of the transfer arrived before the FIN.
+func truncationEvidence(app App, e transferEnd, cut *bodyCut) string {
+	switch {
+	case app != AppHTTPS:
+		return fmt.Sprintf("the transfer ended with a FIN (end of stream) after %d of %d bytes echoed", e.got, e.want)
+	case cut == nil:
+		return "the connection ended with a FIN (end of stream) before the response headers arrived"
+	case e.want < 0:
+		return fmt.Sprintf("the response (HTTP %d, chunked) ended with a FIN (end of stream) after %d body bytes, before its last chunk", cut.status, e.got)
+	}
+	return fmt.Sprintf("the response (HTTP %d) ended with a FIN (end of stream) after %d of %d bytes (Content-Length)", cut.status, e.got, e.want)
+}
+
+// closeAdvice fits the advice for a truncated transfer to who ended it.
+func closeAdvice(origin probe.Origin, hop int, hopAddress string) string {
+	const retry = " Clients: retry idempotent requests, and treat a body shorter than its Content-Length as a failure, not as data."
+	server := "check its limits on response size and time (proxy or application send/write timeouts, maximum body size), " +
+		"that a graceful restart drains in-flight responses before the process exits, and that keep-alive limits " +
+		"(max requests or max age per connection) close connections between responses, never during one."
+	box := "ask its operator about session limits (maximum session duration or bytes per session, proxy or inspection timeouts)"
+	switch origin {
+	case probe.OriginServer:
+		return "The server ended the transfer with a FIN before it was complete: " + server + retry
+	case probe.OriginMiddlebox:
+		where := "a device on the path"
+		if hop > 0 {
+			where = fmt.Sprintf("the device at hop %d", hop)
+			if hopAddress != "" {
+				where += " (" + hopAddress + ")"
+			}
+		}
+		return "A FIN from " + where + ", not from the server, ended the transfer before it was complete: it closes sessions itself; " + box + "." + retry
+	}
+	return "A FIN ended the transfer before it was complete, from the server or a device on the path (run with CAP_NET_RAW to tell which). " +
+		"If the server: " + server + " If a middlebox: " + box + "." + retry
 }
 
 // echoWriteEnd returns how the echo writer ended, waiting briefly: after

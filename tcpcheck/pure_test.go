@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -128,6 +130,58 @@ func TestClosedOrReset(t *testing.T) {
 		got, err := closedOrReset(io.EOF, c.writeErr, c.packets)
 		if got != c.want || err == nil {
 			t.Errorf("%s: %s (%v), want %s", c.name, got, err, c.want)
+		}
+	}
+}
+
+func TestTransferKind(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name string
+		end  transferEnd
+		want string
+	}{
+		{"complete body, no close seen", transferEnd{outcome: OutcomeOK, got: 8 * mib, want: 8 * mib}, ""},
+		{"complete body, then a normal close", transferEnd{outcome: OutcomeClosed, got: 8 * mib, want: 8 * mib}, ""},
+		{"all echoed, then a normal close", transferEnd{outcome: OutcomeClosed, got: echoVolume, want: echoVolume}, ""},
+		{"empty body, then a close", transferEnd{outcome: OutcomeClosed, got: 0, want: 0}, ""},
+		{"FIN after 1 of 8 MiB", transferEnd{outcome: OutcomeClosed, got: mib, want: 8 * mib}, KindMidstreamClose},
+		{"FIN one byte short", transferEnd{outcome: OutcomeClosed, got: 8*mib - 1, want: 8 * mib}, KindMidstreamClose},
+		{"FIN in a chunked body", transferEnd{outcome: OutcomeClosed, got: mib, want: -1}, KindMidstreamClose},
+		{"FIN before the response headers", transferEnd{outcome: OutcomeClosed, got: 0, want: -1}, KindMidstreamClose},
+		{"echo cut short", transferEnd{outcome: OutcomeClosed, got: 32 << 10, want: echoVolume}, KindMidstreamClose},
+		{"reset mid-body", transferEnd{outcome: OutcomeReset, got: mib, want: 8 * mib}, KindMidstreamReset},
+		{"reset after the body is no close", transferEnd{outcome: OutcomeReset, got: 8 * mib, want: 8 * mib}, KindMidstreamReset},
+		{"stall outranks the rest", transferEnd{outcome: OutcomeTimeout, stalled: true, got: mib, want: 8 * mib}, KindDataStall},
+		{"cancelled, not stalled", transferEnd{outcome: OutcomeTimeout, got: mib, want: 8 * mib}, ""},
+	} {
+		if got := transferKind(c.end); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+func TestCloseAdvice(t *testing.T) {
+	for _, c := range []struct {
+		origin      probe.Origin
+		hop         int
+		addr        string
+		want, never []string
+	}{
+		{probe.OriginServer, 4, "", []string{"graceful restart", "keep-alive", "retry idempotent"}, []string{"session limits"}},
+		{probe.OriginMiddlebox, 2, "198.18.1.2", []string{"hop 2 (198.18.1.2)", "session limits", "retry idempotent"}, []string{"graceful restart"}},
+		{probe.OriginUnknown, 0, "", []string{"graceful restart", "session limits", "retry idempotent", "CAP_NET_RAW"}, nil},
+	} {
+		got := closeAdvice(c.origin, c.hop, c.addr)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: advice %q lacks %q", c.origin, got, w)
+			}
+		}
+		for _, n := range c.never {
+			if strings.Contains(got, n) {
+				t.Errorf("%s: advice %q should not mention %q", c.origin, got, n)
+			}
 		}
 	}
 }

@@ -199,6 +199,7 @@ const (
 	KindConnectTimeout   = "connect-timeout"
 	KindConcurrencyLimit = "concurrency-limit"
 	KindMidstreamReset   = "midstream-reset"
+	KindMidstreamClose   = "midstream-close"
 	KindDataStall        = "data-stall"
 )
 
@@ -218,6 +219,10 @@ type Finding struct {
 	Limit        int          `json:"limit,omitempty"`
 	Rate         float64      `json:"rate,omitempty"`
 	RateCI       []float64    `json:"rate_ci,omitempty"`
+	// TransferBytes of ExpectedBytes arrived before a midstream-close
+	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
+	TransferBytes int64 `json:"transfer_bytes,omitempty"`
+	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
