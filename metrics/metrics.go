@@ -19,6 +19,7 @@ import (
 
 	"github.com/hopcheck/hopcheck/diagnose"
 	"github.com/hopcheck/hopcheck/history"
+	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
 // Metric names of a run.
@@ -108,9 +109,10 @@ func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
 		lastSuccess = float64(r.StartedAt.UnixNano())/1e9 + r.DurationS
 	}
 	c.lastSuccess.Set(lastSuccess)
-	for _, k := range []string{"idle-reset", "idle-drop", "idle-close", "connect-reset", "connect-timeout", "concurrency-limit",
-		"midstream-reset", "data-stall", diagnose.KindPathLoss, diagnose.KindTCPFiltered, diagnose.KindHeaderRewrite, diagnose.KindNAT,
-		diagnose.KindPMTUBlackhole} {
+	for _, k := range []string{tcpcheck.KindIdleReset, tcpcheck.KindIdleDrop, tcpcheck.KindIdleClose, tcpcheck.KindConnectReset,
+		tcpcheck.KindConnectTimeout, tcpcheck.KindConcurrencyLimit, tcpcheck.KindMidstreamReset, tcpcheck.KindMidstreamClose,
+		tcpcheck.KindDataStall, diagnose.KindPathLoss, diagnose.KindTCPFiltered, diagnose.KindHeaderRewrite, diagnose.KindNAT,
+		diagnose.KindPMTUBlackhole, diagnose.KindServerRestart, diagnose.KindNotReachable} {
 		c.findingsByKind.WithLabelValues(k) // present at 0, so alerts can use rate/changes
 	}
 	for _, f := range r.Findings {

@@ -82,6 +82,8 @@ func TestWriteRunFile(t *testing.T) {
 		{LastSuccessName, nil, float64(t0.Unix()) + 90},
 		{"hopcheck_findings", map[string]string{"kind": "idle-reset"}, 1},
 		{"hopcheck_findings", map[string]string{"kind": "nat"}, 0},
+		{"hopcheck_findings", map[string]string{"kind": "midstream-close"}, 0},
+		{"hopcheck_findings", map[string]string{"kind": "server-restart"}, 0},
 		{"hopcheck_idle_timeout_seconds", addr, 10},
 		{"hopcheck_server_hop", addr, 4},
 		{"hopcheck_culprit_hop", addr, 2},
