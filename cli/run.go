@@ -67,6 +67,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.DurationFlag{Name: "in-flow-max", Value: diagnose.DefaultMaxInFlowWait, Usage: "longest idle the in-flow confirmation may hold a connection for (it takes that long again; 0: never)"},
 			&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
 			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
 			&ucli.StringFlag{Name: "history", Usage: "also save the JSON report, timestamped, into `DIR` (for hopcheck diff --history)"},
@@ -87,6 +88,7 @@ type runRequest struct {
 	tcp       tcpcheck.Options
 	evidence  string
 	peerURL   string
+	inFlowMax time.Duration // < 0: never
 	history   string
 	keep      history.Retention
 	metrics   string
@@ -173,6 +175,13 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	if err != nil {
 		return req, err
 	}
+	req.inFlowMax = c.Duration("in-flow-max")
+	switch {
+	case req.inFlowMax < 0:
+		return req, usageErr("--in-flow-max %v must not be negative", req.inFlowMax)
+	case req.inFlowMax == 0:
+		req.inFlowMax = -1 // never
+	}
 	if u := c.String("peer-url"); u != "" {
 		if !strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " \r\n") {
 			return req, usageErr("--peer-url %q must be an https:// URL", u)
@@ -250,7 +259,7 @@ func runRun(c *ucli.Context) error {
 	}
 	opt := diagnose.Options{Profile: req.profile, Privilege: req.privilege, TCP: req.tcp, NewProber: probe.NewProber}
 	if probe.HasRawAccess() && req.privilege != "unprivileged" {
-		opt.Localise = diagnose.NewLocaliser(diagnose.LocaliseConfig{PeerURL: req.peerURL, Dial: req.tcp.Dial})
+		opt.Localise = diagnose.NewLocaliser(diagnose.LocaliseConfig{PeerURL: req.peerURL, Dial: req.tcp.Dial, MaxInFlowWait: req.inFlowMax})
 	}
 	started := time.Now()
 	{

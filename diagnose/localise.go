@@ -23,7 +23,10 @@ type LocaliseConfig struct {
 	// see a NAT whose ICMP quotes are translated back (Linux conntrack).
 	PeerURL string
 	Dial    tcpcheck.DialConfig // TLS settings for PeerURL
-	Log     func(format string, a ...any)
+	// MaxInFlowWait bounds how long the in-flow confirmation may keep a
+	// flow idle (0: DefaultMaxInFlowWait; negative: never run it).
+	MaxInFlowWait time.Duration
+	Log           func(format string, a ...any)
 }
 
 // NewLocaliser returns the Localiser of `hopcheck run` (raw sockets):
@@ -57,11 +60,15 @@ func NewLocaliser(cfg LocaliseConfig) Localiser {
 		if cfg.PeerURL != "" {
 			loc.NAT = natOf(ctx, cfg, addr, maxTTL, opt)
 		}
-		if idle := idleToConfirm(t); idle > 0 && idle <= maxInFlowWait {
-			if cfg.Log != nil {
-				cfg.Log("[%s] in-flow probes of a connection held idle for %s", t.Address, idle.Round(time.Second))
+		if idle := idleToConfirm(t); idle > 0 {
+			if skipped := inFlowSkipped(idle, cfg.MaxInFlowWait); skipped != nil {
+				loc.InFlow = skipped
+			} else {
+				if cfg.Log != nil {
+					cfg.Log("[%s] in-flow probes of a connection held idle for %s", t.Address, idle.Round(time.Second))
+				}
+				loc.InFlow = inFlowConfirm(ctx, cfg, t, dst, idle, maxTTL, opt)
 			}
-			loc.InFlow = inFlowConfirm(ctx, cfg, t, dst, idle, maxTTL, opt)
 		}
 		t.Localisation = loc
 	}
@@ -200,9 +207,31 @@ func peerView(ctx context.Context, cfg LocaliseConfig, dst netip.Addr) (sent, se
 	return la.AddrPort(), netip.AddrPortFrom(seen.Addr().Unmap(), seen.Port()), nil
 }
 
-// maxInFlowWait bounds how long the in-flow confirmation keeps a flow idle:
-// beyond it (the full profile's hour-long classes) it is not run.
-const maxInFlowWait = 15 * time.Minute
+// DefaultMaxInFlowWait bounds how long the in-flow confirmation keeps a
+// flow idle: beyond it (the full profile's hour-long classes) a run would
+// take that long again, so it is not run unless asked for (--in-flow-max).
+const DefaultMaxInFlowWait = 15 * time.Minute
+
+// InFlowNotTested is the in-flow behaviour when the confirmation was not
+// run although an idle reset or drop asked for it.
+const InFlowNotTested = "not-tested"
+
+// inFlowSkipped returns the not-tested record when a flow that must idle
+// for idle to expire is beyond the wait allowed (limit: 0 default, < 0
+// never), else nil: run it.
+func inFlowSkipped(idle, limit time.Duration) *InFlow {
+	switch {
+	case limit < 0:
+		return &InFlow{Behaviour: InFlowNotTested, Reason: "in-flow confirmation disabled (--in-flow-max 0)"}
+	case limit == 0:
+		limit = DefaultMaxInFlowWait
+	}
+	if idle <= limit {
+		return nil
+	}
+	return &InFlow{Behaviour: InFlowNotTested, Reason: fmt.Sprintf("the flow must idle %s to expire, beyond --in-flow-max %s (raise it to confirm the hop in-flow)",
+		idle.Round(time.Second), limit)}
+}
 
 // idleToConfirm returns how long a flow must idle to expire on this
 // target's path (the failing end of the idle bracket, plus a margin), or 0

@@ -107,6 +107,34 @@ func TestRunIdleDropNamesHop2(t *testing.T) {
 	wantInFlow(t, rep, 2, "drop", l.Router4[1].String())
 }
 
+// A flow that must idle longer than --in-flow-max to expire is not held
+// again: the report says the in-flow confirmation was not tested, and
+// why, instead of leaving it out; the TTL attribution stands.
+func TestRunInFlowNotTestedBeyondLimit(t *testing.T) {
+	t.Parallel() // mostly waiting for idle timeouts: runs beside the other waiting lab tests
+	rs := make([]lab.Router, 3)
+	rs[1].IdleTimeout, rs[1].IdleAction = 5*time.Second, "reset"
+	l := buildLab(t, lab.Scenario{Name: "run-inflow-limit", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "12s", "--in-flow-max", "3s")
+	f := findKind(rep, "idle-reset")
+	if f == nil || f.Hop != 2 || string(f.Origin) != "middlebox" {
+		t.Fatalf("idle-reset finding %+v; want hop 2, middlebox (%v)", f, kindsOf(rep))
+	}
+	loc := rep.Targets[0].Localisation
+	if loc == nil || loc.InFlow == nil {
+		t.Fatalf("no in-flow record: %+v", loc)
+	}
+	in := loc.InFlow
+	if in.Behaviour != diagnose.InFlowNotTested || !strings.Contains(in.Reason, "--in-flow-max 3s") || len(in.Healthy)+len(in.Expired) != 0 || in.Hop != 0 {
+		t.Errorf("in-flow %+v; want not-tested naming --in-flow-max 3s, no probes", in)
+	}
+	for _, e := range f.Evidence {
+		if strings.Contains(e, "in-flow") {
+			t.Errorf("finding claims in-flow evidence: %q", e)
+		}
+	}
+}
+
 // wantInFlow checks the in-flow confirmation: a real connection held idle
 // past the timeout, probed with its own segments before and after.
 func wantInFlow(t *testing.T, rep diagnose.Report, hop int, behaviour, addr string) {
@@ -261,6 +289,8 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"run", "--target", "ftp://127.0.0.1"}, "ftp"},
 		{[]string{"run", "--target", "https://127.0.0.1:70000"}, "70000"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--idle-max", "500ms"}, "500ms"},
+		{[]string{"run", "--target", "https://127.0.0.1", "--in-flow-max", "-5m"}, "-5m"},
+		{[]string{"run", "--target", "https://127.0.0.1", "--in-flow-max", "soon"}, "soon"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--ca-file", "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--token-file", "/nonexistent/token"}, "/nonexistent/token"},
 		{[]string{"--format", "pdf", "run", "--target", "https://127.0.0.1"}, "pdf"},

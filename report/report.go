@@ -514,7 +514,10 @@ func localisationLines(loc *diagnose.Localisation) []string {
 		if in.Flow != "" {
 			s += " of " + in.Flow
 		}
-		if in.Hop > 0 {
+		switch {
+		case in.Behaviour == diagnose.InFlowNotTested:
+			s += ": not run: " + in.Reason
+		case in.Hop > 0:
 			s += fmt.Sprintf(": hop %d", in.Hop)
 			if in.HopAddress != "" {
 				s += " (" + in.HopAddress + ")"
@@ -523,8 +526,11 @@ func localisationLines(loc *diagnose.Localisation) []string {
 			if in.Behaviour != "" {
 				s += " (" + in.Behaviour + ")"
 			}
-		} else {
+		default:
 			s += ": no hop found that lost the flow's state"
+			if in.Reason != "" {
+				s += " (" + in.Reason + ")"
+			}
 		}
 		out = append(out, s)
 	}

@@ -185,3 +185,26 @@ var errDiskFull = errors.New("disk full")
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
+
+func TestLocalisationLinesInFlow(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		in   diagnose.InFlow
+		want string
+	}{
+		{"hop found", diagnose.InFlow{Flow: "a > b", Behaviour: "reset", Hop: 3, HopAddress: "198.18.2.2"},
+			"in-flow probes of a > b: hop 3 (198.18.2.2) lost the flow's state (reset)"},
+		{"not run", diagnose.InFlow{Behaviour: diagnose.InFlowNotTested, Reason: "the flow must idle 1h2m0s to expire, beyond --in-flow-max 15m0s"},
+			"in-flow probes: not run: the flow must idle 1h2m0s to expire, beyond --in-flow-max 15m0s"},
+		{"undetermined with a reason", diagnose.InFlow{Behaviour: "undetermined", Reason: "the flow observer saw no SYN-ACK"},
+			"in-flow probes: no hop found that lost the flow's state (the flow observer saw no SYN-ACK)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := c.in
+			got := localisationLines(&diagnose.Localisation{InFlow: &in})
+			if len(got) != 1 || got[0] != c.want {
+				t.Errorf("got %q\nwant %q", got, c.want)
+			}
+		})
+	}
+}

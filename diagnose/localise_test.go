@@ -1,0 +1,36 @@
+package diagnose
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInFlowSkipped(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		idle, max  time.Duration
+		run        bool
+		wantReason string
+	}{
+		{name: "short idle, default limit", idle: 10 * time.Second, run: true},
+		{name: "at the default limit", idle: DefaultMaxInFlowWait, run: true},
+		{name: "hour-long idle, default limit", idle: 62 * time.Minute, wantReason: "idle 1h2m0s to expire, beyond --in-flow-max 15m0s"},
+		{name: "hour-long idle, raised limit", idle: 62 * time.Minute, max: 2 * time.Hour, run: true},
+		{name: "lowered limit", idle: 6 * time.Minute, max: 5 * time.Minute, wantReason: "beyond --in-flow-max 5m0s"},
+		{name: "disabled", idle: 10 * time.Second, max: -1, wantReason: "disabled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := inFlowSkipped(tc.idle, tc.max)
+			if tc.run {
+				if got != nil {
+					t.Fatalf("inFlowSkipped(%v, %v) = %+v, want it run", tc.idle, tc.max, got)
+				}
+				return
+			}
+			if got == nil || got.Behaviour != InFlowNotTested || !strings.Contains(got.Reason, tc.wantReason) {
+				t.Fatalf("inFlowSkipped(%v, %v) = %+v, want not-tested with %q", tc.idle, tc.max, got, tc.wantReason)
+			}
+		})
+	}
+}
