@@ -131,8 +131,8 @@ func TestTCPConcurrencyLimitAtServer(t *testing.T) {
 	if f.Limit < 14 || f.Limit > 16 {
 		t.Errorf("limit %d, want 15±1", f.Limit)
 	}
-	if f.Origin != probe.OriginServer {
-		t.Errorf("origin %s, want server; evidence %v", f.Origin, f.Evidence)
+	if f.Origin != probe.OriginServer || rep.Results[0].ServerHop != 3 {
+		t.Errorf("origin %s, server hop %d; want server at hop 3; evidence %v", f.Origin, rep.Results[0].ServerHop, f.Evidence)
 	}
 	t.Logf("concurrency: limit %d, wall %v", f.Limit, wall.Round(100*time.Millisecond))
 }

@@ -217,6 +217,20 @@ func (o *Observer) WaitFinRst(port uint16, since time.Time, wait time.Duration) 
 	}
 }
 
+// WaitSynAck waits up to wait for the SYN-ACK toward port and returns the
+// flow record. A connect() that just returned had its SYN-ACK copied to
+// the raw socket first, but our reader may not have decoded it yet.
+func (o *Observer) WaitSynAck(port uint16, wait time.Duration) FlowRecord {
+	deadline := time.Now().Add(wait)
+	for {
+		r := o.Flow(port)
+		if r.SynAck != nil || time.Now().After(deadline) {
+			return r
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // Forget drops the record of port (after its connection is done).
 func (o *Observer) Forget(port uint16) {
 	o.mu.Lock()

@@ -457,7 +457,7 @@ func (w *worker) learn(port uint16) {
 	if known {
 		return
 	}
-	if f := w.obs.Flow(port).Fingerprint(); f.Known() {
+	if f := w.obs.WaitSynAck(port, 100*time.Millisecond).Fingerprint(); f.Known() {
 		w.mu.Lock()
 		w.fp = f
 		w.mu.Unlock()

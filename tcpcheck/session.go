@@ -99,7 +99,13 @@ func (s *session) learn(port uint16) {
 	if s.obs == nil || port == 0 {
 		return
 	}
-	r := s.obs.Flow(port)
+	s.mu.Lock()
+	known := s.fp.Known()
+	s.mu.Unlock()
+	if known {
+		return
+	}
+	r := s.obs.WaitSynAck(port, 100*time.Millisecond)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.fp.Known() {
