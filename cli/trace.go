@@ -126,7 +126,14 @@ func runTrace(c *ucli.Context) error {
 	}
 	started := time.Now()
 	opt := trace.Options{Config: req.cfg, Privilege: req.privilege, NewProber: probe.NewProber}
-	if isTerminal(c.App.ErrWriter) {
+	var live *liveView
+	switch {
+	case isTerminal(c.App.ErrWriter) && req.cfg.Rounds > 1:
+		// Several rounds: an mtr-like table redrawn after each round.
+		fmt.Fprintf(c.App.ErrWriter, "tracing %d path(s)...\n", len(jobs))
+		live = newLiveView(c.App.ErrWriter, len(jobs), req.cfg.Rounds, trace.TextOptions{SideBySide: len(req.protocols) > 1})
+		opt.OnRound = live.update
+	case isTerminal(c.App.ErrWriter):
 		// Live progress for humans; pipes and cron get only the report.
 		fmt.Fprintf(c.App.ErrWriter, "tracing %d path(s)...\n", len(jobs))
 		var mu sync.Mutex
@@ -141,13 +148,11 @@ func runTrace(c *ucli.Context) error {
 			}
 			fmt.Fprintf(c.App.ErrWriter, "  [%d/%d] %s %s: %s\n", done, len(jobs), t.Target.Protocol, t.Target.Address, state)
 		}
-		if req.cfg.Rounds > 1 {
-			opt.Config.Progress = func(round int, _ []trace.Observation) {
-				fmt.Fprintf(c.App.ErrWriter, "  round %d/%d\n", round+1, req.cfg.Rounds)
-			}
-		}
 	}
 	traces := trace.TraceAll(ctx, jobs, opt)
+	if live != nil {
+		live.clear()
+	}
 	report := trace.Report{SchemaVersion: trace.SchemaVersion, Tool: "hopcheck " + Version,
 		StartedAt: started.UTC(), Traces: traces, Incomplete: ctx.Err() != nil}
 	if !c.Bool("numeric") || c.Bool("asn") {

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -188,5 +189,32 @@ func TestRunNearWaitIgnoresAnswersFromAnotherSocket(t *testing.T) {
 		if h.Received != h.Sent {
 			t.Errorf("hop %d: %d of %d answered: the SYN-ACK cut the wait for ICMP answers short", h.TTL, h.Received, h.Sent)
 		}
+	}
+}
+
+// OnRound sees the trace grow round by round, for the live view.
+func TestTraceAllReportsEveryRound(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.2.2")
+	cfg := DefaultConfig()
+	cfg.Queries, cfg.Rounds, cfg.Interval, cfg.Protocol = 1, 3, 5*time.Millisecond, probe.UDP
+	var mu sync.Mutex
+	var sent []int
+	opt := Options{Config: cfg, NewProber: func(context.Context, probe.Config) (probe.Prober, error) {
+		return newFakePath(dst, "198.18.0.1", "198.18.1.1"), nil
+	}, OnRound: func(i int, partial Trace) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i != 0 || !partial.Reached || partial.ReachedTTL != 3 || len(partial.Hops) != 3 || partial.Rounds != len(sent)+1 {
+			t.Errorf("round %d: job %d, reached %v at %d, %d hops", partial.Rounds, i, partial.Reached, partial.ReachedTTL, len(partial.Hops))
+			return
+		}
+		sent = append(sent, partial.Hops[0].Sent)
+	}}
+	traces := TraceAll(context.Background(), []Job{{Dest: Destination{Addr: dst, Protocol: probe.UDP, Port: 33434}}}, opt)
+	if !slices.Equal(sent, []int{1, 2, 3}) {
+		t.Errorf("hop 1 probes sent as seen after each round: %v, want [1 2 3]", sent)
+	}
+	if len(traces) != 1 || traces[0].Hops[0].Sent != 3 {
+		t.Errorf("final trace %+v", traces)
 	}
 }

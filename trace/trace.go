@@ -26,6 +26,10 @@ type Options struct {
 	NewProber ProberFactory
 	// OnTrace, when set, is called with each trace as soon as it is done.
 	OnTrace func(Trace)
+	// OnRound, when set, is called after every round of job i with the
+	// trace so far (for a live view); calls for different jobs may come
+	// from different goroutines.
+	OnRound func(i int, partial Trace)
 }
 
 // TraceAll runs every job concurrently and returns the traces in job order.
@@ -38,7 +42,7 @@ func TraceAll(ctx context.Context, jobs []Job, opt Options) []Trace {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = traceOne(ctx, job, opt)
+			out[i] = traceOne(ctx, i, job, opt)
 			if opt.OnTrace != nil {
 				opt.OnTrace(out[i])
 			}
@@ -48,7 +52,7 @@ func TraceAll(ctx context.Context, jobs []Job, opt Options) []Trace {
 	return out
 }
 
-func traceOne(ctx context.Context, job Job, opt Options) Trace {
+func traceOne(ctx context.Context, i int, job Job, opt Options) Trace {
 	cfg := opt.Config
 	cfg.Protocol = job.Dest.Protocol
 	t := Trace{
@@ -69,8 +73,22 @@ func traceOne(ctx context.Context, job Job, opt Options) Trace {
 	}
 	defer pr.Close()
 	t.Privilege = string(pr.Privilege())
+	aggregate := AggregateOptions{Queries: cfg.Queries * cfg.Flows, MaxHops: cfg.MaxHops}
+	if opt.OnRound != nil {
+		progress := cfg.Progress
+		cfg.Progress = func(round int, obs []Observation) {
+			if progress != nil {
+				progress(round, obs)
+			}
+			partial := t
+			partial.Hops, partial.Reached, partial.ReachedTTL = Aggregate(obs, aggregate)
+			partial.Rounds = round + 1
+			partial.DurationS = time.Since(start).Seconds()
+			opt.OnRound(i, partial)
+		}
+	}
 	obs, err := Run(ctx, pr, cfg, job.Dest)
-	t.Hops, t.Reached, t.ReachedTTL = Aggregate(obs, AggregateOptions{Queries: cfg.Queries * cfg.Flows, MaxHops: cfg.MaxHops})
+	t.Hops, t.Reached, t.ReachedTTL = Aggregate(obs, aggregate)
 	t.DurationS = time.Since(start).Seconds()
 	if err != nil {
 		t.Error = fmt.Sprintf("trace interrupted: %v", err)
