@@ -67,6 +67,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "data-path", Value: tcpcheck.DefaultDataPath, Usage: "HTTP path the data test downloads (default: the market descriptions the UOF SDKs fetch at start-up; needs the token)"},
 			&ucli.DurationFlag{Name: "in-flow-max", Value: diagnose.DefaultMaxInFlowWait, Usage: "longest idle the in-flow confirmation may hold a connection for (it takes that long again; 0: never)"},
 			&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
 			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
@@ -189,7 +190,11 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 		req.peerURL = u
 	}
 	raw4 := probe.HasRawAccess() && req.privilege != "unprivileged"
-	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: "/large",
+	dataPath := c.String("data-path")
+	if !strings.HasPrefix(dataPath, "/") || strings.ContainsAny(dataPath, " \r\n") {
+		return req, usageErr("--data-path %q must start with / and contain no spaces", dataPath)
+	}
+	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: dataPath,
 		StallAfter: 10 * time.Second}
 	if raw4 {
 		req.tcp.HopAddress = tcpcheck.HopAddress

@@ -81,7 +81,7 @@ func runServe(c *ucli.Context) error {
 			}
 		}
 		opt := diagnose.Options{Profile: req.Profile, Privilege: privilege, NewProber: probe.NewProber,
-			TCP: tcpcheck.Options{Dial: dial, Verify: true, Observe: raw, DataPath: "/large", StallAfter: 10 * time.Second}}
+			TCP: tcpcheck.Options{Dial: dial, Verify: true, Observe: raw, DataPath: tcpcheck.DefaultDataPath, StallAfter: 10 * time.Second}}
 		if raw {
 			opt.TCP.HopAddress = tcpcheck.HopAddress
 		}

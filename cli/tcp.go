@@ -30,7 +30,7 @@ func tcpFlags() []ucli.Flag {
 		&ucli.IntFlag{Name: "conns", Usage: "simultaneous connections: concurrency cap (default 32), idle ladder width (default 12); at most 40 toward *.betradar.com"},
 		&ucli.DurationFlag{Name: "idle-max", Value: 15 * time.Minute, Usage: "idle: longest idle time tried (at least 1s)"},
 		&ucli.BoolFlag{Name: "no-verify", Usage: "idle: skip holding one connection past the timeout with TCP keepalive"},
-		&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path (data: the large object, default /large)"},
+		&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path (data: the large object, default the UOF market descriptions, " + tcpcheck.DefaultDataPath + ")"},
 		&ucli.DurationFlag{Name: "stall", Value: 10 * time.Second, Usage: "data: no progress this long is a stall"},
 		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 		&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
@@ -128,7 +128,7 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n") {
 		return req, usageErr("--path %q must start with / and contain no spaces", path)
 	}
-	opt.Dial.Path, opt.DataPath = path, "/large"
+	opt.Dial.Path, opt.DataPath = path, tcpcheck.DefaultDataPath
 	if test == "data" && c.IsSet("path") {
 		opt.Dial.Path, opt.DataPath = "/v1/users/whoami.xml", path
 	}
@@ -181,7 +181,8 @@ func runTCP(c *ucli.Context, test string) error {
 	}
 	failed := 0
 	for _, r := range report.Results {
-		if r.Error != "" && len(r.Connections) == 0 {
+		// A data test whose download was an error page did not run either.
+		if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil)) {
 			failed++
 		}
 	}

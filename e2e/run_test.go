@@ -291,6 +291,7 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"run", "--target", "https://127.0.0.1", "--idle-max", "500ms"}, "500ms"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--in-flow-max", "-5m"}, "-5m"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--in-flow-max", "soon"}, "soon"},
+		{[]string{"run", "--target", "https://127.0.0.1", "--data-path", "markets.xml"}, "markets.xml"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--ca-file", "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
 		{[]string{"run", "--target", "https://127.0.0.1", "--token-file", "/nonexistent/token"}, "/nonexistent/token"},
 		{[]string{"--format", "pdf", "run", "--target", "https://127.0.0.1"}, "pdf"},

@@ -175,7 +175,7 @@ func TestTCPDataStallOnPMTUBlackHole(t *testing.T) {
 	rs[1].LinkMTU, rs[1].HideFragNeeded = 1280, true
 	l := buildLab(t, lab.Scenario{Name: "pmtu-black-hole", Routers: rs})
 	target := fmt.Sprintf("https://%s", l.Server4)
-	rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, target)
+	rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), target)
 	oneFinding(t, rep, tcpcheck.KindDataStall)
 	for _, f := range rep.Findings {
 		if f.Kind == tcpcheck.KindMidstreamReset {
@@ -231,14 +231,39 @@ func TestTCPBadInput(t *testing.T) {
 func TestTCPDataCleanPath(t *testing.T) {
 	l := buildLab(t, lab.Scenario{Name: "data-clean", Routers: make([]lab.Router, 2)})
 	for _, target := range []string{fmt.Sprintf("https://%s", l.Server4), fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort)} {
-		rep, wall := tcpJSON(t, l, "data", "--ca-file", l.CAFile, target)
+		rep, wall := tcpJSON(t, l, "data", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), target)
 		if len(rep.Findings) != 0 || len(rep.Results) != 1 || rep.Results[0].Counts[tcpcheck.OutcomeOK] != 1 {
 			t.Errorf("%s: findings %+v; %s", target, rep.Findings, resultSummary(rep))
 		}
 		if tr := rep.Results[0].Transfer; tr == nil || tr.Stalled || tr.Bytes < 4<<20 || tr.SendMSS == 0 {
 			t.Errorf("%s: transfer %+v", target, tr)
+		} else if strings.HasPrefix(target, "https") && (tr.Path != tcpcheck.DefaultDataPath || tr.Bytes < lab.DefaultLargeSize) {
+			t.Errorf("%s: downloaded %d bytes of %q; want the UOF market descriptions, %d bytes", target, tr.Bytes, tr.Path, lab.DefaultLargeSize)
 		}
 		t.Logf("%s: data clean, wall %v", target, wall.Round(100*time.Millisecond))
+	}
+}
+
+// An error page is no transfer: without the token (401) or at a path the
+// server does not have (404) the data test did not run; exit 3 naming
+// the status, no findings.
+func TestTCPDataErrorPageIsNotATransfer(t *testing.T) {
+	l := buildLab(t, lab.Scenario{Name: "data-error-page", Routers: make([]lab.Router, 1)})
+	target := fmt.Sprintf("https://%s", l.Server4)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ca-file", l.CAFile}, "HTTP 401 Unauthorized for GET " + tcpcheck.DefaultDataPath},
+		{[]string{"--ca-file", l.CAFile, "--token-file", l.TokenFile(), "--path", "/nope"}, "HTTP 404 Not Found for GET /nope"},
+	} {
+		args := append(append([]string{"--format", "json", "tcp", "data"}, c.args...), target)
+		r := runIn(t, l, l.ClientNS, nil, args...)
+		rep := decodeJSON[tcpcheck.Report](t, r)
+		if r.code != 3 || len(rep.Findings) != 0 || len(rep.Results) != 1 || rep.Results[0].Transfer != nil ||
+			!strings.Contains(rep.Results[0].Error, c.want) || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: exit %d, findings %v, %s; stderr %q; want exit 3 naming %q", c.args, r.code, rep.Findings, resultSummary(rep), r.stderr, c.want)
+		}
 	}
 }
 
@@ -335,7 +360,7 @@ func TestTCPDataResetMidstreamByRouter(t *testing.T) {
 		{fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort), l.Router4[1].String(), 32 << 10},
 	} {
 		t.Run(c.target, func(t *testing.T) {
-			rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, c.target)
+			rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), c.target)
 			if len(rep.Results) != 1 || len(rep.Results[0].Connections) != 1 {
 				t.Fatalf("want one result with one connection: %s", resultSummary(rep))
 			}

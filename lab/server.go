@@ -213,9 +213,17 @@ func serveAMQP(c net.Conn, idleClose time.Duration, logger *log.Logger) {
 // WhoamiPath is the authenticated endpoint of the lab HTTPS server.
 const WhoamiPath = "/v1/users/whoami.xml"
 
+// MarketsPath is the UOF market descriptions document (the query string,
+// e.g. ?include_mappings=true, is ignored), which the data test downloads
+// by default.
+const MarketsPath = "/v1/descriptions/en/markets.xml"
+
 // NewHTTPHandler serves:
 //
 //	GET /v1/users/whoami.xml  200 <bookmaker_details/> XML with the right
+//	                          x-access-token, else 401
+//	GET /v1/descriptions/en/markets.xml
+//	                          s.LargeSize bytes with the right
 //	                          x-access-token, else 401
 //	GET /large                s.LargeSize bytes
 //	GET /truncated            announces Content-Length s.LargeSize, sends
@@ -227,17 +235,32 @@ const WhoamiPath = "/v1/users/whoami.xml"
 func NewHTTPHandler(s Server) http.Handler {
 	s = s.WithDefaults()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+WhoamiPath, func(w http.ResponseWriter, r *http.Request) {
+	// authorized answers 401 unless the request carries the token.
+	authorized := func(w http.ResponseWriter, r *http.Request) bool {
 		got := r.Header.Get("x-access-token")
 		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<error code="401" message="invalid or missing x-access-token"/>`+"\n")
+			return false
+		}
+		return true
+	}
+	mux.HandleFunc("GET "+WhoamiPath, func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(w, r) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/xml")
 		io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
 			`<bookmaker_details response_code="OK" expire_at="2099-01-01T00:00:00Z" bookmaker_id="1" virtual_host="/lab"/>`+"\n")
+	})
+	mux.HandleFunc("GET "+MarketsPath, func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.Header().Set("Content-Length", strconv.Itoa(s.LargeSize))
+		writeBody(w, s.LargeSize)
 	})
 	mux.HandleFunc("GET /large", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")

@@ -32,6 +32,8 @@ func TestHTTPHandler(t *testing.T) {
 		{"whoami wrong token", WhoamiPath, "secreT", 401, "<error", 0},
 		{"whoami token prefix", WhoamiPath, "secre", 401, "", 0},
 		{"large", "/large", "", 200, "hopcheck-lab-large-body", 100_000},
+		{"markets with token", MarketsPath + "?include_mappings=true", "secret", 200, "hopcheck-lab-large-body", 100_000},
+		{"markets without token", MarketsPath, "", 401, "<error", 0},
 		{"peer", "/peer", "", 200, "192.0.2.1:1234", 0},
 		{"root", "/", "", 200, "hopcheck lab server", 0},
 		{"unknown", "/nope", "", 404, "", 0},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"time"
@@ -14,12 +15,21 @@ import (
 // echoVolume is what a data test sends through a TCP echo target.
 const echoVolume = 4 << 20
 
+// DefaultDataPath is what the data test downloads from an HTTPS target:
+// the market descriptions both UOF SDKs fetch at start-up, several MB of
+// XML, the largest response a UOF client routinely gets (it needs the
+// access token).
+const DefaultDataPath = "/v1/descriptions/en/markets.xml?include_mappings=true"
+
 // RunData makes one connection, then one large transfer (HTTP GET of
 // opt.DataPath, or echoVolume bytes through an echo service), watching
 // its progress: a mid-stream reset or a mid-stream close (a FIN before
 // everything due arrived), each with its origin, or a stall (handshake
 // fine, no progress for opt.StallAfter: the PMTU black-hole signature).
 func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result, []Finding) {
+	if opt.DataPath == "" {
+		opt.DataPath = DefaultDataPath
+	}
 	s := newSession(opt, job, start)
 	defer s.close()
 	// A stall is judged by progress, not by the kernel giving up.
@@ -72,6 +82,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	var endErr error
 	var endAt time.Time
 	var cut *bodyCut // HTTPS: the response whose body ended early
+	status := 0      // HTTPS: the status of a response that arrived whole
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 loop:
@@ -89,6 +100,7 @@ loop:
 				break loop
 			}
 			if s.opt.Dial.App == AppHTTPS && ev.status != 0 {
+				status = ev.status
 				break loop
 			}
 			if s.opt.Dial.App != AppHTTPS && cn.received.Load()-before >= echoVolume {
@@ -129,8 +141,19 @@ loop:
 	if outcome != OutcomeOK {
 		rec.Outcome, rec.Phase, rec.Error, rec.EndS = outcome, PhaseRequest, endErr.Error(), s.since(endAt)
 	}
+	if status != 0 && (status < 200 || status > 299) {
+		// An error page is no large transfer: say the test did not run
+		// rather than pass it.
+		s.add(rec)
+		s.res.Error = fmt.Sprintf("data test not run: HTTP %d %s for GET %s (%d bytes); point the data test at a large object (run --data-path, tcp data --path)%s",
+			status, http.StatusText(status), opt.DataPath, moved, tokenHint(status))
+		return s.res, nil
+	}
 	var infoEv []string
-	tr := &Transfer{Bytes: moved, DurationS: seconds(time.Since(xferStart)), Stalled: stalled}
+	tr := &Transfer{Path: opt.DataPath, Bytes: moved, DurationS: seconds(time.Since(xferStart)), Stalled: stalled}
+	if s.opt.Dial.App != AppHTTPS {
+		tr.Path = ""
+	}
 	s.res.Transfer = tr
 	if info, err := cn.TCPInfo(); err == nil {
 		tr.SendMSS, tr.RecvMSS, tr.PathMTU = int(info.Snd_mss), int(info.Rcv_mss), int(info.Pmtu)
@@ -253,6 +276,15 @@ func closeAdvice(origin probe.Origin, hop int, hopAddress string) string {
 	}
 	return "A FIN ended the transfer before it was complete, from the server or a device on the path (run with CAP_NET_RAW to tell which). " +
 		"If the server: " + server + " If a middlebox: " + box + "." + retry
+}
+
+// tokenHint explains the statuses the UOF API gives for token problems.
+func tokenHint(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+		return ", with a valid access token (--token-file or $UOF_ACCESS_TOKEN)"
+	}
+	return ""
 }
 
 // echoWriteEnd returns how the echo writer ended, waiting briefly: after

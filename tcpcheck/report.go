@@ -129,6 +129,7 @@ func NewRate(k, n int) Rate {
 
 // Transfer is what the data test moved and what TCP_INFO said after it.
 type Transfer struct {
+	Path        string  `json:"path,omitempty"` // HTTPS: what was downloaded
 	Bytes       int64   `json:"bytes"`
 	DurationS   float64 `json:"duration_s"`
 	Stalled     bool    `json:"stalled"`

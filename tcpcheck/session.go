@@ -22,7 +22,8 @@ type Options struct {
 	Verify bool
 	Count  int     // connect: connections
 	Rate   float64 // connect: connections per second
-	// DataPath is the HTTP path of the data test's large transfer.
+	// DataPath is the HTTP path of the data test's large transfer
+	// (DefaultDataPath when empty).
 	DataPath string
 	// StallAfter: a data transfer without progress this long is a stall.
 	StallAfter time.Duration
