@@ -82,6 +82,11 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 		if err != nil {
 			return req, usageErr("%v", err)
 		}
+		if test == "data" && t.App == tcpcheck.AppAMQPS {
+			// Garbage after the protocol header would make the broker
+			// close, which would read as a truncated transfer.
+			return req, usageErr("tcp data %s: an AMQP broker sends nothing large before login; test the API host (https://) or a tcp:// echo service", arg)
+		}
 		betradar = betradar || tcpcheck.IsBetradar(t.Spec.Host)
 		req.targets = append(req.targets, t)
 	}

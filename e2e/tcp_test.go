@@ -200,6 +200,7 @@ func TestTCPBadInput(t *testing.T) {
 		{"idle-max below 1s", []string{"tcp", "idle", "--idle-max", "500ms", "tcp://198.18.0.1:7"}, "500ms"},
 		{"conns 0", []string{"tcp", "concurrency", "--conns", "0", "tcp://198.18.0.1:7"}, "--conns 0"},
 		{"too many toward betradar", []string{"tcp", "concurrency", "--conns", "41", "https://api.betradar.com"}, "41"},
+		{"data over amqps", []string{"tcp", "data", "amqps://198.18.0.1:5671"}, "amqps://198.18.0.1:5671"},
 		{"unreadable ca-file", []string{"tcp", "connect", "--ca-file", unreadable, "https://198.18.0.1"}, unreadable},
 		{"unreadable token-file", []string{"tcp", "connect", "--token-file", unreadable, "https://198.18.0.1"}, unreadable},
 	} {
