@@ -25,9 +25,10 @@ func labServeCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "key", Usage: "server key PEM `FILE`", Required: true},
 			&ucli.StringFlag{Name: "token-file", Usage: "`FILE` holding the valid x-access-token", Required: true},
 			&ucli.IntFlag{Name: "https-port", Value: lab.DefaultHTTPSPort, Usage: "TLS HTTP `PORT`"},
-			&ucli.IntFlag{Name: "amqp-port", Value: lab.DefaultAMQPPort, Usage: "TLS AMQP-header responder `PORT`"},
+			&ucli.IntFlag{Name: "amqp-port", Value: lab.DefaultAMQPPort, Usage: "TLS AMQP responder `PORT`"},
 			&ucli.IntFlag{Name: "echo-port", Value: lab.DefaultEchoPort, Usage: "plain TCP echo `PORT`"},
 			&ucli.DurationFlag{Name: "idle-close", Value: lab.DefaultIdleClose, Usage: "close connections idle this long"},
+			&ucli.DurationFlag{Name: "handshake-timeout", Value: lab.DefaultHandshakeTimeout, Usage: "AMQP: close connections not logged in by then (RabbitMQ handshake_timeout)"},
 			&ucli.IntFlag{Name: "max-conns", Usage: "reset connections beyond this many open (0 = no cap)"},
 			&ucli.IntFlag{Name: "large-size", Value: lab.DefaultLargeSize, Usage: "bytes of GET /large"},
 			&ucli.StringFlag{Name: "listen4", Value: "0.0.0.0", Usage: "IPv4 listen address (- = none)"},
@@ -45,6 +46,9 @@ func runLabServe(c *ucli.Context) error {
 	}
 	if d := c.Duration("idle-close"); d <= 0 {
 		return usageErr("--idle-close %v: must be positive", d)
+	}
+	if d := c.Duration("handshake-timeout"); d <= 0 {
+		return usageErr("--handshake-timeout %v: must be positive", d)
 	}
 	if v := c.Int("max-conns"); v < 0 {
 		return usageErr("--max-conns %d: must not be negative", v)
@@ -64,13 +68,14 @@ func runLabServe(c *ucli.Context) error {
 	defer stop()
 	err = lab.Serve(ctx, lab.ServeConfig{
 		Server: lab.Server{
-			HTTPSPort: c.Int("https-port"),
-			AMQPPort:  c.Int("amqp-port"),
-			EchoPort:  c.Int("echo-port"),
-			IdleClose: c.Duration("idle-close"),
-			MaxConns:  c.Int("max-conns"),
-			LargeSize: c.Int("large-size"),
-			Token:     token,
+			HTTPSPort:        c.Int("https-port"),
+			AMQPPort:         c.Int("amqp-port"),
+			EchoPort:         c.Int("echo-port"),
+			IdleClose:        c.Duration("idle-close"),
+			HandshakeTimeout: c.Duration("handshake-timeout"),
+			MaxConns:         c.Int("max-conns"),
+			LargeSize:        c.Int("large-size"),
+			Token:            token,
 		},
 		CertFile: c.String("cert"),
 		KeyFile:  c.String("key"),

@@ -16,7 +16,15 @@ const (
 	amqpFrameMethod        = 1
 	amqpFrameEnd           = 0xCE
 	amqpClassConnection    = 10
+	amqpFrameHeartbeat     = 8
 	amqpMethodStart        = 10
+	amqpMethodStartOk      = 11
+	amqpMethodTune         = 30
+	amqpMethodTuneOk       = 31
+	amqpMethodOpen         = 40
+	amqpMethodOpenOk       = 41
+	amqpMethodClose        = 50
+	amqpMethodCloseOk      = 51
 	amqpFrameHeaderLen     = 7 // type(1) channel(2) size(4)
 	amqpMaxFramePayloadLen = 1 << 20
 )
@@ -50,16 +58,18 @@ func LabConnectionStart() ConnectionStart {
 	}
 }
 
-// Errors of DecodeConnectionStart, wrapped with detail.
+// Errors of the decoders, wrapped with detail.
 var (
-	ErrAMQPShort           = errors.New("amqp: frame truncated")
-	ErrAMQPNotMethod       = errors.New("amqp: not a method frame on channel 0")
-	ErrAMQPFrameEnd        = errors.New("amqp: bad frame-end octet")
-	ErrAMQPNotStart        = errors.New("amqp: not Connection.Start")
-	ErrAMQPTable           = errors.New("amqp: malformed field table")
-	ErrAMQPProtocolHeader  = errors.New("amqp: got a protocol header instead of a frame")
-	ErrAMQPTrailing        = errors.New("amqp: bytes after the method arguments")
-	errAMQPValueNotEncoded = errors.New("amqp: value type cannot be encoded")
+	ErrAMQPShort            = errors.New("amqp: frame truncated")
+	ErrAMQPNotMethod        = errors.New("amqp: not a method frame on channel 0")
+	ErrAMQPFrameEnd         = errors.New("amqp: bad frame-end octet")
+	ErrAMQPNotStart         = errors.New("amqp: not Connection.Start")
+	ErrAMQPTable            = errors.New("amqp: malformed field table")
+	ErrAMQPProtocolHeader   = errors.New("amqp: got a protocol header instead of a frame")
+	ErrAMQPTrailing         = errors.New("amqp: bytes after the method arguments")
+	ErrAMQPFrameSize        = errors.New("amqp: frame too large")
+	ErrAMQPUnexpectedMethod = errors.New("amqp: unexpected method")
+	errAMQPValueNotEncoded  = errors.New("amqp: value type cannot be encoded")
 )
 
 // EncodeConnectionStart renders cs as a complete method frame on channel 0.
@@ -124,28 +134,14 @@ func appendTable(b []byte, fields []AMQPField) ([]byte, error) {
 // of b and returns it with the number of bytes the frame used.
 func DecodeConnectionStart(b []byte) (ConnectionStart, int, error) {
 	var cs ConnectionStart
-	if len(b) >= 4 && string(b[:4]) == "AMQP" {
-		return cs, 0, ErrAMQPProtocolHeader
+	fr, n, err := DecodeAMQPFrame(b)
+	if err != nil {
+		return cs, 0, err
 	}
-	if len(b) < amqpFrameHeaderLen {
-		return cs, 0, fmt.Errorf("%w: %d bytes of a 7-byte header", ErrAMQPShort, len(b))
+	if fr.Type != amqpFrameMethod || fr.Channel != 0 {
+		return cs, 0, fmt.Errorf("%w: type %d channel %d", ErrAMQPNotMethod, fr.Type, fr.Channel)
 	}
-	typ, channel := b[0], binary.BigEndian.Uint16(b[1:3])
-	size := binary.BigEndian.Uint32(b[3:7])
-	if typ != amqpFrameMethod || channel != 0 {
-		return cs, 0, fmt.Errorf("%w: type %d channel %d", ErrAMQPNotMethod, typ, channel)
-	}
-	if size > amqpMaxFramePayloadLen {
-		return cs, 0, fmt.Errorf("%w: payload size %d", ErrAMQPShort, size)
-	}
-	end := amqpFrameHeaderLen + int(size)
-	if len(b) < end+1 {
-		return cs, 0, fmt.Errorf("%w: have %d of %d bytes", ErrAMQPShort, len(b), end+1)
-	}
-	if b[end] != amqpFrameEnd {
-		return cs, 0, fmt.Errorf("%w: 0x%02x", ErrAMQPFrameEnd, b[end])
-	}
-	r := amqpReader{b: b[amqpFrameHeaderLen:end]}
+	r := amqpReader{b: fr.Payload}
 	class, method := r.uint16(), r.uint16()
 	if r.err != nil {
 		return cs, 0, r.err
@@ -163,8 +159,170 @@ func DecodeConnectionStart(b []byte) (ConnectionStart, int, error) {
 	if len(r.b) != 0 {
 		return ConnectionStart{}, 0, fmt.Errorf("%w: %d", ErrAMQPTrailing, len(r.b))
 	}
-	return cs, end + 1, nil
+	return cs, n, nil
 }
+
+// AMQPFrame is one AMQP 0-9-1 frame; Payload aliases the decoded bytes.
+type AMQPFrame struct {
+	Type    byte // 1 method, 2 header, 3 body, 8 heartbeat
+	Channel uint16
+	Payload []byte
+}
+
+// DecodeAMQPFrame splits the frame at the start of b off: ErrAMQPShort
+// (wrapped) means more bytes are needed, any other error that the stream
+// is not AMQP.
+func DecodeAMQPFrame(b []byte) (AMQPFrame, int, error) {
+	if len(b) >= 4 && string(b[:4]) == "AMQP" {
+		return AMQPFrame{}, 0, ErrAMQPProtocolHeader
+	}
+	if len(b) < amqpFrameHeaderLen {
+		return AMQPFrame{}, 0, fmt.Errorf("%w: %d bytes of a 7-byte header", ErrAMQPShort, len(b))
+	}
+	size := binary.BigEndian.Uint32(b[3:7])
+	if size > amqpMaxFramePayloadLen {
+		return AMQPFrame{}, 0, fmt.Errorf("%w: payload size %d", ErrAMQPFrameSize, size)
+	}
+	end := amqpFrameHeaderLen + int(size)
+	if len(b) < end+1 {
+		return AMQPFrame{}, 0, fmt.Errorf("%w: have %d of %d bytes", ErrAMQPShort, len(b), end+1)
+	}
+	if b[end] != amqpFrameEnd {
+		return AMQPFrame{}, 0, fmt.Errorf("%w: 0x%02x", ErrAMQPFrameEnd, b[end])
+	}
+	return AMQPFrame{Type: b[0], Channel: binary.BigEndian.Uint16(b[1:3]), Payload: b[amqpFrameHeaderLen:end]}, end + 1, nil
+}
+
+// AMQPMethodOf returns the class and method of a method frame's payload.
+func AMQPMethodOf(payload []byte) (class, method uint16, err error) {
+	if len(payload) < 4 {
+		return 0, 0, fmt.Errorf("%w: method payload of %d bytes", ErrAMQPShort, len(payload))
+	}
+	return binary.BigEndian.Uint16(payload), binary.BigEndian.Uint16(payload[2:]), nil
+}
+
+// StartOk is the client's Connection.Start-Ok.
+type StartOk struct {
+	ClientProperties []AMQPField
+	Mechanism        string
+	Response         string // PLAIN: "\x00" user "\x00" password
+	Locale           string
+}
+
+// Tune is Connection.Tune (broker) or Connection.Tune-Ok (client).
+type Tune struct {
+	ChannelMax uint16
+	FrameMax   uint32
+	Heartbeat  uint16 // seconds; 0 = heartbeats off
+}
+
+// methodArgs checks that payload is class 10 method want and returns a
+// reader over its arguments.
+func methodArgs(payload []byte, want uint16) (amqpReader, error) {
+	class, method, err := AMQPMethodOf(payload)
+	if err != nil {
+		return amqpReader{}, err
+	}
+	if class != amqpClassConnection || method != want {
+		return amqpReader{}, fmt.Errorf("%w: class %d method %d, want 10 %d", ErrAMQPUnexpectedMethod, class, method, want)
+	}
+	return amqpReader{b: payload[4:]}, nil
+}
+
+// done is the reader's error, or ErrAMQPTrailing if arguments are left.
+func (r *amqpReader) done() error {
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: %d", ErrAMQPTrailing, len(r.b))
+	}
+	return nil
+}
+
+// DecodeStartOk parses the payload of a Connection.Start-Ok method frame.
+func DecodeStartOk(payload []byte) (StartOk, error) {
+	r, err := methodArgs(payload, amqpMethodStartOk)
+	if err != nil {
+		return StartOk{}, err
+	}
+	so := StartOk{ClientProperties: r.table(0), Mechanism: r.shortString(), Response: r.longString(), Locale: r.shortString()}
+	if err := r.done(); err != nil {
+		return StartOk{}, err
+	}
+	return so, nil
+}
+
+// DecodeTuneOk parses the payload of a Connection.Tune-Ok method frame.
+func DecodeTuneOk(payload []byte) (Tune, error) {
+	r, err := methodArgs(payload, amqpMethodTuneOk)
+	if err != nil {
+		return Tune{}, err
+	}
+	t := Tune{ChannelMax: r.uint16(), FrameMax: r.uint32(), Heartbeat: r.uint16()}
+	if err := r.done(); err != nil {
+		return Tune{}, err
+	}
+	return t, nil
+}
+
+// DecodeOpen parses the payload of a Connection.Open method frame and
+// returns its virtual host.
+func DecodeOpen(payload []byte) (string, error) {
+	r, err := methodArgs(payload, amqpMethodOpen)
+	if err != nil {
+		return "", err
+	}
+	vhost := r.shortString()
+	_ = r.shortString() // reserved (capabilities)
+	_ = r.byte()        // reserved (insist)
+	if err := r.done(); err != nil {
+		return "", err
+	}
+	return vhost, nil
+}
+
+// amqpMethodFrame renders a connection-class method on channel 0.
+func amqpMethodFrame(method uint16, args []byte) []byte {
+	frame := []byte{amqpFrameMethod, 0, 0}
+	frame = binary.BigEndian.AppendUint32(frame, uint32(4+len(args)))
+	frame = binary.BigEndian.AppendUint16(frame, amqpClassConnection)
+	frame = binary.BigEndian.AppendUint16(frame, method)
+	frame = append(frame, args...)
+	return append(frame, amqpFrameEnd)
+}
+
+func appendShortString(b []byte, s string) []byte {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	b = append(b, byte(len(s)))
+	return append(b, s...)
+}
+
+// EncodeTune renders Connection.Tune.
+func EncodeTune(t Tune) []byte {
+	args := binary.BigEndian.AppendUint16(nil, t.ChannelMax)
+	args = binary.BigEndian.AppendUint32(args, t.FrameMax)
+	args = binary.BigEndian.AppendUint16(args, t.Heartbeat)
+	return amqpMethodFrame(amqpMethodTune, args)
+}
+
+// EncodeOpenOk renders Connection.Open-Ok (one reserved empty short string).
+func EncodeOpenOk() []byte { return amqpMethodFrame(amqpMethodOpenOk, []byte{0}) }
+
+// EncodeClose renders Connection.Close with a reply code and text and the
+// method that caused it (0 0 for none).
+func EncodeClose(code uint16, text string, class, method uint16) []byte {
+	args := binary.BigEndian.AppendUint16(nil, code)
+	args = appendShortString(args, text)
+	args = binary.BigEndian.AppendUint16(args, class)
+	args = binary.BigEndian.AppendUint16(args, method)
+	return amqpMethodFrame(amqpMethodClose, args)
+}
+
+// EncodeCloseOk renders Connection.Close-Ok.
+func EncodeCloseOk() []byte { return amqpMethodFrame(amqpMethodCloseOk, nil) }
 
 // amqpReader consumes big-endian AMQP types; the first error sticks and
 // every later read returns zero values.

@@ -43,12 +43,16 @@ type Router struct {
 // Server configures the lab server. Zero values mean the defaults.
 type Server struct {
 	HTTPSPort int           // default 443: TLS HTTP server
-	AMQPPort  int           // default 5671: TLS AMQP-header responder
+	AMQPPort  int           // default 5671: TLS AMQP responder (login, then holds the connection)
 	EchoPort  int           // default 7: plain TCP echo
 	IdleClose time.Duration // idle close of every connection (HTTP keep-alive, AMQP, echo); 0 = 120s
 	MaxConns  int           // open connections across ports; beyond it, new ones are reset. 0 = no cap
 	LargeSize int           // bytes of GET /large; 0 = 8 MiB
-	Token     string        // valid x-access-token; "" = "lab-token"
+	Token     string        // valid x-access-token and AMQP user name; "" = "lab-token"
+	// HandshakeTimeout closes AMQP connections that have not completed the
+	// login (Start-Ok, Tune-Ok, Connection.Open) by then, as RabbitMQ's
+	// handshake_timeout does; 0 = 10s, its default.
+	HandshakeTimeout time.Duration
 }
 
 // Server defaults.
@@ -59,6 +63,11 @@ const (
 	DefaultIdleClose = 120 * time.Second
 	DefaultLargeSize = 8 << 20
 	DefaultToken     = "lab-token"
+	// DefaultHandshakeTimeout is RabbitMQ's default handshake_timeout.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// VHost is the AMQP virtual host the lab broker accepts; its whoami.xml
+	// names it as virtual_host, as Sportradar's does /unifiedfeed/<id>.
+	VHost = "/lab"
 	// ServerName is in the server certificate's SANs besides its addresses.
 	ServerName = "lab.hopcheck.test"
 )
@@ -82,6 +91,9 @@ func (s Server) WithDefaults() Server {
 	}
 	if s.Token == "" {
 		s.Token = DefaultToken
+	}
+	if s.HandshakeTimeout == 0 {
+		s.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	return s
 }
@@ -367,6 +379,7 @@ func (l *Lab) startServer(ctx context.Context, binary, certFile, keyFile string)
 		"--amqp-port", strconv.Itoa(s.AMQPPort),
 		"--echo-port", strconv.Itoa(s.EchoPort),
 		"--idle-close", s.IdleClose.String(),
+		"--handshake-timeout", s.HandshakeTimeout.String(),
 		"--max-conns", strconv.Itoa(s.MaxConns),
 		"--large-size", strconv.Itoa(s.LargeSize),
 		"--token-file", tokenFile)

@@ -26,8 +26,8 @@ type ServeConfig struct {
 }
 
 // Serve runs the lab server until ctx is done: a TLS HTTP server, a TLS
-// AMQP-header responder and a TCP echo, each on both families. It returns
-// nil after ctx is done, or the error that stopped it.
+// AMQP broker double (login only) and a TCP echo, each on both families.
+// It returns nil after ctx is done, or the error that stopped it.
 func Serve(ctx context.Context, cfg ServeConfig) error {
 	s := cfg.Server.WithDefaults()
 	logw := cfg.Log
@@ -116,7 +116,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	for _, ln := range amqpLns {
 		wg.Go(func() {
-			acceptLoop(tls.NewListener(ln, tlsConf), serveErr, func(c net.Conn) { serveAMQP(c, s.IdleClose, logger) })
+			acceptLoop(tls.NewListener(ln, tlsConf), serveErr, func(c net.Conn) { serveAMQP(c, s, logger) })
 		})
 	}
 	for _, ln := range echoLns {
@@ -124,8 +124,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			acceptLoop(ln, serveErr, func(c net.Conn) { serveEcho(c, s.IdleClose) })
 		})
 	}
-	logger.Printf("listening: https %d, amqp %d, echo %d on %v; max conns %d, idle close %v",
-		s.HTTPSPort, s.AMQPPort, s.EchoPort, hosts, s.MaxConns, s.IdleClose)
+	logger.Printf("listening: https %d, amqp %d, echo %d on %v; max conns %d, idle close %v, amqp handshake timeout %v",
+		s.HTTPSPort, s.AMQPPort, s.EchoPort, hosts, s.MaxConns, s.IdleClose, s.HandshakeTimeout)
 	if cfg.Ready != nil {
 		if _, err := io.WriteString(cfg.Ready, "ready\n"); err != nil {
 			logger.Printf("writing ready: %v", err)
@@ -178,14 +178,43 @@ func serveEcho(c net.Conn, idleClose time.Duration) {
 	}
 }
 
-// serveAMQP reads the 8-byte protocol header. The right one gets
-// Connection.Start, then the connection is held (input discarded) until the
-// peer closes or idles idleClose; any other gets our header back and a
-// close, as a broker does.
-func serveAMQP(c net.Conn, idleClose time.Duration, logger *log.Logger) {
-	_ = c.SetReadDeadline(time.Now().Add(idleClose))
+// AMQP reply codes the lab broker closes with (AMQP 0-9-1 constants).
+const (
+	amqpReplyAccessRefused  = 403
+	amqpReplyNotAllowed     = 530
+	amqpReplyCommandInvalid = 503
+	amqpReplyFrameError     = 501
+)
+
+// amqpLogin is where a connection stands in the AMQP handshake.
+type amqpLogin int
+
+const (
+	awaitStartOk amqpLogin = iota
+	awaitTuneOk
+	awaitOpen
+	loggedIn
+)
+
+// serveAMQP plays a RabbitMQ broker's connection handshake. The right
+// protocol header gets Connection.Start; Start-Ok with PLAIN and the lab
+// token as user name (password empty) gets Connection.Tune; after
+// Tune-Ok, Connection.Open of VHost gets Open-Ok. A wrong token or vhost
+// gets Connection.Close (403 / 530) and a close. A connection that has
+// not logged in within s.HandshakeTimeout of its accept is closed (FIN),
+// as RabbitMQ's handshake_timeout does. A logged-in connection is held,
+// heartbeat frames accepted, until the peer closes, s.IdleClose passes
+// without a frame, or, with a negotiated heartbeat h > 0, 2h pass without
+// one (RabbitMQ's missed-heartbeats close). The lab broker sends no
+// heartbeats of its own: hopcheck negotiates them off.
+func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
+	handshakeBy := time.Now().Add(s.HandshakeTimeout)
+	_ = c.SetReadDeadline(earliest(handshakeBy, time.Now().Add(s.IdleClose)))
 	var hdr [8]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		if time.Now().After(handshakeBy) {
+			logger.Printf("amqp %v: handshake timeout %v: closing", c.RemoteAddr(), s.HandshakeTimeout)
+		}
 		return
 	}
 	if hdr != AMQPHeader {
@@ -201,13 +230,122 @@ func serveAMQP(c net.Conn, idleClose time.Duration, logger *log.Logger) {
 	if _, err := c.Write(frame); err != nil {
 		return
 	}
-	buf := make([]byte, 4096)
+	st := amqpConn{c: c, s: s, logger: logger}
+	var buf []byte
+	tmp := make([]byte, 4096)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(idleClose))
-		if _, err := c.Read(buf); err != nil {
+		deadline := time.Now().Add(s.IdleClose)
+		switch {
+		case st.state != loggedIn:
+			deadline = earliest(deadline, handshakeBy)
+		case st.heartbeat > 0:
+			deadline = earliest(deadline, time.Now().Add(2*st.heartbeat))
+		}
+		_ = c.SetReadDeadline(deadline)
+		n, rerr := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		for {
+			fr, used, err := DecodeAMQPFrame(buf)
+			if errors.Is(err, ErrAMQPShort) {
+				break
+			}
+			if err != nil {
+				logger.Printf("amqp %v: %v", c.RemoteAddr(), err)
+				_, _ = c.Write(EncodeClose(amqpReplyFrameError, "FRAME_ERROR - "+err.Error(), 0, 0))
+				return
+			}
+			if !st.handle(fr) {
+				return
+			}
+			buf = buf[used:]
+		}
+		if rerr != nil {
+			if st.state != loggedIn && time.Now().After(handshakeBy) {
+				logger.Printf("amqp %v: handshake timeout %v: closing", c.RemoteAddr(), s.HandshakeTimeout)
+			}
 			return
 		}
 	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// amqpConn is the lab broker's state of one connection.
+type amqpConn struct {
+	c         net.Conn
+	s         Server
+	logger    *log.Logger
+	state     amqpLogin
+	heartbeat time.Duration
+}
+
+// handle acts on one frame; false ends the connection.
+func (a *amqpConn) handle(fr AMQPFrame) bool {
+	if fr.Type == amqpFrameHeartbeat {
+		return true
+	}
+	if fr.Type != amqpFrameMethod || fr.Channel != 0 {
+		if a.state == loggedIn {
+			return true // no channels are open: nothing to do with it
+		}
+		return a.refuse(amqpReplyCommandInvalid, fmt.Sprintf("COMMAND_INVALID - frame type %d on channel %d before login", fr.Type, fr.Channel), 0, 0)
+	}
+	class, method, err := AMQPMethodOf(fr.Payload)
+	if err != nil {
+		return a.refuse(amqpReplyFrameError, "FRAME_ERROR - "+err.Error(), 0, 0)
+	}
+	if class == amqpClassConnection && method == amqpMethodClose {
+		_, _ = a.c.Write(EncodeCloseOk())
+		return false
+	}
+	switch a.state {
+	case awaitStartOk:
+		so, err := DecodeStartOk(fr.Payload)
+		if err != nil {
+			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.start_ok: "+err.Error(), class, method)
+		}
+		want := "\x00" + a.s.Token + "\x00"
+		if so.Mechanism != "PLAIN" || subtle.ConstantTimeCompare([]byte(so.Response), []byte(want)) != 1 {
+			a.logger.Printf("amqp %v: login refused (mechanism %q)", a.c.RemoteAddr(), so.Mechanism)
+			return a.refuse(amqpReplyAccessRefused, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.", class, method)
+		}
+		a.state = awaitTuneOk
+		_, err = a.c.Write(EncodeTune(Tune{ChannelMax: 2047, FrameMax: 131072, Heartbeat: 60}))
+		return err == nil
+	case awaitTuneOk:
+		t, err := DecodeTuneOk(fr.Payload)
+		if err != nil {
+			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.tune_ok: "+err.Error(), class, method)
+		}
+		a.heartbeat = time.Duration(t.Heartbeat) * time.Second
+		a.state = awaitOpen
+		return true
+	case awaitOpen:
+		vhost, err := DecodeOpen(fr.Payload)
+		if err != nil {
+			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.open: "+err.Error(), class, method)
+		}
+		if vhost != VHost {
+			return a.refuse(amqpReplyNotAllowed, fmt.Sprintf("NOT_ALLOWED - vhost %s not found", vhost), class, method)
+		}
+		a.state = loggedIn
+		a.logger.Printf("amqp %v: logged in, vhost %s, heartbeat %v", a.c.RemoteAddr(), vhost, a.heartbeat)
+		_, err = a.c.Write(EncodeOpenOk())
+		return err == nil
+	}
+	return true // logged in: other connection methods are ignored
+}
+
+// refuse sends Connection.Close and ends the connection (RabbitMQ with
+// the authentication_failure_close capability closes the socket too).
+func (a *amqpConn) refuse(code uint16, text string, class, method uint16) bool {
+	_, _ = a.c.Write(EncodeClose(code, text, class, method))
+	return false
 }
 
 // WhoamiPath is the authenticated endpoint of the lab HTTPS server.
@@ -252,7 +390,7 @@ func NewHTTPHandler(s Server) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/xml")
 		io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
-			`<bookmaker_details response_code="OK" expire_at="2099-01-01T00:00:00Z" bookmaker_id="1" virtual_host="/lab"/>`+"\n")
+			`<bookmaker_details response_code="OK" expire_at="2099-01-01T00:00:00Z" bookmaker_id="1" virtual_host="`+VHost+`"/>`+"\n")
 	})
 	mux.HandleFunc("GET "+MarketsPath, func(w http.ResponseWriter, r *http.Request) {
 		if !authorized(w, r) {

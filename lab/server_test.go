@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -370,5 +371,175 @@ func TestServeTruncatedEndsWithFIN(t *testing.T) {
 	// TLS saw close_notify; below it the TCP stream must end with a FIN.
 	if k, err := raw.Read(make([]byte, 1)); k != 0 || err != io.EOF {
 		t.Fatalf("TCP after the close: %d bytes, %v; want EOF (a FIN), not a reset", k, err)
+	}
+}
+
+// amqpClient is a hand-driven AMQP client of the lab broker.
+type amqpClient struct {
+	t    *testing.T
+	conn *tls.Conn
+	buf  []byte
+}
+
+func dialAMQP(t *testing.T, s Server, pool *x509.CertPool) *amqpClient {
+	t.Helper()
+	conn, err := tls.Dial("tcp", loopback(s.AMQPPort), &tls.Config{RootCAs: pool, ServerName: ServerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &amqpClient{t: t, conn: conn}
+	c.send(AMQPHeader[:])
+	if _, err := c.frame(); err != nil { // Connection.Start
+		t.Fatalf("Connection.Start: %v", err)
+	}
+	return c
+}
+
+func (c *amqpClient) send(b []byte) {
+	c.t.Helper()
+	if _, err := c.conn.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// frame reads the next frame (io.EOF when the broker closed).
+func (c *amqpClient) frame() (AMQPFrame, error) {
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		fr, n, err := DecodeAMQPFrame(c.buf)
+		if err == nil {
+			fr.Payload = bytes.Clone(fr.Payload)
+			c.buf = c.buf[n:]
+			return fr, nil
+		}
+		if !errors.Is(err, ErrAMQPShort) {
+			return fr, err
+		}
+		tmp := make([]byte, 4096)
+		n, err = c.conn.Read(tmp)
+		c.buf = append(c.buf, tmp[:n]...)
+		if err != nil && n == 0 {
+			return AMQPFrame{}, err
+		}
+	}
+}
+
+// method reads a frame and returns its class and method.
+func (c *amqpClient) method() (uint16, uint16, []byte) {
+	c.t.Helper()
+	fr, err := c.frame()
+	if err != nil {
+		c.t.Fatalf("reading a method: %v", err)
+	}
+	class, method, err := AMQPMethodOf(fr.Payload)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return class, method, fr.Payload
+}
+
+func startOkFrame(token string) []byte {
+	args := []byte{0, 0, 0, 0, 5, 'P', 'L', 'A', 'I', 'N'}
+	args = appendLongString(args, "\x00"+token+"\x00")
+	args = appendShortString(args, "en_US")
+	return amqpMethodFrame(amqpMethodStartOk, args)
+}
+
+func tuneOkFrame(heartbeat uint16) []byte {
+	return amqpMethodFrame(amqpMethodTuneOk, []byte{0x07, 0xff, 0, 2, 0, 0, byte(heartbeat >> 8), byte(heartbeat)})
+}
+
+func openFrame(vhost string) []byte {
+	return amqpMethodFrame(amqpMethodOpen, append(appendShortString(nil, vhost), 0, 0))
+}
+
+// login runs the handshake up to Connection.Open and returns the class and
+// method of the broker's answer to it.
+func (c *amqpClient) login(token, vhost string, heartbeat uint16) (uint16, uint16, []byte) {
+	c.t.Helper()
+	c.send(startOkFrame(token))
+	class, method, payload := c.method()
+	if method != amqpMethodTune {
+		return class, method, payload
+	}
+	c.send(tuneOkFrame(heartbeat))
+	c.send(openFrame(vhost))
+	return c.method()
+}
+
+// closedAfter expects the broker to close the connection between lo and
+// hi after start.
+func (c *amqpClient) closedAfter(t *testing.T, start time.Time, lo, hi time.Duration) {
+	t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(hi + 2*time.Second))
+	_, err := io.ReadAll(c.conn)
+	d := time.Since(start)
+	if err != nil || d < lo || d > hi {
+		t.Fatalf("closed after %v (%v); want EOF between %v and %v", d, err, lo, hi)
+	}
+}
+
+func TestServeAMQPLogin(t *testing.T) {
+	t.Parallel()
+	s, pool := startLoopbackServer(t, Server{Token: "tok", IdleClose: 2 * time.Second, HandshakeTimeout: 600 * time.Millisecond})
+
+	t.Run("tune values", func(t *testing.T) {
+		c := dialAMQP(t, s, pool)
+		c.send(startOkFrame("tok"))
+		_, method, payload := c.method()
+		if method != amqpMethodTune || !bytes.Equal(payload[4:], []byte{0x07, 0xff, 0, 2, 0, 0, 0, 60}) {
+			t.Fatalf("method %d args % x; want Tune 2047/131072/60", method, payload[4:])
+		}
+	})
+	t.Run("logged in outlives the handshake timeout, until the idle close", func(t *testing.T) {
+		start := time.Now()
+		c := dialAMQP(t, s, pool)
+		if _, method, _ := c.login("tok", VHost, 0); method != amqpMethodOpenOk {
+			t.Fatalf("answer to Connection.Open: method %d, want Open-Ok", method)
+		}
+		time.Sleep(time.Second) // past the handshake timeout
+		c.send([]byte{8, 0, 0, 0, 0, 0, 0, 0xCE})
+		sent := time.Now()
+		c.closedAfter(t, sent, 1500*time.Millisecond, 3*time.Second)
+		if time.Since(start) < 2*time.Second {
+			t.Fatalf("closed %v after connect", time.Since(start))
+		}
+	})
+	t.Run("heartbeat 1s: closed after two missed", func(t *testing.T) {
+		c := dialAMQP(t, s, pool)
+		if _, method, _ := c.login("tok", VHost, 1); method != amqpMethodOpenOk {
+			t.Fatalf("method %d, want Open-Ok", method)
+		}
+		c.closedAfter(t, time.Now(), 1500*time.Millisecond, 2500*time.Millisecond)
+	})
+	t.Run("not logged in: closed at the handshake timeout", func(t *testing.T) {
+		start := time.Now()
+		c := dialAMQP(t, s, pool)
+		c.send(startOkFrame("tok")) // stops before Tune-Ok
+		c.method()
+		c.closedAfter(t, start, 400*time.Millisecond, 1500*time.Millisecond)
+	})
+	for _, tc := range []struct {
+		name, token, vhost string
+		code               uint16
+	}{
+		{"wrong token", "toK", VHost, 403},
+		{"empty token", "", VHost, 403},
+		{"wrong vhost", "tok", "/unifiedfeed/1", 530},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialAMQP(t, s, pool)
+			_, method, payload := c.login(tc.token, tc.vhost, 0)
+			if method != amqpMethodClose || len(payload) < 6 || uint16(payload[4])<<8|uint16(payload[5]) != tc.code {
+				t.Fatalf("method %d payload %q; want Connection.Close %d", method, payload, tc.code)
+			}
+			if strings.Contains(string(payload), "tok") {
+				t.Fatalf("reply text names the token: %q", payload)
+			}
+			if _, err := c.frame(); err != io.EOF {
+				t.Fatalf("after Connection.Close: %v, want EOF", err)
+			}
+		})
 	}
 }
