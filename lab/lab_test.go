@@ -69,6 +69,7 @@ func labServeMain(args []string) int {
 	fs.IntVar(&cfg.AMQPPort, "amqp-port", lab.DefaultAMQPPort, "")
 	fs.IntVar(&cfg.EchoPort, "echo-port", lab.DefaultEchoPort, "")
 	fs.DurationVar(&cfg.IdleClose, "idle-close", lab.DefaultIdleClose, "")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", lab.DefaultHandshakeTimeout, "")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "")
 	fs.IntVar(&cfg.LargeSize, "large-size", lab.DefaultLargeSize, "")
 	fs.StringVar(&cfg.Listen4, "listen4", "0.0.0.0", "")
