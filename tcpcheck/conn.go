@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,9 +25,14 @@ type DialConfig struct {
 	Path       string // HTTP request path
 	// Token is sent as x-access-token; it is never printed, logged or
 	// written anywhere else.
-	Token    string
-	RootCAs  *x509.CertPool // nil: system roots
-	Insecure bool
+	Token string
+	// AMQPVHost, with Token, makes AMQP connections log in (user name =
+	// token, empty password, this virtual host); without either they stop
+	// after Connection.Start, and a broker closes them after its handshake
+	// timeout (RabbitMQ: 10 s).
+	AMQPVHost string
+	RootCAs   *x509.CertPool // nil: system roots
+	Insecure  bool
 
 	ConnectTimeout time.Duration // SYN to established
 	SetupTimeout   time.Duration // TLS handshake and first exchange
@@ -88,6 +94,9 @@ type Conn struct {
 	// age counts from here.
 	Fresh  time.Time
 	Status int // HTTP status of the first request
+	// LoggedIn: the AMQP login completed (Open-Ok), so the broker's
+	// handshake timeout no longer applies.
+	LoggedIn bool
 
 	events chan event
 	ended  *event // the end of stream, once seen
@@ -124,7 +133,8 @@ type DialResult struct {
 }
 
 // Dial connects to addr, does the TLS handshake and the first application
-// exchange (HTTP request, AMQP header), measuring each phase.
+// exchange (HTTP request; AMQP header, and the login when the config has a
+// token and a vhost), measuring each phase.
 func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 	res := DialResult{Started: time.Now()}
 	var localPort uint16
@@ -413,31 +423,118 @@ func (cn *Conn) Reuse() (Outcome, time.Time, error) {
 }
 
 // amqpStart sends the AMQP 0-9-1 protocol header and expects a
-// Connection.Start method frame (type 1, channel 0, class 10, method 10).
+// Connection.Start method frame (type 1, channel 0, class 10, method 10);
+// with a token and a vhost it then logs in.
 func (cn *Conn) amqpStart(deadline time.Time) error {
 	_ = cn.c.SetWriteDeadline(deadline)
 	if _, err := cn.c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
 		return err
 	}
-	var got []byte
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for len(got) < 11 {
-		select {
-		case ev, ok := <-cn.events:
-			if !ok || ev.err != nil {
-				if ev.err == nil {
-					ev.err = io.EOF
-				}
-				cn.ended = &ev
-				return ev.err
-			}
-			got = append(got, ev.data...)
-		case <-timer.C:
-			return fmt.Errorf("no Connection.Start within %v: %w", cn.cfg.SetupTimeout, errTimeout)
+	r := amqpFrameReader{cn: cn, timer: time.NewTimer(time.Until(deadline))}
+	defer r.timer.Stop()
+	for len(r.got) < 11 {
+		if err := r.more("Connection.Start"); err != nil {
+			return err
 		}
 	}
-	return CheckConnectionStart(got)
+	if err := CheckConnectionStart(r.got); err != nil {
+		return err
+	}
+	if cn.cfg.Token == "" || cn.cfg.AMQPVHost == "" {
+		return nil
+	}
+	if _, err := r.method("Connection.Start", amqpStart); err != nil {
+		return err
+	}
+	if _, err := cn.c.Write(encodeStartOk(cn.cfg.Token)); err != nil {
+		return err
+	}
+	args, err := r.method("Connection.Tune", amqpTune)
+	if err != nil {
+		return err
+	}
+	tune, err := decodeTune(args)
+	if err != nil {
+		return &appError{err.Error()}
+	}
+	// Heartbeat 0 turns AMQP heartbeats off: the idle ladder must be able
+	// to hold a logged-in connection silent, as a box on the path sees an
+	// idle feed between messages.
+	tune.heartbeat = 0
+	if _, err := cn.c.Write(append(encodeTuneOk(tune), encodeOpen(cn.cfg.AMQPVHost)...)); err != nil {
+		return err
+	}
+	if _, err := r.method("Connection.Open-Ok", amqpOpenOk); err != nil {
+		return err
+	}
+	cn.LoggedIn = true
+	return nil
+}
+
+// amqpFrameReader collects the broker's bytes from the reader goroutine
+// during the handshake.
+type amqpFrameReader struct {
+	cn    *Conn
+	got   []byte
+	timer *time.Timer
+}
+
+// more waits for the next bytes.
+func (r *amqpFrameReader) more(what string) error {
+	select {
+	case ev, ok := <-r.cn.events:
+		if !ok || ev.err != nil {
+			if ev.err == nil {
+				ev.err = io.EOF
+			}
+			r.cn.ended = &ev
+			return ev.err
+		}
+		r.got = append(r.got, ev.data...)
+		return nil
+	case <-r.timer.C:
+		return fmt.Errorf("no %s within %v: %w", what, r.cn.cfg.SetupTimeout, errTimeout)
+	}
+}
+
+// method returns the arguments of the next connection method, which must
+// be want; Connection.Close instead is the typed login refusal.
+// Heartbeats are skipped.
+func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
+	for {
+		fr, n, err := decodeAMQPFrame(r.got)
+		if errors.Is(err, errAMQPNeedMore) {
+			if err := r.more(what); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil, fmt.Errorf("broker closed the connection while we waited for %s: %w", what, err)
+				}
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
+		}
+		r.got = r.got[n:]
+		if fr.typ == amqpFrameHeartbeat {
+			continue
+		}
+		class, method, args, err := amqpMethod(fr.payload)
+		if err != nil || fr.typ != amqpFrameMethod || fr.channel != 0 || class != amqpClassConn {
+			return nil, &appError{fmt.Sprintf("waiting for %s: got frame type %d channel %d", what, fr.typ, fr.channel)}
+		}
+		switch method {
+		case want:
+			return args, nil
+		case amqpClose:
+			c, err := decodeClose(args)
+			if err != nil {
+				return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
+			}
+			return nil, loginError(c, r.cn.cfg.Token)
+		}
+		return nil, &appError{fmt.Sprintf("waiting for %s: got connection method %d", what, method)}
+	}
 }
 
 // CheckConnectionStart validates the start of a broker's first frame.

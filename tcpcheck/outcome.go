@@ -48,7 +48,10 @@ func Classify(phase Phase, err error) Outcome {
 		return OutcomeOK
 	}
 	var ae *appError
+	var le *AMQPLoginError
 	switch {
+	case errors.As(err, &le):
+		return OutcomeAppError
 	case errors.Is(err, syscall.ECONNREFUSED):
 		if phase == PhaseTCP {
 			return OutcomeRefused
