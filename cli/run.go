@@ -67,6 +67,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target of the run; without it AMQP connections stop after Connection.Start"},
 			&ucli.StringFlag{Name: "data-path", Value: tcpcheck.DefaultDataPath, Usage: "HTTP path the data test downloads (default: the market descriptions the UOF SDKs fetch at start-up; needs the token)"},
 			&ucli.DurationFlag{Name: "in-flow-max", Value: diagnose.DefaultMaxInFlowWait, Usage: "longest idle the in-flow confirmation may hold a connection for (it takes that long again; 0: never)"},
 			&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
@@ -202,11 +203,18 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	return req, nil
 }
 
-// dialConfigFromFlags reads --ca-file, --insecure and --token-file (or
-// $UOF_ACCESS_TOKEN). The token's content is never echoed.
+// dialConfigFromFlags reads --ca-file, --insecure, --amqp-vhost and
+// --token-file (or $UOF_ACCESS_TOKEN). The token's content is never
+// echoed.
 func dialConfigFromFlags(c *ucli.Context) (tcpcheck.DialConfig, error) {
 	d := tcpcheck.DefaultDialConfig()
 	d.Insecure = c.Bool("insecure")
+	if c.IsSet("amqp-vhost") {
+		d.AMQPVHost = c.String("amqp-vhost")
+		if err := tcpcheck.CheckAMQPVHost(d.AMQPVHost); err != nil {
+			return d, usageErr("--amqp-vhost %q: %v", d.AMQPVHost, err)
+		}
+	}
 	if f := c.String("ca-file"); f != "" {
 		pem, err := os.ReadFile(f)
 		if err != nil {

@@ -30,6 +30,7 @@ func serveCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target; without it AMQP connections stop after Connection.Start"},
 		},
 		Action: runServe,
 	}

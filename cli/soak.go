@@ -43,6 +43,7 @@ func soakCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"},
 			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
 			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
 		},

@@ -35,6 +35,7 @@ func tcpFlags() []ucli.Flag {
 		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 		&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
 		&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
+		&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"},
 		&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
 		&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
 	}
@@ -141,7 +142,7 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	if err != nil {
 		return req, err
 	}
-	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token = dial.Insecure, dial.RootCAs, dial.Token
+	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token, opt.Dial.AMQPVHost = dial.Insecure, dial.RootCAs, dial.Token, dial.AMQPVHost
 	req.opt = opt
 	return req, nil
 }

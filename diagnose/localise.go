@@ -268,6 +268,9 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	defer obs.Close()
 	d := cfg.Dial
 	d.App, d.ServerName = tcpcheck.App(t.App), t.Host
+	if t.amqpVHost != "" {
+		d.AMQPVHost = t.amqpVHost // learnt by Run: its connections log in as the ladder's did
+	}
 	// A server with a connection cap may still hold the ladder's dead
 	// connections (a box that resets idle flows tells only the client):
 	// retry a refused connection for a while.

@@ -28,6 +28,20 @@ type Report struct {
 	Findings   []Finding      `json:"findings"`
 	Incomplete bool           `json:"incomplete"`
 	Warnings   []string       `json:"warnings,omitempty"`
+	// AMQP is how AMQP connections logged in; nil when no AMQP target was
+	// tested with a token.
+	AMQP *AMQPLogin `json:"amqp,omitempty"`
+}
+
+// AMQPLogin says with which virtual host AMQP connections logged in (the
+// token is the user name and is never written).
+type AMQPLogin struct {
+	VHost string `json:"vhost,omitempty"` // "" none: header-only connections
+	// Source: "flag" (--amqp-vhost), "whoami" (virtual_host of whoami.xml
+	// from an https:// target of the run), or "none".
+	Source string `json:"source"`
+	From   string `json:"from,omitempty"`  // whoami: the address asked
+	Error  string `json:"error,omitempty"` // whoami failed: why
 }
 
 // TargetReport is everything measured toward one address of one target.
@@ -49,6 +63,9 @@ type TargetReport struct {
 	// CulpritHop is the hop the most severe finding names (0 none/server).
 	CulpritHop int    `json:"culprit_hop"`
 	Error      string `json:"error,omitempty"`
+	// amqpVHost is the virtual host AMQP connections of this target log
+	// in to (the localiser's connections too).
+	amqpVHost string
 }
 
 // Localisation holds the probes that place a problem on a hop.

@@ -78,6 +78,18 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 			Port: job.Target.Spec.Port, App: string(job.Target.App), Traces: []trace.Trace{},
 			Tests: map[string]tcpcheck.Result{}, TestFindings: map[string][]tcpcheck.Finding{}}
 	}
+	if login := learnAMQPVHost(ctx, &opt, jobs); login != nil {
+		rep.AMQP = login
+		for i := range rep.Targets {
+			if jobs[i].Target.App == tcpcheck.AppAMQPS {
+				rep.Targets[i].amqpVHost = opt.TCP.Dial.AMQPVHost
+			}
+		}
+		if login.Error != "" {
+			rep.Warnings = append(rep.Warnings, "AMQP login: could not learn the virtual host from whoami.xml ("+login.Error+
+				"): AMQP connections stop after Connection.Start, and the broker's handshake timeout bounds their idle test; give --amqp-vhost")
+		}
+	}
 	budget, width := connectionBudget(opt.Profile, jobs)
 	opt.Profile.IdleWidth = width
 	opt.Profile.ConcurrencyCap = min(opt.Profile.ConcurrencyCap, budget)
@@ -117,10 +129,53 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 			}
 		}
 	}
+	for _, t := range rep.Targets {
+		if idle, ok := t.Tests["idle"]; ok && idle.Idle != nil && idle.Idle.Cause != "" {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: AMQP idle not tested past %.0fs: %s", t.Target, t.Address, idle.Idle.BracketS[1], idle.Idle.Note))
+		}
+	}
 	rep.Findings = Diagnose(rep.Targets)
 	rep.Incomplete = ctx.Err() != nil
 	rep.DurationS = now().Sub(start).Seconds()
 	return rep
+}
+
+// learnAMQPVHost decides how AMQP connections log in: with the token and
+// --amqp-vhost as given, or, without --amqp-vhost, with the virtual_host
+// that whoami.xml names, asked of the first https:// target of the run (a
+// UOF environment pairs the API and the feed host; the SDKs learn their
+// vhost the same way). It sets opt.TCP.Dial.AMQPVHost; nil when no AMQP
+// target is tested with a token.
+func learnAMQPVHost(ctx context.Context, opt *Options, jobs []tcpcheck.Job) *AMQPLogin {
+	d := opt.TCP.Dial
+	var https *tcpcheck.Job
+	amqp := false
+	for i := range jobs {
+		switch jobs[i].Target.App {
+		case tcpcheck.AppAMQPS:
+			amqp = true
+		case tcpcheck.AppHTTPS:
+			if https == nil {
+				https = &jobs[i]
+			}
+		}
+	}
+	if !amqp || d.Token == "" {
+		return nil
+	}
+	if d.AMQPVHost != "" {
+		return &AMQPLogin{VHost: d.AMQPVHost, Source: "flag"}
+	}
+	if https == nil {
+		return &AMQPLogin{Source: "none", Error: "no https:// target in the run to ask whoami.xml"}
+	}
+	opt.logf("[%s] whoami.xml: the AMQP virtual host", https.Addr)
+	vhost, err := tcpcheck.FetchAMQPVHost(ctx, d, *https)
+	if err != nil {
+		return &AMQPLogin{Source: "none", From: https.Addr.String(), Error: err.Error()}
+	}
+	opt.TCP.Dial.AMQPVHost = vhost
+	return &AMQPLogin{VHost: vhost, Source: "whoami", From: https.Addr.String()}
 }
 
 // connectionBudget is how many connections a run may hold at once and the

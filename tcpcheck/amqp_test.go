@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 // Broker frames assembled by hand, as RabbitMQ sends them.
@@ -149,8 +150,9 @@ func FuzzDecodeClose(f *testing.F) {
 	})
 }
 
-// labBroker runs the lab server (its AMQP broker double) on loopback.
-func labBroker(t *testing.T, token string) (netip.AddrPort, *x509.CertPool) {
+// labBroker runs the lab server (its AMQP broker double) on loopback and
+// returns its AMQP and HTTPS addresses.
+func labBroker(t *testing.T, token string) (amqp netip.AddrPort, pool *x509.CertPool, https netip.AddrPort) {
 	t.Helper()
 	dir := t.TempDir()
 	caFile, certFile, keyFile, err := lab.WriteCerts(dir, []netip.Addr{netip.MustParseAddr("127.0.0.1")})
@@ -185,13 +187,14 @@ func labBroker(t *testing.T, token string) (netip.AddrPort, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
+	pool = x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(ports[1])), pool
+	lo := netip.MustParseAddr("127.0.0.1")
+	return netip.AddrPortFrom(lo, uint16(ports[1])), pool, netip.AddrPortFrom(lo, uint16(ports[0]))
 }
 
 func TestDialAMQPLogin(t *testing.T) {
-	ap, pool := labBroker(t, "s3cret")
+	ap, pool, _ := labBroker(t, "s3cret")
 	tests := []struct {
 		name, token, vhost string
 		loggedIn           bool
@@ -231,5 +234,35 @@ func TestDialAMQPLogin(t *testing.T) {
 				t.Fatalf("reuse: %s %v", o, err)
 			}
 		})
+	}
+}
+
+func TestAMQPHandshakeClose(t *testing.T) {
+	amqp := DialConfig{App: AppAMQPS}
+	login := DialConfig{App: AppAMQPS, Token: "t", AMQPVHost: "/v"}
+	server := []idleFailure{{behaviour: "close", whileIdle: true, attr: &probe.Attribution{Origin: probe.OriginServer}}}
+	box := []idleFailure{{behaviour: "close", whileIdle: true, attr: &probe.Attribution{Origin: probe.OriginMiddlebox, Hop: 2}}}
+	unknown := []idleFailure{{behaviour: "close", whileIdle: true}}
+	tests := []struct {
+		name      string
+		d         DialConfig
+		behaviour string
+		hi        time.Duration
+		fs        []idleFailure
+		want      bool
+	}{
+		{"no login, server close at 10s", amqp, "close", 10 * time.Second, server, true},
+		{"no login, unknown origin", amqp, "close", 10 * time.Second, unknown, true},
+		{"token without vhost", DialConfig{App: AppAMQPS, Token: "t"}, "close", 10 * time.Second, server, true},
+		{"logged in", login, "close", 10 * time.Second, server, false},
+		{"https", DialConfig{App: AppHTTPS}, "close", 10 * time.Second, server, false},
+		{"reset", amqp, "reset", 10 * time.Second, server, false},
+		{"box closes", amqp, "close", 10 * time.Second, box, false},
+		{"long after the handshake timeout", amqp, "close", 60 * time.Second, server, false},
+	}
+	for _, tc := range tests {
+		if got := amqpHandshakeClose(tc.d, tc.behaviour, tc.hi, tc.fs); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

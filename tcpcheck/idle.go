@@ -348,7 +348,16 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	var findings []Finding
 	if hi > 0 && len(failures) > 0 {
 		idle.Behaviour = majorityBehaviour(failures)
-		findings = append(findings, s.idleFinding(context.Background(), l, idle, failures))
+		if amqpHandshakeClose(s.opt.Dial, idle.Behaviour, hi, failures) {
+			idle.Cause = IdleCauseAMQPHandshake
+			// The handshake timeout runs from connect, not from the last use:
+			// the connections' lifetimes show it, their idle ages do not.
+			idle.Note = fmt.Sprintf("the broker closed connections that had not logged in about %.0fs after they were opened: its AMQP handshake timeout "+
+				"(RabbitMQ handshake_timeout, 10 s by default), not an idle timeout; a logged-in feed connection is not subject to it. "+
+				"Give the access token (and --amqp-vhost, or an https:// API target in the same run) to test AMQP idle behaviour past it", closedLifetime(s.res.Connections))
+		} else {
+			findings = append(findings, s.idleFinding(context.Background(), l, idle, failures))
+		}
 	}
 	s.res.Idle = idle
 	return s.res, findings
@@ -429,6 +438,38 @@ func (s *session) minTTLCheck(ttl <-chan int, final <-chan time.Duration, res ch
 	o, _, _ := cn.Reuse()
 	res <- MinTTLVerdict(serverTTL, o)
 }
+
+// amqpHandshakeClose reports whether the idle failures of an AMQP target
+// are its broker's handshake timeout rather than an idle timeout: the
+// connections did not log in (no token or vhost), the other side closed
+// them (FIN) at most about twice RabbitMQ's default handshake_timeout,
+// and no close came from a box on the path.
+func amqpHandshakeClose(d DialConfig, behaviour string, hi time.Duration, fs []idleFailure) bool {
+	if d.App != AppAMQPS || (d.Token != "" && d.AMQPVHost != "") || behaviour != "close" || hi > 2*amqpDefaultHandshakeTimeout {
+		return false
+	}
+	for _, f := range fs {
+		if f.behaviour == "close" && f.attr != nil && f.attr.Origin == probe.OriginMiddlebox {
+			return false
+		}
+	}
+	return true
+}
+
+// closedLifetime is the longest life, from start to end, of connections
+// that were closed (FIN) after their first exchange.
+func closedLifetime(cs []ConnRecord) float64 {
+	longest := 0.0
+	for _, c := range cs {
+		if c.Outcome == OutcomeClosed && c.Phase == PhaseRequest && c.EndS > c.StartS {
+			longest = max(longest, c.EndS-c.StartS)
+		}
+	}
+	return longest
+}
+
+// amqpDefaultHandshakeTimeout is RabbitMQ's default handshake_timeout.
+const amqpDefaultHandshakeTimeout = 10 * time.Second
 
 // majorityBehaviour is the commonest failure behaviour.
 func majorityBehaviour(fs []idleFailure) string {

@@ -182,7 +182,17 @@ type IdleResult struct {
 	// Verified: "survived" (a connection with TCP keepalive at T/2 lived
 	// past T), "failed", or "not-tested".
 	Verified string `json:"verified"`
+	// Cause, when set, says the failures were not an idle timeout of the
+	// path or the server's idle policy: IdleCauseAMQPHandshake. Note says
+	// what that means and what would test further. No finding is made.
+	Cause string `json:"cause,omitempty"`
+	Note  string `json:"note,omitempty"`
 }
+
+// IdleCauseAMQPHandshake: the broker closed AMQP connections that had not
+// logged in, at its handshake timeout (RabbitMQ handshake_timeout, 10 s by
+// default); an idle feed connection is logged in and not subject to it.
+const IdleCauseAMQPHandshake = "amqp-handshake-timeout"
 
 // ConcResult is the concurrency ramp of one address.
 type ConcResult struct {
@@ -286,7 +296,9 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  server at hop %d (SYN-ACK TTL %d)\n", res.ServerHop, res.ServerTTL)
 		}
 		if id := res.Idle; id != nil {
-			if id.TimeoutS > 0 {
+			if id.Cause != "" {
+				fmt.Fprintf(&b, "  idle: closed by the server after %.1fs: %s\n", id.BracketS[1], id.Note)
+			} else if id.TimeoutS > 0 {
 				fmt.Fprintf(&b, "  idle timeout %.1fs (between %.1fs and %.1fs), %s; keepalive fix: %s\n",
 					id.TimeoutS, id.BracketS[0], id.BracketS[1], id.Behaviour, id.Verified)
 			} else {
