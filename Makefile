@@ -41,11 +41,14 @@ bench:
 bench-soak:
 	HOPCHECK_BENCH_SOAK=1 $(GO) test -run '^$$' -bench 'LabSoakRSS' -benchtime 1x -timeout 20m ./e2e/...
 
-# Short fuzzing of every decoder (the seed corpus lives in testdata/fuzz).
+# Short fuzzing of every decoder in every package that has fuzz targets
+# (each package's seed corpus lives in its testdata/fuzz).
 FUZZTIME ?= 20s
+FUZZPKGS ?= ./probe ./trace ./lab ./tcpcheck
 fuzz:
-	@for f in $$($(GO) test -list '^Fuzz' ./probe | grep ^Fuzz); do \
-		echo "== $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./probe || exit 1; done
+	@for p in $(FUZZPKGS); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; done; done
 
 clean:
 	rm -rf bin

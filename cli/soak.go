@@ -140,6 +140,14 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 		return req, err
 	}
 	o.Dial = dial
+	for _, t := range req.targets {
+		if t.App == tcpcheck.AppAMQPS && (dial.Token == "" || dial.AMQPVHost == "") {
+			// Pooled connections rest 30 s and more on purpose; a broker
+			// closes one that never logged in after its handshake timeout,
+			// which would read as an idle timeout.
+			return req, usageErr("soak %s needs the access token and --amqp-vhost: without login a broker closes AMQP connections after its handshake timeout (RabbitMQ: 10 s)", t.Name())
+		}
+	}
 	req.opt = o
 	return req, nil
 }

@@ -215,3 +215,34 @@ func TestSoakInterruptedReportIncomplete(t *testing.T) {
 	t.Logf("interrupted after %.1fs: %d requests, stopped in %v; checkpoint at %.1fs had %d requests", rep.DurationS,
 		rep.Targets[0].Requests, stopped.Round(time.Millisecond), mid.DurationS, mid.Targets[0].Requests)
 }
+
+// Every bad input: one line naming it, exit 2, nothing written, nothing
+// sent (runLocal: these fail before anything is resolved or dialled).
+func TestSoakBadInput(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"soak"}, "TARGET"},
+		{[]string{"soak", "--duration", "5s", "tcp://198.18.0.1:7"}, "5s"},
+		{[]string{"soak", "--rate", "0", "tcp://198.18.0.1:7"}, "--rate 0"},
+		{[]string{"soak", "--pool", "0", "tcp://198.18.0.1:7"}, "--pool 0"},
+		{[]string{"soak", "--fresh-share", "1.5", "tcp://198.18.0.1:7"}, "1.5"},
+		{[]string{"soak", "--metrics-file", "soak.txt", "tcp://198.18.0.1:7"}, "soak.txt"},
+		{[]string{"soak", "--pool", "40", "https://api.betradar.com"}, "--pool 40"},
+		{[]string{"soak", "amqps://198.18.0.1:5671"}, "amqps://198.18.0.1:5671"},
+		{[]string{"soak", "ftp://198.18.0.1"}, "ftp"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			r := runLocal(t, dir, append([]string{"-o", filepath.Join(dir, "soak.json")}, c.args...)...)
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if r.code != 2 || len(lines) != 1 || !strings.Contains(lines[0], c.want) || r.stdout != "" {
+				t.Fatalf("exit %d stderr %q; want exit 2 and one line naming %q", r.code, r.stderr, c.want)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Fatalf("files left behind: %v", entries)
+			}
+		})
+	}
+}

@@ -151,7 +151,9 @@ func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
 					c.failure.WithLabelValues(t.Target, t.Address, name, string(o)).Set(float64(k) / float64(n))
 				}
 			}
-			if name == "idle" && res.Idle != nil {
+			if name == "idle" && res.Idle != nil && res.Idle.Cause == "" {
+				// A cause (e.g. the AMQP handshake timeout) means the closes
+				// were no idle timeout: export none rather than a false one.
 				c.idleTimeout.WithLabelValues(t.Target, t.Address).Set(res.Idle.TimeoutS)
 			}
 		}

@@ -229,3 +229,24 @@ func TestExporter(t *testing.T) {
 		t.Errorf("/metrics %d\n%s", code, body)
 	}
 }
+
+// Closes with a cause (the AMQP handshake timeout) are no idle timeout:
+// no hopcheck_idle_timeout_seconds series for that address.
+func TestIdleTimeoutNotExportedWithCause(t *testing.T) {
+	r := report(false)
+	res := r.Targets[0].Tests["idle"]
+	res.Idle = &tcpcheck.IdleResult{TimeoutS: 9.8, Cause: tcpcheck.IdleCauseAMQPHandshake}
+	r.Targets[0].Tests["idle"] = res
+	path := filepath.Join(t.TempDir(), "hopcheck.prom")
+	if err := WriteRunFile(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	fams, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := fams["hopcheck_idle_timeout_seconds"]; f != nil && len(f.Metric) > 0 {
+		t.Errorf("idle timeout exported for a handshake-timeout close: %v", f.Metric)
+	}
+}

@@ -617,7 +617,7 @@ func newLadderChart(id string, v idleView) ladderChart {
 			Label: fmt.Sprintf("bracket %s to %s", num(lo, 2), secs(hi))}
 		c.Band.LabelX = c.Band.X + c.Band.W/2
 	}
-	if res.TimeoutS > 0 {
+	if res.TimeoutS > 0 && res.Cause == "" {
 		c.T = &ladderMark{X: x(res.TimeoutS), Label: "T ≈ " + secs(res.TimeoutS)}
 	}
 	if res.MaxS > 0 && res.MaxS <= xmax {
@@ -665,6 +665,8 @@ func newLadderChart(id string, v idleView) ladderChart {
 		c.Points = append(c.Points, p)
 	}
 	switch {
+	case res.Cause != "":
+		c.Caption = fmt.Sprintf("Not an idle timeout (%s): %s", res.Cause, res.Note)
 	case res.TimeoutS > 0:
 		c.Caption = fmt.Sprintf("Idle timeout T ≈ %s: idle connections %s between %s and %s.",
 			secs(res.TimeoutS), behaviourVerb(res.Behaviour), secs(lo), secs(hi))

@@ -438,7 +438,9 @@ func testSummary(name string, res tcpcheck.Result) string {
 	switch {
 	case name == "idle" && res.Idle != nil:
 		id := res.Idle
-		if id.TimeoutS > 0 {
+		if id.Cause != "" {
+			parts = append(parts, fmt.Sprintf("closed by the server after about %s (%s): %s", secs(id.BracketS[1]), id.Cause, id.Note))
+		} else if id.TimeoutS > 0 {
 			s := fmt.Sprintf("idle timeout %s (between %s and %s)", secs(id.TimeoutS), secs(id.BracketS[0]), secs(id.BracketS[1]))
 			if id.Behaviour != "" {
 				s += ", " + id.Behaviour

@@ -208,3 +208,12 @@ func TestLocalisationLinesInFlow(t *testing.T) {
 		})
 	}
 }
+
+func TestTestSummaryIdleCause(t *testing.T) {
+	res := tcpcheck.Result{Idle: &tcpcheck.IdleResult{TimeoutS: 9.8, BracketS: [2]float64{3, 10.1}, Cause: tcpcheck.IdleCauseAMQPHandshake,
+		Note: "the broker closes connections that have not logged in"}}
+	got := testSummary("idle", res)
+	if strings.Contains(got, "idle timeout") || !strings.Contains(got, "amqp-handshake-timeout") || !strings.Contains(got, "have not logged in") {
+		t.Errorf("summary %q: want the cause and note, not an idle timeout", got)
+	}
+}
