@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hopcheck/hopcheck/internal/amqp"
 	"github.com/hopcheck/hopcheck/lab"
 	"github.com/hopcheck/hopcheck/lab/labtest"
 )
@@ -347,19 +348,23 @@ func TestLabChain(t *testing.T) {
 			tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: lab.ServerName})
 			defer tc.Close()
 			tc.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := tc.Write(lab.AMQPHeader[:]); err != nil {
+			if _, err := tc.Write([]byte(amqp.ProtocolHeader)); err != nil {
 				t.Fatal(err)
 			}
 			var buf []byte
 			for {
-				cs, _, err := lab.DecodeConnectionStart(buf)
+				fr, _, err := amqp.DecodeFrame(buf)
 				if err == nil {
+					cs, err := amqp.DecodeStart(fr.Payload)
+					if err != nil {
+						t.Fatalf("decoding Connection.Start: %v", err)
+					}
 					if cs.Mechanisms != "PLAIN" || cs.Locales != "en_US" || cs.VersionMajor != 0 || cs.VersionMinor != 9 {
 						t.Fatalf("Connection.Start: %+v", cs)
 					}
 					break
 				}
-				if !errors.Is(err, lab.ErrAMQPShort) {
+				if !errors.Is(err, amqp.ErrShort) {
 					t.Fatalf("decoding % x: %v", buf, err)
 				}
 				chunk := make([]byte, 512)

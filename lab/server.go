@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hopcheck/hopcheck/internal/amqp"
 )
 
 // ServeConfig configures the lab server process (`hopcheck lab-serve`).
@@ -217,12 +219,12 @@ func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
 		}
 		return
 	}
-	if hdr != AMQPHeader {
+	if string(hdr[:]) != amqp.ProtocolHeader {
 		logger.Printf("amqp %v: wrong header %q", c.RemoteAddr(), hdr[:])
-		_, _ = c.Write(AMQPHeader[:])
+		_, _ = c.Write([]byte(amqp.ProtocolHeader))
 		return
 	}
-	frame, err := EncodeConnectionStart(LabConnectionStart())
+	frame, err := amqp.EncodeStart(LabConnectionStart())
 	if err != nil {
 		logger.Printf("amqp: encoding Connection.Start: %v", err)
 		return
@@ -245,13 +247,13 @@ func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
 		n, rerr := c.Read(tmp)
 		buf = append(buf, tmp[:n]...)
 		for {
-			fr, used, err := DecodeAMQPFrame(buf)
-			if errors.Is(err, ErrAMQPShort) {
+			fr, used, err := amqp.DecodeFrame(buf)
+			if errors.Is(err, amqp.ErrShort) {
 				break
 			}
 			if err != nil {
 				logger.Printf("amqp %v: %v", c.RemoteAddr(), err)
-				_, _ = c.Write(EncodeClose(amqpReplyFrameError, "FRAME_ERROR - "+err.Error(), 0, 0))
+				_, _ = c.Write(amqp.EncodeClose(amqp.Close{Code: amqpReplyFrameError, Text: "FRAME_ERROR - " + err.Error()}))
 				return
 			}
 			if !st.handle(fr) {
@@ -285,27 +287,27 @@ type amqpConn struct {
 }
 
 // handle acts on one frame; false ends the connection.
-func (a *amqpConn) handle(fr AMQPFrame) bool {
-	if fr.Type == amqpFrameHeartbeat {
+func (a *amqpConn) handle(fr amqp.Frame) bool {
+	if fr.Type == amqp.FrameHeartbeat {
 		return true
 	}
-	if fr.Type != amqpFrameMethod || fr.Channel != 0 {
+	if fr.Type != amqp.FrameMethod || fr.Channel != 0 {
 		if a.state == loggedIn {
 			return true // no channels are open: nothing to do with it
 		}
 		return a.refuse(amqpReplyCommandInvalid, fmt.Sprintf("COMMAND_INVALID - frame type %d on channel %d before login", fr.Type, fr.Channel), 0, 0)
 	}
-	class, method, err := AMQPMethodOf(fr.Payload)
+	class, method, err := amqp.MethodOf(fr.Payload)
 	if err != nil {
 		return a.refuse(amqpReplyFrameError, "FRAME_ERROR - "+err.Error(), 0, 0)
 	}
-	if class == amqpClassConnection && method == amqpMethodClose {
-		_, _ = a.c.Write(EncodeCloseOk())
+	if class == amqp.ClassConnection && method == amqp.MethodClose {
+		_, _ = a.c.Write(amqp.EncodeCloseOk())
 		return false
 	}
 	switch a.state {
 	case awaitStartOk:
-		so, err := DecodeStartOk(fr.Payload)
+		so, err := amqp.DecodeStartOk(fr.Payload)
 		if err != nil {
 			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.start_ok: "+err.Error(), class, method)
 		}
@@ -315,10 +317,10 @@ func (a *amqpConn) handle(fr AMQPFrame) bool {
 			return a.refuse(amqpReplyAccessRefused, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.", class, method)
 		}
 		a.state = awaitTuneOk
-		_, err = a.c.Write(EncodeTune(Tune{ChannelMax: 2047, FrameMax: 131072, Heartbeat: 60}))
+		_, err = a.c.Write(amqp.EncodeTune(amqp.Tune{ChannelMax: 2047, FrameMax: 131072, Heartbeat: 60}))
 		return err == nil
 	case awaitTuneOk:
-		t, err := DecodeTuneOk(fr.Payload)
+		t, err := amqp.DecodeTuneOk(fr.Payload)
 		if err != nil {
 			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.tune_ok: "+err.Error(), class, method)
 		}
@@ -326,7 +328,7 @@ func (a *amqpConn) handle(fr AMQPFrame) bool {
 		a.state = awaitOpen
 		return true
 	case awaitOpen:
-		vhost, err := DecodeOpen(fr.Payload)
+		vhost, err := amqp.DecodeOpen(fr.Payload)
 		if err != nil {
 			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.open: "+err.Error(), class, method)
 		}
@@ -335,7 +337,7 @@ func (a *amqpConn) handle(fr AMQPFrame) bool {
 		}
 		a.state = loggedIn
 		a.logger.Printf("amqp %v: logged in, vhost %s, heartbeat %v", a.c.RemoteAddr(), vhost, a.heartbeat)
-		_, err = a.c.Write(EncodeOpenOk())
+		_, err = a.c.Write(amqp.EncodeOpenOk())
 		return err == nil
 	}
 	return true // logged in: other connection methods are ignored
@@ -344,7 +346,7 @@ func (a *amqpConn) handle(fr AMQPFrame) bool {
 // refuse sends Connection.Close and ends the connection (RabbitMQ with
 // the authentication_failure_close capability closes the socket too).
 func (a *amqpConn) refuse(code uint16, text string, class, method uint16) bool {
-	_, _ = a.c.Write(EncodeClose(code, text, class, method))
+	_, _ = a.c.Write(amqp.EncodeClose(amqp.Close{Code: code, Text: text, Class: class, Method: method}))
 	return false
 }
 

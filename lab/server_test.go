@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hopcheck/hopcheck/internal/amqp"
 )
 
 func TestHTTPHandler(t *testing.T) {
@@ -219,18 +221,22 @@ func TestServeLoopback(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		conn.Write(AMQPHeader[:])
+		conn.Write([]byte(amqp.ProtocolHeader))
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 0, 512)
 		for {
-			cs, _, err := DecodeConnectionStart(buf)
+			fr, _, err := amqp.DecodeFrame(buf)
 			if err == nil {
+				cs, err := amqp.DecodeStart(fr.Payload)
+				if err != nil {
+					t.Fatal(err)
+				}
 				if cs.Mechanisms != "PLAIN" || cs.Locales != "en_US" || cs.VersionMinor != 9 {
 					t.Fatalf("got %+v", cs)
 				}
 				return
 			}
-			if !errors.Is(err, ErrAMQPShort) {
+			if !errors.Is(err, amqp.ErrShort) {
 				t.Fatal(err)
 			}
 			tmp := make([]byte, 512)
@@ -251,7 +257,7 @@ func TestServeLoopback(t *testing.T) {
 		conn.Write([]byte("AMQP\x00\x00\x08\x00"))
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		got, err := io.ReadAll(conn)
-		if string(got) != string(AMQPHeader[:]) {
+		if string(got) != amqp.ProtocolHeader {
 			t.Fatalf("got %q (%v), want the protocol header and close", got, err)
 		}
 	})
@@ -389,7 +395,7 @@ func dialAMQP(t *testing.T, s Server, pool *x509.CertPool) *amqpClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	c := &amqpClient{t: t, conn: conn}
-	c.send(AMQPHeader[:])
+	c.send([]byte(amqp.ProtocolHeader))
 	if _, err := c.frame(); err != nil { // Connection.Start
 		t.Fatalf("Connection.Start: %v", err)
 	}
@@ -404,23 +410,23 @@ func (c *amqpClient) send(b []byte) {
 }
 
 // frame reads the next frame (io.EOF when the broker closed).
-func (c *amqpClient) frame() (AMQPFrame, error) {
+func (c *amqpClient) frame() (amqp.Frame, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		fr, n, err := DecodeAMQPFrame(c.buf)
+		fr, n, err := amqp.DecodeFrame(c.buf)
 		if err == nil {
 			fr.Payload = bytes.Clone(fr.Payload)
 			c.buf = c.buf[n:]
 			return fr, nil
 		}
-		if !errors.Is(err, ErrAMQPShort) {
+		if !errors.Is(err, amqp.ErrShort) {
 			return fr, err
 		}
 		tmp := make([]byte, 4096)
 		n, err = c.conn.Read(tmp)
 		c.buf = append(c.buf, tmp[:n]...)
 		if err != nil && n == 0 {
-			return AMQPFrame{}, err
+			return amqp.Frame{}, err
 		}
 	}
 }
@@ -432,7 +438,7 @@ func (c *amqpClient) method() (uint16, uint16, []byte) {
 	if err != nil {
 		c.t.Fatalf("reading a method: %v", err)
 	}
-	class, method, err := AMQPMethodOf(fr.Payload)
+	class, method, err := amqp.MethodOf(fr.Payload)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -440,19 +446,15 @@ func (c *amqpClient) method() (uint16, uint16, []byte) {
 }
 
 func startOkFrame(token string) []byte {
-	args := []byte{0, 0, 0, 0, 5, 'P', 'L', 'A', 'I', 'N'}
-	args = appendLongString(args, "\x00"+token+"\x00")
-	args = appendShortString(args, "en_US")
-	return amqpMethodFrame(amqpMethodStartOk, args)
+	frame, _ := amqp.EncodeStartOk(amqp.StartOk{Mechanism: "PLAIN", Response: "\x00" + token + "\x00", Locale: "en_US"})
+	return frame // no client properties: nothing can fail to encode
 }
 
 func tuneOkFrame(heartbeat uint16) []byte {
-	return amqpMethodFrame(amqpMethodTuneOk, []byte{0x07, 0xff, 0, 2, 0, 0, byte(heartbeat >> 8), byte(heartbeat)})
+	return amqp.EncodeTuneOk(amqp.Tune{ChannelMax: 2047, FrameMax: 131072, Heartbeat: heartbeat})
 }
 
-func openFrame(vhost string) []byte {
-	return amqpMethodFrame(amqpMethodOpen, append(appendShortString(nil, vhost), 0, 0))
-}
+func openFrame(vhost string) []byte { return amqp.EncodeOpen(vhost) }
 
 // login runs the handshake up to Connection.Open and returns the class and
 // method of the broker's answer to it.
@@ -460,7 +462,7 @@ func (c *amqpClient) login(token, vhost string, heartbeat uint16) (uint16, uint1
 	c.t.Helper()
 	c.send(startOkFrame(token))
 	class, method, payload := c.method()
-	if method != amqpMethodTune {
+	if method != amqp.MethodTune {
 		return class, method, payload
 	}
 	c.send(tuneOkFrame(heartbeat))
@@ -488,14 +490,14 @@ func TestServeAMQPLogin(t *testing.T) {
 		c := dialAMQP(t, s, pool)
 		c.send(startOkFrame("tok"))
 		_, method, payload := c.method()
-		if method != amqpMethodTune || !bytes.Equal(payload[4:], []byte{0x07, 0xff, 0, 2, 0, 0, 0, 60}) {
+		if method != amqp.MethodTune || !bytes.Equal(payload[4:], []byte{0x07, 0xff, 0, 2, 0, 0, 0, 60}) {
 			t.Fatalf("method %d args % x; want Tune 2047/131072/60", method, payload[4:])
 		}
 	})
 	t.Run("logged in outlives the handshake timeout, until the idle close", func(t *testing.T) {
 		start := time.Now()
 		c := dialAMQP(t, s, pool)
-		if _, method, _ := c.login("tok", VHost, 0); method != amqpMethodOpenOk {
+		if _, method, _ := c.login("tok", VHost, 0); method != amqp.MethodOpenOk {
 			t.Fatalf("answer to Connection.Open: method %d, want Open-Ok", method)
 		}
 		time.Sleep(time.Second) // past the handshake timeout
@@ -508,7 +510,7 @@ func TestServeAMQPLogin(t *testing.T) {
 	})
 	t.Run("heartbeat 1s: closed after two missed", func(t *testing.T) {
 		c := dialAMQP(t, s, pool)
-		if _, method, _ := c.login("tok", VHost, 1); method != amqpMethodOpenOk {
+		if _, method, _ := c.login("tok", VHost, 1); method != amqp.MethodOpenOk {
 			t.Fatalf("method %d, want Open-Ok", method)
 		}
 		c.closedAfter(t, time.Now(), 1500*time.Millisecond, 2500*time.Millisecond)
@@ -531,7 +533,7 @@ func TestServeAMQPLogin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialAMQP(t, s, pool)
 			_, method, payload := c.login(tc.token, tc.vhost, 0)
-			if method != amqpMethodClose || len(payload) < 6 || uint16(payload[4])<<8|uint16(payload[5]) != tc.code {
+			if method != amqp.MethodClose || len(payload) < 6 || uint16(payload[4])<<8|uint16(payload[5]) != tc.code {
 				t.Fatalf("method %d payload %q; want Connection.Close %d", method, payload, tc.code)
 			}
 			if strings.Contains(string(payload), "tok") {

@@ -14,140 +14,34 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hopcheck/hopcheck/internal/amqp"
 	"github.com/hopcheck/hopcheck/lab"
 	"github.com/hopcheck/hopcheck/probe"
 )
 
-// Broker frames assembled by hand, as RabbitMQ sends them.
-var (
-	fixtureTune      = []byte{1, 0, 0, 0, 0, 0, 12, 0, 10, 0, 30, 0x07, 0xff, 0, 2, 0, 0, 0, 60, 0xCE}
-	fixtureOpenOk    = []byte{1, 0, 0, 0, 0, 0, 5, 0, 10, 0, 41, 0, 0xCE}
-	fixtureClose403  = []byte{1, 0, 0, 0, 0, 0, 25, 0, 10, 0, 50, 1, 0x93, 14, 'A', 'C', 'C', 'E', 'S', 'S', '_', 'R', 'E', 'F', 'U', 'S', 'E', 'D', 0, 10, 0, 11, 0xCE}
-	fixtureHeartbeat = []byte{8, 0, 0, 0, 0, 0, 0, 0xCE}
-)
-
-func TestDecodeAMQPFrame(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      []byte
-		typ     byte
-		payload int
-		n       int
-		wantErr error
-	}{
-		{"tune", fixtureTune, 1, 12, len(fixtureTune), nil},
-		{"heartbeat then tune", append(bytes.Clone(fixtureHeartbeat), fixtureTune...), 8, 0, 8, nil},
-		{"partial header", fixtureTune[:5], 0, 0, 0, errAMQPNeedMore},
-		{"partial payload", fixtureTune[:19], 0, 0, 0, errAMQPNeedMore},
-		{"protocol header", []byte("AMQP\x00\x00\x09\x01"), 0, 0, 0, errAMQPMalformed},
-		{"bad frame end", append(bytes.Clone(fixtureTune[:19]), 0), 0, 0, 0, errAMQPMalformed},
-		{"huge", []byte{1, 0, 0, 0x40, 0, 0, 0}, 0, 0, 0, errAMQPMalformed},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			fr, n, err := decodeAMQPFrame(tc.in)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || fr.typ != tc.typ || len(fr.payload) != tc.payload || n != tc.n {
-				t.Fatalf("got %+v %d %v", fr, n, err)
-			}
-		})
-	}
-}
-
-func argsOf(t *testing.T, frame []byte) []byte {
-	t.Helper()
-	fr, _, err := decodeAMQPFrame(frame)
+// hopcheck's Start-Ok: PLAIN with the token as user name and an empty
+// password, client properties naming hopcheck.
+func TestStartOkFrame(t *testing.T) {
+	so, err := amqp.EncodeStartOk(startOk("tok"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, args, err := amqpMethod(fr.payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return args
-}
-
-func TestDecodeTuneAndClose(t *testing.T) {
-	tune, err := decodeTune(argsOf(t, fixtureTune))
-	if err != nil || tune != (amqpTuneArgs{channelMax: 2047, frameMax: 131072, heartbeat: 60}) {
-		t.Fatalf("tune %+v %v", tune, err)
-	}
-	if _, err := decodeTune(argsOf(t, fixtureTune)[:7]); !errors.Is(err, errAMQPMalformed) {
-		t.Errorf("short tune: %v", err)
-	}
-	c, err := decodeClose(argsOf(t, fixtureClose403))
-	if err != nil || c != (amqpCloseArgs{code: 403, text: "ACCESS_REFUSED", class: 10, method: 11}) {
-		t.Fatalf("close %+v %v", c, err)
-	}
-	for _, bad := range [][]byte{nil, {1, 0x93}, {1, 0x93, 5, 'a'}, append(argsOf(t, fixtureClose403), 0)} {
-		if _, err := decodeClose(bad); !errors.Is(err, errAMQPMalformed) {
-			t.Errorf("close % x: %v", bad, err)
-		}
-	}
-	if _, _, _, err := amqpMethod([]byte{0, 10}); !errors.Is(err, errAMQPMalformed) {
-		t.Errorf("two-byte method: %v", err)
-	}
-}
-
-func TestEncodeLoginFrames(t *testing.T) {
-	if got, want := encodeTuneOk(amqpTuneArgs{channelMax: 2047, frameMax: 131072}),
-		[]byte{1, 0, 0, 0, 0, 0, 12, 0, 10, 0, 31, 0x07, 0xff, 0, 2, 0, 0, 0, 0, 0xCE}; !bytes.Equal(got, want) {
-		t.Errorf("tune-ok\ngot  % x\nwant % x", got, want)
-	}
-	if got, want := encodeOpen("/lab"), []byte{1, 0, 0, 0, 0, 0, 11, 0, 10, 0, 40, 4, '/', 'l', 'a', 'b', 0, 0, 0xCE}; !bytes.Equal(got, want) {
-		t.Errorf("open\ngot  % x\nwant % x", got, want)
-	}
-	so := encodeStartOk("tok")
 	if !bytes.Contains(so, []byte("\x05PLAIN\x00\x00\x00\x05\x00tok\x00\x05en_US\xce")) || !bytes.Contains(so, []byte("\x07productS\x00\x00\x00\x08hopcheck")) {
 		t.Errorf("start-ok % x", so)
 	}
-	if fr, n, err := decodeAMQPFrame(so); err != nil || n != len(so) || fr.typ != 1 {
+	if fr, n, err := amqp.DecodeFrame(so); err != nil || n != len(so) || fr.Type != amqp.FrameMethod {
 		t.Errorf("start-ok does not frame: %v", err)
 	}
 }
 
 func TestLoginErrorRemovesToken(t *testing.T) {
-	e := loginError(amqpCloseArgs{code: 403, text: "ACCESS_REFUSED - user 's3cret' unknown"}, "s3cret")
+	e := loginError(amqp.Close{Code: 403, Text: "ACCESS_REFUSED - user 's3cret' unknown"}, "s3cret")
 	if e.Reason != AMQPAuthRefused || strings.Contains(e.Error(), "s3cret") || Classify(PhaseApp, e) != OutcomeAppError {
 		t.Fatalf("%+v: %s", e, Classify(PhaseApp, e))
 	}
-	if loginError(amqpCloseArgs{code: 530}, "").Reason != AMQPVHostNotAllowed || loginError(amqpCloseArgs{code: 320}, "").Reason != AMQPRefused {
+	if loginError(amqp.Close{Code: 530}, "").Reason != AMQPVHostNotAllowed || loginError(amqp.Close{Code: 320}, "").Reason != AMQPRefused {
 		t.Fatal("reasons by code")
 	}
-}
-
-func FuzzDecodeAMQPFrame(f *testing.F) {
-	for _, s := range [][]byte{fixtureTune, fixtureOpenOk, fixtureClose403, fixtureHeartbeat, []byte("AMQP\x00\x00\x09\x01")} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		fr, n, err := decodeAMQPFrame(b)
-		if err == nil && (n > len(b) || n != len(fr.payload)+8) {
-			t.Fatalf("consumed %d of %d, payload %d", n, len(b), len(fr.payload))
-		}
-	})
-}
-
-func FuzzDecodeTune(f *testing.F) {
-	f.Add(fixtureTune[11:19])
-	f.Add(fixtureClose403[11:32])
-	f.Fuzz(func(t *testing.T, b []byte) { _, _ = decodeTune(b) })
-}
-
-func FuzzDecodeClose(f *testing.F) {
-	f.Add(fixtureClose403[11:32])
-	f.Add(fixtureTune[11:19])
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := decodeClose(b)
-		if err == nil && len(c.text) > len(b) {
-			t.Fatalf("text %q longer than the arguments", c.text)
-		}
-	})
 }
 
 // labBroker runs the lab server (its AMQP broker double) on loopback and

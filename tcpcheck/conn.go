@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hopcheck/hopcheck/internal/amqp"
 )
 
 // DialConfig is how every connection of a test is made and used.
@@ -313,7 +315,7 @@ func (cn *Conn) writeRequest(deadline time.Time) error {
 		}
 		msg = []byte(req + "\r\n")
 	case AppAMQPS:
-		msg = []byte{8, 0, 0, 0, 0, 0, 0, 0xCE} // heartbeat frame
+		msg = amqp.EncodeFrame(amqp.Frame{Type: amqp.FrameHeartbeat})
 	default:
 		msg = []byte("hopcheck\n")
 	}
@@ -427,7 +429,7 @@ func (cn *Conn) Reuse() (Outcome, time.Time, error) {
 // with a token and a vhost it then logs in.
 func (cn *Conn) amqpStart(deadline time.Time) error {
 	_ = cn.c.SetWriteDeadline(deadline)
-	if _, err := cn.c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+	if _, err := cn.c.Write([]byte(amqp.ProtocolHeader)); err != nil {
 		return err
 	}
 	r := amqpFrameReader{cn: cn, timer: time.NewTimer(time.Until(deadline))}
@@ -443,28 +445,32 @@ func (cn *Conn) amqpStart(deadline time.Time) error {
 	if cn.cfg.Token == "" || cn.cfg.AMQPVHost == "" {
 		return nil
 	}
-	if _, err := r.method("Connection.Start", amqpStart); err != nil {
+	if _, err := r.method("Connection.Start", amqp.MethodStart); err != nil {
 		return err
 	}
-	if _, err := cn.c.Write(encodeStartOk(cn.cfg.Token)); err != nil {
+	startOkFrame, err := amqp.EncodeStartOk(startOk(cn.cfg.Token))
+	if err != nil {
+		return fmt.Errorf("encoding Connection.Start-Ok: %w", err)
+	}
+	if _, err := cn.c.Write(startOkFrame); err != nil {
 		return err
 	}
-	args, err := r.method("Connection.Tune", amqpTune)
+	payload, err := r.method("Connection.Tune", amqp.MethodTune)
 	if err != nil {
 		return err
 	}
-	tune, err := decodeTune(args)
+	tune, err := amqp.DecodeTune(payload)
 	if err != nil {
-		return &appError{err.Error()}
+		return &appError{fmt.Sprintf("decoding Connection.Tune: %v", err)}
 	}
 	// Heartbeat 0 turns AMQP heartbeats off: the idle ladder must be able
 	// to hold a logged-in connection silent, as a box on the path sees an
 	// idle feed between messages.
-	tune.heartbeat = 0
-	if _, err := cn.c.Write(append(encodeTuneOk(tune), encodeOpen(cn.cfg.AMQPVHost)...)); err != nil {
+	tune.Heartbeat = 0
+	if _, err := cn.c.Write(append(amqp.EncodeTuneOk(tune), amqp.EncodeOpen(cn.cfg.AMQPVHost)...)); err != nil {
 		return err
 	}
-	if _, err := r.method("Connection.Open-Ok", amqpOpenOk); err != nil {
+	if _, err := r.method("Connection.Open-Ok", amqp.MethodOpenOk); err != nil {
 		return err
 	}
 	cn.LoggedIn = true
@@ -497,13 +503,13 @@ func (r *amqpFrameReader) more(what string) error {
 	}
 }
 
-// method returns the arguments of the next connection method, which must
+// method returns the payload of the next connection method, which must
 // be want; Connection.Close instead is the typed login refusal.
 // Heartbeats are skipped.
 func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
 	for {
-		fr, n, err := decodeAMQPFrame(r.got)
-		if errors.Is(err, errAMQPNeedMore) {
+		fr, n, err := amqp.DecodeFrame(r.got)
+		if errors.Is(err, amqp.ErrShort) {
 			if err := r.more(what); err != nil {
 				if errors.Is(err, io.EOF) {
 					return nil, fmt.Errorf("broker closed the connection while we waited for %s: %w", what, err)
@@ -516,18 +522,18 @@ func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
 			return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
 		}
 		r.got = r.got[n:]
-		if fr.typ == amqpFrameHeartbeat {
+		if fr.Type == amqp.FrameHeartbeat {
 			continue
 		}
-		class, method, args, err := amqpMethod(fr.payload)
-		if err != nil || fr.typ != amqpFrameMethod || fr.channel != 0 || class != amqpClassConn {
-			return nil, &appError{fmt.Sprintf("waiting for %s: got frame type %d channel %d", what, fr.typ, fr.channel)}
+		class, method, err := amqp.MethodOf(fr.Payload)
+		if err != nil || fr.Type != amqp.FrameMethod || fr.Channel != 0 || class != amqp.ClassConnection {
+			return nil, &appError{fmt.Sprintf("waiting for %s: got frame type %d channel %d", what, fr.Type, fr.Channel)}
 		}
 		switch method {
 		case want:
-			return args, nil
-		case amqpClose:
-			c, err := decodeClose(args)
+			return fr.Payload, nil
+		case amqp.MethodClose:
+			c, err := amqp.DecodeClose(fr.Payload)
 			if err != nil {
 				return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
 			}
