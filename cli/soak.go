@@ -218,6 +218,16 @@ func runSoak(c *ucli.Context) error {
 		warnf(c, "%s", w)
 		warnings = append(warnings, w)
 	}
+	if req.opt.Dial.Token == "" {
+		for _, t := range req.targets {
+			if t.App == tcpcheck.AppHTTPS {
+				w := "no access token ($UOF_ACCESS_TOKEN or --token-file): every request is answered with an error status; the connections are still measured, but run it with the token, as a UOF client does"
+				warnf(c, "%s", w)
+				warnings = append(warnings, w)
+				break
+			}
+		}
+	}
 	if req.checkpoint != "" {
 		path := req.checkpoint
 		req.opt.Checkpoint = func(r soak.Report) {

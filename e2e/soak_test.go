@@ -246,3 +246,17 @@ func TestSoakBadInput(t *testing.T) {
 		})
 	}
 }
+
+// Without the token an https soak still measures the connections, and
+// says that every request was answered with an error status.
+func TestSoakWithoutTokenWarns(t *testing.T) {
+	t.Parallel()
+	l := buildLab(t, lab.Scenario{Name: "soak-no-token", Routers: make([]lab.Router, 1)})
+	rep := soakJSON(t, l, "--duration", "10s", "--rate", "5", "-4", "--ca-file", l.CAFile, "https://"+lab.ServerName)
+	if !strings.Contains(strings.Join(rep.Warnings, "\n"), "no access token") {
+		t.Errorf("warnings %q: want the missing token named", rep.Warnings)
+	}
+	if tr := rep.Targets[0]; tr.Requests < 30 || tr.Outcomes["ok"] != tr.Requests {
+		t.Errorf("%d requests, outcomes %v: the connections should still be measured", tr.Requests, tr.Outcomes)
+	}
+}
