@@ -61,8 +61,9 @@ func band(t *testing.T, tr soak.TargetReport, name string) soak.BandReport {
 
 // Router 2 resets 2 % of new flows: the fresh band's reset rate interval
 // contains 0.02 and the resets are attributed to hop 2. A 95 % interval
-// misses the true rate in one run of 20 by design: one rerun is allowed
-// for that check alone.
+// misses the true rate in one run of 20 by design: two reruns are allowed
+// for that check alone (all three missing: 1 in 8000; a rerun costs 3 min
+// and is needed in 1 run of 20).
 func TestSoakSYNResetsAtHop2(t *testing.T) {
 	t.Parallel()
 	rs := make([]lab.Router, 3)
@@ -71,7 +72,7 @@ func TestSoakSYNResetsAtHop2(t *testing.T) {
 	// idle close is 2 min), or pooled bands would fail for that reason.
 	l := buildLab(t, lab.Scenario{Name: "soak-syn-reset", Routers: rs, Server: lab.Server{IdleClose: 10 * time.Minute}})
 	target := fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort)
-	for attempt := 1; attempt <= 2; attempt++ {
+	for attempt := 1; attempt <= 3; attempt++ {
 		rep := soakJSON(t, l, "--duration", "3m", "--rate", "20", "--fresh-share", "0.5", "--pool", "4", target)
 		tr := rep.Targets[0]
 		fresh := band(t, tr, "fresh")
@@ -105,7 +106,7 @@ func TestSoakSYNResetsAtHop2(t *testing.T) {
 			return
 		}
 	}
-	t.Errorf("the fresh reset rate interval missed 0.02 in two runs")
+	t.Errorf("the fresh reset rate interval missed 0.02 in three runs")
 }
 
 // Router 2 resets flows idle ≥ 20 s: requests fail only in the idle bands

@@ -138,14 +138,16 @@ func TestTCPConcurrencyLimitAtServer(t *testing.T) {
 }
 
 // Scenario 5: router 2 resets 2 % of SYNs. A 95 % interval misses the
-// true rate in one run of 20 by design, so one rerun is allowed for that
-// check alone (both missing: 1 in 400).
+// true rate in one run of 20 by design, so two reruns are allowed for that
+// check alone (all three missing: 1 in 8000; with one rerun, 1 in 400,
+// it did fail a CI run: 0.0110 then 0.0290, while 8 runs in a row gave
+// 0.012-0.025, binomial spread around 0.02). A biased rate still fails.
 func TestTCPConnectResetBySYNResetter(t *testing.T) {
 	rs := make([]lab.Router, 3)
 	rs[1].SYNResetPercent = 2
 	l := buildLab(t, lab.Scenario{Name: "syn-reset-r2", Routers: rs})
 	target := fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort)
-	for attempt := 1; attempt <= 2; attempt++ {
+	for attempt := 1; attempt <= 3; attempt++ {
 		rep, wall := tcpJSON(t, l, "connect", "--count", "1000", "--rate", "400", target)
 		f := oneFinding(t, rep, tcpcheck.KindConnectReset)
 		if f.Origin != probe.OriginMiddlebox || f.Hop != 2 || f.HopAddress != l.Router4[1].String() {
@@ -166,7 +168,7 @@ func TestTCPConnectResetBySYNResetter(t *testing.T) {
 			return
 		}
 	}
-	t.Errorf("rate_ci missed 0.02 in two runs")
+	t.Errorf("rate_ci missed 0.02 in three runs")
 }
 
 // Scenario 6: a PMTU black hole stalls a large transfer; it is no reset.
