@@ -138,6 +138,16 @@ func warnf(c *ucli.Context, format string, a ...any) {
 }
 
 // familyFromFlags reads -4/-6: 4, 6, or 0 for both.
+// privilegeFromFlags reads --privilege (run, trace, serve).
+func privilegeFromFlags(c *ucli.Context) (string, error) {
+	switch pv := c.String("privilege"); pv {
+	case "auto", "raw", "unprivileged":
+		return pv, nil
+	default:
+		return "", usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	}
+}
+
 func familyFromFlags(c *ucli.Context) (int, error) {
 	switch {
 	case c.Bool("ipv4") && c.Bool("ipv6"):

@@ -139,11 +139,8 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 		return req, err
 	}
 	req.family = family
-	switch pv := c.String("privilege"); pv {
-	case "auto", "raw", "unprivileged":
-		req.privilege = pv
-	default:
-		return req, usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	if req.privilege, err = privilegeFromFlags(c); err != nil {
+		return req, err
 	}
 	if dir := c.String("evidence"); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -323,7 +320,7 @@ func runRun(c *ucli.Context) error {
 			warnf(c, "--metrics-file: %v", err)
 		}
 	}
-	if allFailed(rep) {
+	if !rep.Measured() {
 		return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
 	}
 	if len(rep.Findings) > 0 {
@@ -336,25 +333,6 @@ func runRun(c *ucli.Context) error {
 // ladder dominates (about twice the longest idle tried).
 func estimateRun(p diagnose.Profile) time.Duration {
 	return 2*p.IdleMax + time.Duration(float64(p.ConnectCount)/p.ConnectRate*float64(time.Second)) + 30*time.Second
-}
-
-func allFailed(r diagnose.Report) bool {
-	if len(r.Targets) == 0 {
-		return true
-	}
-	for _, t := range r.Targets {
-		for _, tr := range t.Traces {
-			if len(tr.Hops) > 0 {
-				return false
-			}
-		}
-		for _, res := range t.Tests {
-			if len(res.Connections) > 0 {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // resolveTCPJobs resolves every target to all its addresses.

@@ -48,9 +48,9 @@ func runServe(c *ucli.Context) error {
 	if n < 1 || n > 64 {
 		return usageErr("--max-concurrent %d must be between 1 and 64", n)
 	}
-	privilege := c.String("privilege")
-	if privilege != "auto" && privilege != "raw" && privilege != "unprivileged" {
-		return usageErr("unknown --privilege %q (want auto, raw or unprivileged)", privilege)
+	privilege, err := privilegeFromFlags(c)
+	if err != nil {
+		return err
 	}
 	dial, err := soakDialConfig(c)
 	if err != nil {

@@ -66,11 +66,8 @@ func parseTraceRequest(c *ucli.Context) (traceRequest, error) {
 		return req, err
 	}
 	req.family = family
-	switch pv := c.String("privilege"); pv {
-	case "auto", "raw", "unprivileged":
-		req.privilege = pv
-	default:
-		return req, usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
+	if req.privilege, err = privilegeFromFlags(c); err != nil {
+		return req, err
 	}
 	cfg := trace.DefaultConfig()
 	cfg.Queries = c.Int("queries")

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hopcheck/hopcheck/tcpcheck"
+	"github.com/hopcheck/hopcheck/trace"
 )
 
 func TestInFlowSkipped(t *testing.T) {
@@ -32,5 +35,24 @@ func TestInFlowSkipped(t *testing.T) {
 				t.Fatalf("inFlowSkipped(%v, %v) = %+v, want not-tested with %q", tc.idle, tc.max, got, tc.wantReason)
 			}
 		})
+	}
+}
+
+func TestReportMeasured(t *testing.T) {
+	hop := trace.Trace{Hops: []trace.Hop{{TTL: 1}}}
+	conn := tcpcheck.Result{Connections: []tcpcheck.ConnRecord{{}}}
+	for _, c := range []struct {
+		name string
+		r    Report
+		want bool
+	}{
+		{"no targets", Report{}, false},
+		{"nothing answered", Report{Targets: []TargetReport{{Traces: []trace.Trace{{}}, Tests: map[string]tcpcheck.Result{"connect": {}}}}}, false},
+		{"a hop answered", Report{Targets: []TargetReport{{}, {Traces: []trace.Trace{hop}}}}, true},
+		{"a connection was made", Report{Targets: []TargetReport{{Tests: map[string]tcpcheck.Result{"idle": conn}}}}, true},
+	} {
+		if got := c.r.Measured(); got != c.want {
+			t.Errorf("%s: Measured() = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

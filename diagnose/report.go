@@ -33,6 +33,24 @@ type Report struct {
 	AMQP *AMQPLogin `json:"amqp,omitempty"`
 }
 
+// Measured reports whether anything was measured: a hop answered on some
+// trace or some connection test made a connection.
+func (r Report) Measured() bool {
+	for _, t := range r.Targets {
+		for _, tr := range t.Traces {
+			if len(tr.Hops) > 0 {
+				return true
+			}
+		}
+		for _, res := range t.Tests {
+			if len(res.Connections) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // AMQPLogin says with which virtual host AMQP connections logged in (the
 // token is the user name and is never written).
 type AMQPLogin struct {

@@ -77,22 +77,7 @@ func newRunCollectors() *runCollectors {
 // Succeeded reports whether a run counts as a success for the last
 // success timestamp: finished, and something was measured.
 func Succeeded(r diagnose.Report) bool {
-	if r.Incomplete {
-		return false
-	}
-	for _, t := range r.Targets {
-		for _, tr := range t.Traces {
-			if len(tr.Hops) > 0 {
-				return true
-			}
-		}
-		for _, res := range t.Tests {
-			if len(res.Connections) > 0 {
-				return true
-			}
-		}
-	}
-	return false
+	return !r.Incomplete && r.Measured()
 }
 
 // RunRegistry returns a registry holding the metrics of r. lastSuccess is
