@@ -118,9 +118,6 @@ loop:
 	if werr != nil {
 		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, time.Now()
 	}
-	// Right after a plain TCP dial the observer may not have read the
-	// SYN-ACK yet; by now it has.
-	s.learn(cn.Local.Port())
 	moved := cn.received.Load() - before
 	rec.Uses = 1
 	var attr *probe.Attribution
