@@ -31,11 +31,13 @@
 //
 // # Kernel behaviour the lab relies on
 //
-//   - ICMP errors: the kernel's own rate limits (icmp_ratelimit,
-//     icmp_msgs_per_sec/burst, ipv6 icmp.ratelimit) are switched off on every
-//     node, so that a traceroute sees no accidental loss; Router.ICMPRateLimit
-//     is an explicit nft limit (rate N/s, burst N, shared by both families)
-//     in the router's output hook, where locally generated ICMP errors pass.
+//   - ICMP errors: the kernel's own rate limits (icmp_ratelimit 1000 ms with
+//     a burst of 6 per destination, icmp_msgs_per_sec/burst, ipv6
+//     icmp.ratelimit) stay at their defaults on every node, as on real
+//     routers: a client gets about 6 answers at once from a router, then
+//     about 1 per second. Router.ICMPRateLimit adds an explicit nft limit
+//     (rate N/s, burst N, shared by both families) in the router's output
+//     hook, where locally generated ICMP errors pass.
 //   - Idle timeouts: nf_conntrack_tcp_timeout_established is per namespace.
 //     With nf_conntrack_tcp_loose=0 a packet of an expired flow finds no
 //     entry and is "ct state invalid", which the router resets or drops.

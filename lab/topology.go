@@ -285,13 +285,10 @@ func nodeSysctls(ifaces []string) []string {
 	for _, ifc := range ifaces {
 		out = append(out, "net.ipv6.conf."+ifc+".accept_dad=0")
 	}
-	// The kernel's default ICMP rate limits would look like loss to a
-	// traceroute; ICMPRateLimit is an explicit nft limit instead.
-	return append(out,
-		"net.ipv4.icmp_ratelimit=0",
-		"net.ipv4.icmp_msgs_per_sec=10000",
-		"net.ipv4.icmp_msgs_burst=10000",
-		"net.ipv6.icmp.ratelimit=0")
+	// The kernel's default ICMP rate limits (per destination: a burst of
+	// about 6, then 1/s) stay on, as on real routers: the engine must cope
+	// with them. ICMPRateLimit adds an nft limit on top.
+	return out
 }
 
 // routerSysctls are a router's own sysctls: forwarding and its knobs'.
