@@ -315,6 +315,9 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 		in.Reason = fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err)
 		return in
 	}
+	if c := obs.Capture(res.LocalPort); len(c.Packets) > 0 {
+		in.capture = &c // the evidence hook: the probes and answers as captured
+	}
 	in.Healthy, in.Expired = inFlowAnswers(healthy), inFlowAnswers(expired)
 	loss := probe.ExplainStateLoss(healthy, expired)
 	in.Behaviour, in.Hop, in.HopUpTo, in.Reason = string(loss.Behaviour), loss.Hop, loss.UpTo, loss.Reason

@@ -6,6 +6,7 @@ package diagnose
 import (
 	"time"
 
+	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 	"github.com/hopcheck/hopcheck/trace"
 )
@@ -134,6 +135,9 @@ type InFlow struct {
 	HopUpTo   int    `json:"hop_up_to,omitempty"`
 	Behaviour string `json:"behaviour"` // reset|reject|drop|server-reset|undetermined|"" (not found)
 	Reason    string `json:"reason,omitempty"`
+	// capture is the flow observer's packet history of the probed
+	// connection (its probes and their answers), for --evidence.
+	capture *probe.FlowCapture
 }
 
 // InFlowAnswer is what came back for the segment sent with one TTL.

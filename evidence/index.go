@@ -72,22 +72,40 @@ type IndexCapture struct {
 // BuildIndex groups entries by finding (in finding order, captures in the
 // order given) and reads each capture's frames with Annotate. Pure.
 func BuildIndex(entries []Entry) Index {
-	idx := Index{SchemaVersion: IndexSchemaVersion, Findings: []IndexFinding{},
-		Bounds: Bounds{FirstPackets: probe.HistoryFirst, LastPackets: probe.HistoryLast, SnapLen: probe.HistorySnapLen}}
-	pos := map[int]int{}
+	idx := NewIndex()
 	for _, e := range entries {
-		i, ok := pos[e.Finding]
-		if !ok {
-			i = len(idx.Findings)
-			pos[e.Finding] = i
-			idx.Findings = append(idx.Findings, IndexFinding{Finding: e.Finding, Kind: e.Kind, Target: e.Target, Address: e.Address, Hop: e.Hop, Captures: []IndexCapture{}})
-		}
-		idx.Findings[i].Captures = append(idx.Findings[i].Captures, IndexCapture{File: e.File, Role: e.Role, Connection: e.Connection,
-			Flow: fmt.Sprintf("%s > %s", e.Capture.Local, e.Capture.Remote), Packets: len(e.Capture.Packets), Omitted: e.Capture.Omitted,
-			Frames: Annotate(e.Capture).Frames})
+		idx.Add(e)
 	}
-	sort.SliceStable(idx.Findings, func(a, b int) bool { return idx.Findings[a].Finding < idx.Findings[b].Finding })
 	return idx
+}
+
+// NewIndex is an empty index.
+func NewIndex() Index {
+	return Index{SchemaVersion: IndexSchemaVersion, Findings: []IndexFinding{},
+		Bounds: Bounds{FirstPackets: probe.HistoryFirst, LastPackets: probe.HistoryLast, SnapLen: probe.HistorySnapLen}}
+}
+
+// Add indexes one more capture (keeping findings in order); the index
+// keeps the frames, not the capture.
+func (idx *Index) Add(e Entry) {
+	i := -1
+	for k := range idx.Findings {
+		if idx.Findings[k].Finding == e.Finding {
+			i = k
+		}
+	}
+	if i < 0 {
+		idx.Findings = append(idx.Findings, IndexFinding{Finding: e.Finding, Kind: e.Kind, Target: e.Target, Address: e.Address, Hop: e.Hop, Captures: []IndexCapture{}})
+		sort.SliceStable(idx.Findings, func(a, b int) bool { return idx.Findings[a].Finding < idx.Findings[b].Finding })
+		for k := range idx.Findings {
+			if idx.Findings[k].Finding == e.Finding {
+				i = k
+			}
+		}
+	}
+	idx.Findings[i].Captures = append(idx.Findings[i].Captures, IndexCapture{File: e.File, Role: e.Role, Connection: e.Connection,
+		Flow: fmt.Sprintf("%s > %s", e.Capture.Local, e.Capture.Remote), Packets: len(e.Capture.Packets), Omitted: e.Capture.Omitted,
+		Frames: Annotate(e.Capture).Frames})
 }
 
 // Text renders the index for people: per finding, per file, the frames to

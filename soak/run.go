@@ -491,7 +491,7 @@ func (w *worker) attribute(port uint16, since time.Time, out tcpcheck.Outcome, e
 		}
 	}
 	if w.opt.Evidence != nil {
-		w.opt.Evidence.Write(w.job.Addr.String(), string(out), rec, w.dst)
+		w.opt.Evidence.Write(w.job.Addr.String(), string(out), w.obs.Capture(port))
 	}
 	return origin, hop
 }
