@@ -143,8 +143,8 @@ func TestAnnotate(t *testing.T) {
 			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 12, Resets: []int{7}}},
 		{"midstream FIN from the server", handshake(newFlow(t)).seg(20, true, 64, psh, 1201, 5901, 100).seg(25, false, 61, fin, 5901, 1301, 0).c,
 			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Trigger: 7, Fins: []int{8}}},
-		{"answered request is not unanswered", handshake(newFlow(t)).c,
-			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Trigger: 4}},
+		{"an answered request and no end: no failure to point at", handshake(newFlow(t)).c,
+			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61}},
 		{"empty", probe.FlowCapture{}, Frames{}},
 		{"garbage packets are skipped", probe.FlowCapture{Packets: []probe.CapturedPacket{{Data: []byte{0x45}}, {Data: nil}}}, Frames{}},
 	} {
@@ -166,6 +166,12 @@ func TestAnnotate(t *testing.T) {
 	st = Annotate(idleDrop(t))
 	if want := "time-exceeded from 198.18.2.1 (hop 2 by its TTL 63) quoting frame 13 (TTL 2)"; st.Notes[13] != want {
 		t.Errorf("note of frame 14: %q, want %q", st.Notes[13], want)
+	}
+	if want := "in-flow probe: our segment of the flow with TTL 2; answered by frame 14"; st.Notes[12] != want {
+		t.Errorf("note of frame 13: %q, want %q", st.Notes[12], want)
+	}
+	if want := "in-flow probe: our segment of the flow with TTL 3; no ICMP answer"; st.Notes[14] != want {
+		t.Errorf("note of frame 15: %q, want %q", st.Notes[14], want)
 	}
 	if want := "unanswered: never acknowledged, 3 retransmissions"; st.Notes[6] != want {
 		t.Errorf("note of frame 7: %q, want %q", st.Notes[6], want)

@@ -77,7 +77,8 @@ func Annotate(c probe.FlowCapture) Story {
 		}
 	}
 	f := &st.Frames
-	var regular []int // indices of the connection's own segments (not probes, not ICMP)
+	var regular []int           // indices of the connection's own segments (not probes, not ICMP)
+	answeredBy := map[int]int{} // probe index -> frame of its ICMP answer
 	firstEnd := -1
 	for i, p := range c.Packets {
 		d := &ds[i]
@@ -115,7 +116,18 @@ func Annotate(c probe.FlowCapture) Story {
 			}
 		case m != nil && m.Quoted != nil:
 			f.InFlowAnswers = append(f.InFlowAnswers, i+1)
-			st.Notes[i] = fmt.Sprintf("%s from %s (hop %d by its TTL %d) quoting %s", m.Kind, d.info.Src, probe.SenderHop(d.info.TTL), d.info.TTL, quotedProbe(c, ds, i, m.Quoted))
+			j, what := quotedProbe(c, ds, i, m.Quoted)
+			st.Notes[i] = fmt.Sprintf("%s from %s (hop %d by its TTL %d) quoting %s", m.Kind, d.info.Src, probe.SenderHop(d.info.TTL), d.info.TTL, what)
+			if j >= 0 && answeredBy[j] == 0 {
+				answeredBy[j] = i + 1
+			}
+		}
+	}
+	for _, n := range f.InFlowProbes {
+		if a := answeredBy[n-1]; a > 0 {
+			st.Notes[n-1] += fmt.Sprintf("; answered by frame %d", a)
+		} else {
+			st.Notes[n-1] += "; no ICMP answer"
 		}
 	}
 	// The failure is the first RST or FIN, else the end of the capture.
@@ -163,26 +175,33 @@ func Annotate(c probe.FlowCapture) Story {
 	if trigger < 0 {
 		return st
 	}
-	f.Trigger = trigger + 1
 	tt := ds[trigger].info.TCP
 	end := tt.Seq + uint32(tt.PayloadLen)
 	if tt.Flags&(probe.FlagSYN|probe.FlagFIN) != 0 {
 		end++
 	}
 	answered := false
+	var retrans []int
 	for _, i := range regular {
 		if i <= trigger {
 			continue
 		}
 		p, t := c.Packets[i], ds[i].info.TCP
 		if isCopy(c, ds, []int{trigger}, i) {
-			f.Retransmissions = append(f.Retransmissions, i+1)
-			st.Notes[i] = fmt.Sprintf("retransmission %d of frame %d", len(f.Retransmissions), f.Trigger)
+			retrans = append(retrans, i)
 			continue
 		}
 		if !p.Out && t.Flags&probe.FlagRST == 0 && t.Flags&probe.FlagACK != 0 && int32(t.Ack-end) >= 0 {
 			answered = true
 		}
+	}
+	if firstEnd < trigger && answered {
+		return st // answered and nothing ended the flow: no failure to point at
+	}
+	f.Trigger = trigger + 1
+	for k, i := range retrans {
+		f.Retransmissions = append(f.Retransmissions, i+1)
+		st.Notes[i] = fmt.Sprintf("retransmission %d of frame %d", k+1, f.Trigger)
 	}
 	switch {
 	case firstEnd > trigger:
@@ -248,7 +267,7 @@ func baseline(synAck, ttl int) string {
 
 // quotedProbe names the frame of ours an ICMP error quotes: the latest
 // earlier outgoing segment with the quoted IP ID (IPv4) or length.
-func quotedProbe(c probe.FlowCapture, ds []decoded, at int, q *probe.Quoted) string {
+func quotedProbe(c probe.FlowCapture, ds []decoded, at int, q *probe.Quoted) (int, string) {
 	for j := at - 1; j >= 0; j-- {
 		if !c.Packets[j].Out || !ds[j].ok || ds[j].info.TCP == nil {
 			continue
@@ -258,10 +277,10 @@ func quotedProbe(c probe.FlowCapture, ds []decoded, at int, q *probe.Quoted) str
 			same = c.Packets[j].Length == q.TotalLen
 		}
 		if same && ds[j].info.TCP.Seq == q.TCPSeq {
-			return fmt.Sprintf("frame %d (TTL %d)", j+1, ds[j].info.TTL)
+			return j, fmt.Sprintf("frame %d (TTL %d)", j+1, ds[j].info.TTL)
 		}
 	}
-	return "a segment of the flow"
+	return -1, "a segment of the flow"
 }
 
 // Title is the one-line description of a capture (pcapng section comment).
