@@ -282,3 +282,22 @@ func FuzzDecodeCaptured(f *testing.F) {
 		fh.ingest(time.Time{}, b)
 	})
 }
+
+// BenchmarkFlowHistoryMemory feeds one flow hours' worth of packets and
+// reports the bytes it holds: flat at the bounds, whatever the count.
+func BenchmarkFlowHistoryMemory(b *testing.B) {
+	fh := newFlowHistories(capRemote)
+	pkt := capTCP4(b, true, 40001, 64, FlagACK|FlagPSH, 1, 1400)
+	at := time.Unix(0, 0)
+	for i := 0; i < b.N; i++ {
+		fh.ingest(at.Add(time.Duration(i)*time.Millisecond), pkt)
+	}
+	held := 0
+	for _, p := range fh.snapshot(40001).Packets {
+		held += len(p.Data)
+	}
+	b.ReportMetric(float64(held), "bytes-held")
+	if max := (HistoryFirst + HistoryLast) * HistorySnapLen; held > max {
+		b.Fatalf("%d bytes held, bound %d", held, max)
+	}
+}
