@@ -82,9 +82,15 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 	if err := json.Unmarshal(raw, &idx); err != nil {
 		t.Fatalf("index.json: %v", err)
 	}
-	if txt, err := os.ReadFile(filepath.Join(dir, evidence.IndexText)); err != nil || !strings.Contains(string(txt), kind) {
+	txt, err := os.ReadFile(filepath.Join(dir, evidence.IndexText))
+	if err != nil || !strings.Contains(string(txt), kind) {
 		t.Errorf("index.txt: %v\n%s", err, txt)
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("index.txt:\n%s", txt)
+		}
+	}()
 	var entry *evidence.IndexFinding
 	for i := range idx.Findings {
 		if idx.Findings[i].Kind == kind {
@@ -152,5 +158,47 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 	}
 	if roles[evidence.RoleFailedConnection] == 0 || roles[evidence.RoleInFlowConfirmation] != 1 {
 		t.Errorf("captures by role %v; want failed connections and one in-flow confirmation", roles)
+	}
+}
+
+// wantSoakEvidence checks a soak's --evidence DIR: index.json names every
+// file of files, each opens in tshark and holds the connection's SYN-ACK
+// and the RST from hop where the index says.
+func wantSoakEvidence(t *testing.T, dir string, files []string, server string, hop int) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	if err != nil {
+		t.Fatalf("--evidence: %v", err)
+	}
+	var idx evidence.Index
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		t.Fatalf("index.json: %v", err)
+	}
+	indexed := map[string]evidence.IndexCapture{}
+	for _, f := range idx.Findings {
+		for _, c := range f.Captures {
+			indexed[c.File] = c
+		}
+	}
+	bin := tshark(t)
+	for _, file := range files {
+		c, ok := indexed[filepath.Base(file)]
+		if !ok {
+			t.Errorf("%s not in index.json", file)
+			continue
+		}
+		if bin == "" {
+			continue
+		}
+		f := c.Frames
+		synAcks, _ := tsharkFrames(t, bin, file, fmt.Sprintf("ip.src==%s && tcp.flags.syn==1 && tcp.flags.ack==1", server), "")
+		resets, ttls := tsharkFrames(t, bin, file, fmt.Sprintf("ip.src==%s && tcp.flags.reset==1", server), "ip.ttl")
+		if f.SynAck == 0 || len(synAcks) == 0 || synAcks[0] != f.SynAck || len(f.Resets) == 0 || len(resets) == 0 || resets[0] != f.Resets[0] {
+			t.Errorf("%s: index SYN-ACK %d RSTs %v; tshark SYN-ACKs %v RSTs %v", file, f.SynAck, f.Resets, synAcks, resets)
+			continue
+		}
+		if ttl, _ := strconv.Atoi(ttls[0]); probe.SenderHop(ttl) != hop {
+			t.Errorf("%s: RST TTL %d is hop %d, want %d", file, ttl, probe.SenderHop(ttl), hop)
+		}
 	}
 }
