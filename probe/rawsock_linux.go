@@ -57,17 +57,6 @@ type rawSocketsConfig struct {
 	kernelStamps bool
 }
 
-// pathEvent is one ICMP message, or one TCP segment from the destination,
-// read from rawSockets.
-type pathEvent struct {
-	At        time.Time
-	From      netip.Addr
-	ReplyTTL  int // TTL / hop limit of the received packet, -1 unknown
-	ReplyIPID int // IPv4 ID of the received packet, -1 for IPv6
-	ICMP      *ICMPMessage
-	TCP       *TCPSegment
-}
-
 // openRawSockets opens the sockets of cfg; on failure it closes those it
 // opened.
 func openRawSockets(cfg rawSocketsConfig) (*rawSockets, error) {
