@@ -124,3 +124,21 @@ const (
 	tcpMinHeaderLen  = 20
 	icmpHeaderLen    = 8
 )
+
+// retryRounds decides whether a probe that sends many TTLs at once asks
+// the unanswered ones again. A rate-limited router answers one more probe
+// per backoff, so a round that still brought answers does not count
+// against Attempts; at most Attempts+2 rounds run in all.
+type retryRounds struct {
+	attempts, rounds, fruitless int
+}
+
+// again records how the round just waited for went (did it bring any
+// answer?) and tells whether to run another.
+func (r *retryRounds) again(progress bool) bool {
+	r.rounds++
+	if !progress {
+		r.fruitless++
+	}
+	return r.attempts > 1 && r.fruitless < r.attempts && r.rounds < r.attempts+2
+}

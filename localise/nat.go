@@ -45,8 +45,7 @@ type NAT struct {
 // be zero) for a connection to dst. Pure; locating is ProbeNAT's job.
 func NATVerdict(sent, seen netip.AddrPort, dst netip.Addr) NAT {
 	sent = netip.AddrPortFrom(sent.Addr().Unmap(), sent.Port())
-	r := NAT{Translated: tri.NotTested, Sent: sent.String()}
-	defer func() { r.Status = r.Translated }()
+	r := NAT{Translated: tri.NotTested, Sent: sent.String(), Outcome: Outcome{Status: tri.NotTested}}
 	if seen.IsValid() {
 		seen = netip.AddrPortFrom(seen.Addr().Unmap(), seen.Port())
 		r.Seen = seen.String()
@@ -57,16 +56,16 @@ func NATVerdict(sent, seen netip.AddrPort, dst netip.Addr) NAT {
 			r.Changes = append(r.Changes, FieldChange{Field: FieldSrcPort, Sent: strconv.Itoa(int(sent.Port())), Seen: strconv.Itoa(int(seen.Port()))}.String())
 		}
 		if len(r.Changes) == 0 {
-			r.Translated = tri.No
+			r.Translated, r.Status = tri.No, tri.No
 			r.Evidence = fmt.Sprintf("the server saw us as %s, the address and port we sent from", seen)
 			return r
 		}
-		r.Translated = tri.Yes
+		r.Translated, r.Status = tri.Yes, tri.Yes
 		r.Evidence = fmt.Sprintf("we sent from %s, the server saw %s", sent, seen)
 		return r
 	}
 	if isPrivate(sent.Addr()) && dst.IsValid() && dst.Unmap().IsGlobalUnicast() && !isPrivate(dst.Unmap()) {
-		r.Translated = tri.Yes
+		r.Translated, r.Status = tri.Yes, tri.Yes
 		r.Evidence = fmt.Sprintf("our address %s is private and %s is public: a NAT must translate it (where cannot be told without the server's view of our address)", sent.Addr(), dst.Unmap())
 	}
 	return r
@@ -172,8 +171,10 @@ func echoDistance(ctx context.Context, path Path, src, target, dst netip.Addr, m
 	}
 	hop := 0
 	teFrom := map[int]netip.Addr{}
-	for attempt := 1; ; attempt++ {
+	rounds := retryRounds{attempts: opt.Attempts}
+	for {
 		sentAt := time.Now()
+		hopBefore, teBefore := hop, len(teFrom)
 		for ttl := 1; ttl <= maxTTL; ttl++ {
 			if hop > 0 && ttl > hop {
 				break
@@ -214,7 +215,7 @@ func echoDistance(ctx context.Context, path Path, src, target, dst netip.Addr, m
 		if err := ctx.Err(); err != nil {
 			return 0, netip.Addr{}, err
 		}
-		if echoDistanceComplete(hop, teFrom) || attempt >= opt.Attempts {
+		if echoDistanceComplete(hop, teFrom) || !rounds.again(hop != hopBefore || len(teFrom) > teBefore) {
 			break
 		}
 		if !opt.Sleep(ctx, opt.Backoff-time.Since(sentAt)) {

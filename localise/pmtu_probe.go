@@ -292,7 +292,7 @@ func (p *pmtuProber) send(s pmtuSpec, sent map[uint16]pmtuSpec) error {
 // passed; frag-needed reports come back separately too. Without retry
 // every spec goes out Attempts times at once; with retry (answers that a
 // rate limit may withhold) once, and the unanswered ones again, Backoff
-// after the previous send, up to Attempts in all.
+// after the previous send (retryRounds).
 func (p *pmtuProber) round(ctx context.Context, specs []pmtuSpec, retry bool) (map[pmtuSpec]PMTUAnswer, []PMTUSignal, error) {
 	sent := map[uint16]pmtuSpec{}
 	got := make(map[pmtuSpec]PMTUAnswer, len(specs))
@@ -305,7 +305,8 @@ func (p *pmtuProber) round(ctx context.Context, specs []pmtuSpec, retry bool) (m
 	}
 	var signals []PMTUSignal
 	pending := specs
-	for attempt := 1; ; attempt++ {
+	rounds := retryRounds{attempts: p.opt.Attempts}
+	for {
 		sentAt := time.Now()
 		for c := 0; c < copies; c++ {
 			for _, s := range pending {
@@ -320,6 +321,7 @@ func (p *pmtuProber) round(ctx context.Context, specs []pmtuSpec, retry bool) (m
 				unanswered++
 			}
 		}
+		unansweredBefore := unanswered
 		deadline := sentAt.Add(p.opt.Timeout)
 		for unanswered > 0 {
 			ev, ok := p.path.Next(ctx, deadline)
@@ -347,7 +349,7 @@ func (p *pmtuProber) round(ctx context.Context, specs []pmtuSpec, retry bool) (m
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		if !retry || unanswered == 0 || attempt >= p.opt.Attempts {
+		if !retry || unanswered == 0 || !rounds.again(unanswered < unansweredBefore) {
 			break
 		}
 		pending = pending[:0:0]

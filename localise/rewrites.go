@@ -252,8 +252,10 @@ func probeRewriteTTLs(ctx context.Context, path Path, from, dst netip.AddrPort, 
 	quotes := make([]*probe.Quoted, maxTTL)
 	destTTL := 0
 	pending := probes
+	retry := retryRounds{attempts: opt.Attempts}
 	for attempt := 1; ; attempt++ {
 		sentAt := time.Now()
+		answeredBefore := answeredRows(rows)
 		for _, pr := range pending {
 			if err := path.Send(daddr, pr.seg, pr.ttl, pr.ipid, true); err != nil {
 				return nil, fmt.Errorf("probe rewrites: %w", err)
@@ -280,7 +282,7 @@ func probeRewriteTTLs(ctx context.Context, path Path, from, dst netip.AddrPort, 
 				pending = append(pending, pr)
 			}
 		}
-		if len(pending) == 0 || attempt >= opt.Attempts {
+		if len(pending) == 0 || !retry.again(answeredRows(rows) > answeredBefore) {
 			break
 		}
 		if !opt.Sleep(ctx, opt.Backoff-time.Since(sentAt)) {
@@ -334,6 +336,17 @@ func matchRewriteEvent(ev probe.PathEvent, probes []rewriteProbe, rows []ttlRewr
 		}
 		quotes[pr.ttl-1] = q
 	}
+}
+
+// answeredRows counts the TTLs that have their answer.
+func answeredRows(rows []ttlRewrite) int {
+	n := 0
+	for _, r := range rows {
+		if r.Answer != AnswerNone {
+			n++
+		}
+	}
+	return n
 }
 
 // rewritesComplete: every TTL below the destination's has its answer.
