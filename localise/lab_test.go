@@ -3,6 +3,7 @@ package localise
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -62,12 +63,21 @@ func TestLabRewritesMSSClamp(t *testing.T) {
 		name   string
 		server netip.Addr
 		hop2   netip.Addr
-	}{{"v4", l.Server4, l.Router4[1]}, {"v6", l.Server6, l.Router6[1]}} {
+		// spent: every router's ICMP burst toward us is spent just before
+		// (as by a trace): the probe must ask again, not see silence.
+		spent bool
+	}{
+		{"v4", l.Server4, l.Router4[1], false}, {"v4 after the routers' ICMP burst was spent", l.Server4, l.Router4[1], true},
+		{"v6", l.Server6, l.Router6[1], false}, {"v6 after the routers' ICMP burst was spent", l.Server6, l.Router6[1], true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var rows []HopRewrite
 			inClient(t, l, func() (err error) {
+				if tc.spent {
+					spendICMPBurst(t, tc.server, 4)
+				}
 				rows, err = RawRewrites(ctx, netip.AddrPortFrom(tc.server, 443), 8, labOptions(t))
 				return err
 			})
@@ -238,7 +248,13 @@ func TestLabInFlowStateLoss(t *testing.T) {
 					}
 					flow := flowOf(t, obs, conn)
 					var healthy, expired []InFlowAnswer
-					inClient(t, l, func() (err error) { healthy, err = RawInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
+					// The routers' ICMP burst toward us spent first: every
+					// router must still show in the healthy run.
+					inClient(t, l, func() (err error) {
+						spendICMPBurst(t, fam.server, serverTTL-1)
+						healthy, err = RawInFlow(ctx, flow, serverTTL, labOptions(t))
+						return err
+					})
 					logInFlow(t, "healthy", healthy)
 					if len(healthy) != serverTTL {
 						t.Fatalf("healthy run: %d answers, want %d", len(healthy), serverTTL)
@@ -307,5 +323,56 @@ func logInFlow(t *testing.T, run string, as []InFlowAnswer) {
 	t.Helper()
 	for _, a := range as {
 		t.Logf("%s ttl %d: %s from %s reply ttl %d sender hop %d", run, a.TTL, a.Kind, a.From, a.ReplyTTL, a.SenderHop)
+	}
+}
+
+// spendICMPBurst sends a burst of echo requests toward dst expiring at
+// each of the first hops routers, so that their ICMP rate limit toward us
+// (Linux: a burst of about 6, then 1 per second) is spent, and fails the
+// test if every one was answered: the lab must keep the kernel's limits.
+func spendICMPBurst(t *testing.T, dst netip.Addr, hops int) {
+	t.Helper()
+	const perHop = 12
+	path, err := probe.OpenRawPath(probe.RawPathConfig{Dst: dst, Protocol: probe.ICMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer path.Close()
+	ident, err := probe.NewIdent(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	family := 4
+	if dst.Is6() {
+		family = 6
+	}
+	for i := 0; i < perHop; i++ {
+		for ttl := 1; ttl <= hops; ttl++ {
+			idx := uint16(ttl*100 + i)
+			b, err := probe.BuildICMPEcho(family, path.Src(), dst, ident.ICMPID(), idx, ident.FlowChecksum(int(idx)), ident.Payload(idx, 16))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := path.Send(dst, b, ttl, idx, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	answered := map[netip.Addr]int{}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for {
+		ev, ok := path.Next(context.Background(), deadline)
+		if !ok {
+			break
+		}
+		if ev.ICMP != nil && ev.ICMP.Kind == probe.KindTimeExceeded {
+			answered[ev.From]++
+		}
+	}
+	t.Logf("ICMP burst: %d echo requests expiring at each of %d routers; time-exceeded per router: %v", perHop, hops, answered)
+	for from, n := range answered {
+		if n >= perHop {
+			t.Fatalf("%s answered all %d: no ICMP rate limit in the lab", from, n)
+		}
 	}
 }
