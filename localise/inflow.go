@@ -235,6 +235,7 @@ func ProbeInFlow(ctx context.Context, path Path, flow FlowState, maxTTL int, opt
 	wait := opt.Timeout
 	var maxRTT time.Duration
 	answers := make([]InFlowAnswer, 0, maxTTL)
+	silent := 0
 	for ttl := 1; ttl <= maxTTL; ttl++ {
 		n := 1
 		if v6 {
@@ -277,6 +278,13 @@ func ProbeInFlow(ctx context.Context, path Path, flow FlowState, maxTTL int, opt
 		answers = append(answers, ans)
 		opt.Log("in-flow %s > %s ttl %d: %s %s", local, remote, ttl, ans.Kind, ans.From)
 		if ans.Kind == InFlowRST || ans.Kind == InFlowACK {
+			break
+		}
+		if silent++; ans.Kind != InFlowNone {
+			silent = 0
+		}
+		if opt.MaxSilentTTLs > 0 && silent >= opt.MaxSilentTTLs {
+			opt.Log("in-flow %s > %s: %d TTLs in a row silent, stopping at TTL %d", local, remote, silent, ttl)
 			break
 		}
 	}

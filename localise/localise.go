@@ -60,6 +60,11 @@ type Options struct {
 	// same router (default 1 s: Linux's per-destination ICMP rate limit
 	// grants one more answer per second once its burst is spent).
 	Backoff time.Duration
+	// MaxSilentTTLs stops ProbeInFlow after this many TTLs in a row
+	// that nothing answered (0: probe up to the max TTL). Every silent
+	// TTL costs Attempts waits, and past a box that drops the flow every
+	// TTL is silent.
+	MaxSilentTTLs int
 	// Log receives progress lines; nil: silent.
 	Log func(format string, args ...any)
 	// Sleep waits d unless ctx ends first (then false); nil: real time.

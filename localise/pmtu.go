@@ -1,7 +1,7 @@
 package localise
 
 // Path MTU search and black-hole localisation: result types and the pure
-// planning and analysis; pmtu_linux.go sends and receives.
+// planning and analysis; pmtu_probe.go sends and receives.
 
 import (
 	"fmt"

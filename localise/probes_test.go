@@ -215,6 +215,17 @@ func TestProbeInFlowOverFakePath(t *testing.T) {
 			t.Errorf("%+v %v, want 2 routers and the server's ACK", as, err)
 		}
 	})
+	t.Run("stops after silent TTLs in a row", func(t *testing.T) {
+		hs := routers(8)
+		hs[1].dropFlow = true
+		f := newFakePath(hs...)
+		opt := f.options(2)
+		opt.MaxSilentTTLs = 3
+		as, err := ProbeInFlow(context.Background(), f, flow, 30, opt)
+		if err != nil || len(as) != 5 || as[1].Kind != InFlowTimeExceeded || as[4].Kind != InFlowNone {
+			t.Errorf("%+v %v, want 2 routers then 3 silent TTLs", as, err)
+		}
+	})
 	t.Run("send fails", func(t *testing.T) {
 		f := newFakePath(routers(2)...)
 		f.sendErr = errSend

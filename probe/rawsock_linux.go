@@ -42,7 +42,7 @@ type rawSockets struct {
 }
 
 type rawSocketsConfig struct {
-	dst, src netip.Addr // of one family (openPath fills in a zero src)
+	dst, src netip.Addr // of one family (OpenRawPath fills in a zero src)
 	proto    int        // protoTCP, protoUDP, protoICMP (ICMPv6 for an IPv6 dst)
 	readTCP  bool       // read TCP segments from dst
 	// icmp6AllLocal leaves the ICMPv6 socket unbound, so that it reads what

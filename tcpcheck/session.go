@@ -244,7 +244,7 @@ func (s *session) locateDrop(ctx context.Context, cn *Conn) {
 		return
 	}
 	answers, err := localise.RawInFlow(ctx, localise.FlowState{Local: cn.Local, Remote: s.dst, Seq: flow.LastAck, Ack: flow.NextSeq},
-		maxTTL, localise.Options{Timeout: time.Second})
+		maxTTL, localise.Options{Timeout: time.Second, MaxSilentTTLs: 3})
 	if err != nil {
 		s.logf("in-flow trace: %v", err)
 		return
