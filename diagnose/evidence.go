@@ -74,10 +74,10 @@ func WriteEvidence(dir string, rep *Report, local func(netip.Addr) netip.Addr) (
 					return files, err
 				}
 			}
-			if in := inFlowOf(t); in != nil && in.capture != nil && (f.Kind == tcpcheck.KindIdleReset || f.Kind == tcpcheck.KindIdleDrop) {
+			if in := inFlowOf(t); in != nil && t.inFlowCapture != nil && (f.Kind == tcpcheck.KindIdleReset || f.Kind == tcpcheck.KindIdleDrop) {
 				what := fmt.Sprintf("%s: in-flow confirmation, flow %s", f.Kind, in.Flow)
 				name := fmt.Sprintf("%s-%d-%s-inflow.pcapng", safeName(t.Address), t.Port, f.Kind)
-				if err := write(*in.capture, name, evidence.RoleInFlowConfirmation, what, 0); err != nil {
+				if err := write(*t.inFlowCapture, name, evidence.RoleInFlowConfirmation, what, 0); err != nil {
 					return files, err
 				}
 			}

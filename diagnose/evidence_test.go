@@ -61,7 +61,7 @@ func TestWriteEvidenceWritesCapturesAndIndex(t *testing.T) {
 	}}
 	rep := Report{Targets: []TargetReport{{Target: "https://lab", Address: "198.18.5.2", Port: 443,
 		Tests:        map[string]tcpcheck.Result{"idle": idle},
-		Localisation: &Localisation{InFlow: &InFlow{Flow: "198.18.0.1:40009 > 198.18.5.2:443", capture: &inflow}}}},
+		Localisation: &Localisation{InFlow: &InFlow{Flow: "198.18.0.1:40009 > 198.18.5.2:443"}}, inFlowCapture: &inflow}},
 		Findings: []Finding{{Finding: tcpcheck.Finding{Kind: KindPathLoss, Target: "https://lab", Address: "198.18.5.2"}},
 			{Finding: tcpcheck.Finding{Kind: tcpcheck.KindIdleReset, Target: "https://lab", Address: "198.18.5.2", Hop: 3}}}}
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/lab/labtest"
 )
 
 // TestLabObserverCapturesBothFamilies: behind 2 routers, the observer's
@@ -16,10 +17,14 @@ import (
 // all four address words).
 func TestLabObserverCapturesBothFamilies(t *testing.T) {
 	t.Parallel()
-	l := buildLab(t, lab.Scenario{Name: "observer-capture", Routers: make([]lab.Router, 2)})
+	if testing.Short() {
+		t.Skip("lab test: skipped with -short")
+	}
+	l := labtest.Build(t, lab.Scenario{Name: "observer-capture", Routers: make([]lab.Router, 2)}, lab.Options{})
 	for _, server := range []netip.Addr{l.Server4, l.Server6} {
 		remote := netip.AddrPortFrom(server, 443)
-		inClient(t, l, func() error {
+		// Every packet of this test leaves from the lab's client namespace.
+		err := lab.InNamespace(l.ClientNS, func() error {
 			o, err := NewObserver(remote)
 			if err != nil {
 				return err
@@ -57,5 +62,8 @@ func TestLabObserverCapturesBothFamilies(t *testing.T) {
 			t.Logf("%s: %d packets captured, SYN-ACK TTL %d", remote, len(cap.Packets), synAckTTL)
 			return nil
 		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
