@@ -47,6 +47,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		return s.res, nil
 	}
 	s.learn(dr.LocalPort)
+	s.learnUnobserved(ctx)
 	cn := dr.Conn
 	defer cn.Abort()
 	before := cn.received.Load()
@@ -162,7 +163,7 @@ loop:
 			if attr.Origin != probe.OriginUnknown {
 				f.Confidence = "high"
 			}
-		case s.obs != nil:
+		case s.observing():
 			f.Confidence = "medium"
 			f.Evidence = append(f.Evidence, "the flow observer captured no FIN: who ended the transfer is unknown")
 		default:

@@ -107,11 +107,7 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <-chan time.Duration, out chan<- slotMsg) bool {
 	target := time.Duration(0)
 	port := cn.Local.Port()
-	defer func() {
-		if s.obs != nil {
-			s.obs.Forget(port)
-		}
-	}()
+	defer s.attr.Forget(port)
 	for {
 		var fire <-chan time.Time
 		var timer *time.Timer
@@ -221,7 +217,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	if opt.Verify {
 		extras++
 	}
-	if s.obs == nil {
+	if !s.observing() {
 		extras++
 	}
 	// --conns bounds all simultaneous connections, the checks included.
@@ -230,14 +226,12 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	}
 	// Without packet capture, learn the server's TTL with IP_MINTTL.
 	serverTTL := make(chan int, 2)
-	if s.obs == nil {
+	if !s.observing() {
 		go func() {
-			ttl := ServerTTLByMinTTL(ctx, s.dst, s.opt.Dial)
-			if ttl > 0 {
-				s.mu.Lock()
-				s.res.ServerTTL, s.res.ServerHop = ttl, probe.SenderHop(ttl)
-				s.mu.Unlock()
-			}
+			s.learnUnobserved(ctx)
+			s.mu.Lock()
+			ttl := s.res.ServerTTL
+			s.mu.Unlock()
 			serverTTL <- ttl
 		}()
 	}
@@ -321,7 +315,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 				// the connection lived idle until just before.
 				l.Survived(m.age - minSpacing)
 			}
-			if s.obs == nil && !abStarted && f.behaviour == behaviourReset {
+			if !s.observing() && !abStarted && f.behaviour == behaviourReset {
 				abStarted = true
 				go s.minTTLCheck(serverTTL, abFinal, abRes)
 			}
@@ -496,7 +490,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		f.Origin, f.Hop = attr.Origin, attr.Hop
 		f.Evidence = append(f.Evidence, attr.Reason)
 		switch {
-		case s.obs == nil:
+		case !s.observing():
 			f.Confidence = "low"
 		case attr.Origin != probe.OriginUnknown && sameBehaviour >= 2:
 			f.Confidence = "high"
@@ -514,7 +508,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 				f.HopAddress = s.hopAddress(ctx, a)
 			}
 		}
-	} else if s.obs == nil {
+	} else if !s.observing() {
 		f.Confidence = "low"
 		f.Evidence = append(f.Evidence, "no packet capture (no CAP_NET_RAW): the sender of the FIN/RST is unknown")
 	}
