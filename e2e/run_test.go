@@ -381,7 +381,8 @@ func TestRunMidstreamResetAtHop2(t *testing.T) {
 	rs[1].ResetAfterBytes = 1_000_000
 	l := buildLab(t, lab.Scenario{Name: "run-midstream-reset", Routers: rs})
 	start := time.Now()
-	rep, r := runReport(t, l, "--idle-max", "2s")
+	evidence := t.TempDir()
+	rep, r := runReport(t, l, "--idle-max", "2s", "--evidence", evidence)
 	f := findKind(rep, "midstream-reset")
 	if f == nil {
 		t.Fatalf("no midstream-reset finding: %v\n%s", kindsOf(rep), r.stderr)
@@ -397,5 +398,6 @@ func TestRunMidstreamResetAtHop2(t *testing.T) {
 	if len(rep.Findings) != 1 {
 		t.Errorf("findings %v, want only the midstream reset", kindsOf(rep))
 	}
+	wantEvidence(t, evidence, rep, "midstream-reset", 2)
 	t.Logf("run: %v, wall %v", kindsOf(rep), time.Since(start).Round(100*time.Millisecond))
 }

@@ -141,6 +141,9 @@ func TestAnnotate(t *testing.T) {
 			Frames{SYN: 1, Trigger: 1, Resets: []int{2}}},
 		{"RST while idle answers nothing of ours", handshake(newFlow(t)).seg(12009, false, 62, rst, 5901, 0, 0).c,
 			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 12, Resets: []int{7}}},
+		{"RST in the middle of the server's data: nothing of ours drew it", handshake(newFlow(t)).seg(20, false, 61, psh, 5901, 1201, 1400).
+			seg(21, true, 64, ack, 1201, 7301, 0).seg(22, false, 63, rstAck, 7301, 1201, 0).c,
+			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Resets: []int{9}}},
 		{"midstream FIN from the server", handshake(newFlow(t)).seg(20, true, 64, psh, 1201, 5901, 100).seg(25, false, 61, fin, 5901, 1301, 0).c,
 			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Trigger: 7, Fins: []int{8}}},
 		{"an answered request and no end: no failure to point at", handshake(newFlow(t)).c,

@@ -198,6 +198,11 @@ func Annotate(c probe.FlowCapture) Story {
 	if firstEnd < trigger && answered {
 		return st // answered and nothing ended the flow: no failure to point at
 	}
+	for _, i := range regular {
+		if i > trigger && i < firstEnd && !c.Packets[i].Out && ds[i].info.TCP.PayloadLen > 0 {
+			return st // the RST or FIN came in the middle of the remote end's data: nothing of ours drew it
+		}
+	}
 	f.Trigger = trigger + 1
 	for k, i := range retrans {
 		f.Retransmissions = append(f.Retransmissions, i+1)
