@@ -137,8 +137,8 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 			resets, ttls := tsharkFrames(t, bin, path, fmt.Sprintf("ip.src==%s && tcp.flags.reset==1", server), "ip.ttl")
 			if len(f.Resets) == 0 || len(resets) == 0 || resets[0] != f.Resets[0] {
 				t.Errorf("%s: RST frames %v in the index, tshark %v", c.File, f.Resets, resets)
-			} else if ttl, _ := strconv.Atoi(ttls[0]); probe.SenderHop(ttl) != hop {
-				t.Errorf("%s: RST TTL %d is hop %d, want hop %d", c.File, ttl, probe.SenderHop(ttl), hop)
+			} else if ttl, _ := strconv.Atoi(ttls[0]); probe.SenderHop(ttl) != hop || ttl != f.ResetTTL {
+				t.Errorf("%s: RST TTL %d (index %d) is hop %d, want hop %d", c.File, ttl, f.ResetTTL, probe.SenderHop(ttl), hop)
 			}
 			if kind == "midstream-reset" {
 				if f.Trigger != 0 || c.Omitted == 0 {

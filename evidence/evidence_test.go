@@ -132,20 +132,20 @@ func TestAnnotate(t *testing.T) {
 		want Frames
 	}{
 		{"idle reset by hop 3", idleReset(t), Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 10,
-			Trigger: 7, Resets: []int{8}}},
+			Trigger: 7, Resets: []int{8}, ResetTTL: 62}},
 		{"idle drop with in-flow trace", idleDrop(t), Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 8,
 			Trigger: 7, Retransmissions: []int{8, 9, 10}, Unanswered: true, InFlowProbes: []int{11, 13, 15}, InFlowAnswers: []int{12, 14}}},
 		{"connect timeout: SYN retransmitted", newFlow(t).seg(0, true, 64, syn, 1000, 0, 0).seg(1000, true, 64, syn, 1000, 0, 0).
 			seg(3000, true, 64, syn, 1000, 0, 0).c, Frames{SYN: 1, Trigger: 1, Retransmissions: []int{2, 3}, Unanswered: true}},
 		{"reset in the handshake", newFlow(t).seg(0, true, 64, syn, 1000, 0, 0).seg(1, false, 63, rstAck, 0, 1001, 0).c,
-			Frames{SYN: 1, Trigger: 1, Resets: []int{2}}},
+			Frames{SYN: 1, Trigger: 1, Resets: []int{2}, ResetTTL: 63}},
 		{"RST while idle answers nothing of ours", handshake(newFlow(t)).seg(12009, false, 62, rst, 5901, 0, 0).c,
-			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 12, Resets: []int{7}}},
+			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, BeforeIdleGap: []int{4, 5, 6}, IdleGapS: 12, Resets: []int{7}, ResetTTL: 62}},
 		{"RST in the middle of the server's data: nothing of ours drew it", handshake(newFlow(t)).seg(20, false, 61, psh, 5901, 1201, 1400).
 			seg(21, true, 64, ack, 1201, 7301, 0).seg(22, false, 63, rstAck, 7301, 1201, 0).c,
-			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Resets: []int{9}}},
+			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Resets: []int{9}, ResetTTL: 63}},
 		{"midstream FIN from the server", handshake(newFlow(t)).seg(20, true, 64, psh, 1201, 5901, 100).seg(25, false, 61, fin, 5901, 1301, 0).c,
-			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Trigger: 7, Fins: []int{8}}},
+			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61, Trigger: 7, Fins: []int{8}, FinTTL: 61}},
 		{"an answered request and no end: no failure to point at", handshake(newFlow(t)).c,
 			Frames{SYN: 1, SynAck: 2, SynAckTTL: 61}},
 		{"empty", probe.FlowCapture{}, Frames{}},
@@ -211,7 +211,7 @@ func TestBuildIndex(t *testing.T) {
 	}
 	text := BuildIndex([]Entry{{Finding: 1, Kind: "idle-reset", Address: "198.18.5.2", Hop: 3, File: "a.pcapng", Role: RoleFailedConnection, Connection: 3, Capture: reset}}).Text()
 	for _, want := range []string{"finding 1: idle-reset toward 198.18.5.2 at hop 3", "a.pcapng (failed-connection, connection 3;",
-		"SYN-ACK:                     2 (TTL 61, hop 4: the baseline)", "RST:                         8", "4, 5, 6, then 10.0 s idle"} {
+		"SYN-ACK:                     2 (TTL 61, hop 4: the baseline)", "RST:                         8 (first: TTL 62, hop 3)", "segment that drew the RST:   7", "4, 5, 6, then 10.0 s idle"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("text index lacks %q:\n%s", want, text)
 		}

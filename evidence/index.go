@@ -159,12 +159,18 @@ func frameLines(f Frames) []string {
 	switch {
 	case f.Trigger != 0 && f.Unanswered:
 		add("unanswered segment", f.Trigger)
+	case f.Trigger != 0 && len(f.Resets) > 0 && (len(f.Fins) == 0 || f.Resets[0] < f.Fins[0]):
+		add("segment that drew the RST", f.Trigger)
 	case f.Trigger != 0:
-		add("segment that drew the end", f.Trigger)
+		add("segment that drew the FIN", f.Trigger)
 	}
 	add("its retransmissions", f.Retransmissions...)
-	add("RST", f.Resets...)
-	add("FIN", f.Fins...)
+	if len(f.Resets) > 0 {
+		out = append(out, fmt.Sprintf("%-28s %s (first: TTL %d, hop %d)", "RST:", joinInts(f.Resets), f.ResetTTL, probe.SenderHop(f.ResetTTL)))
+	}
+	if len(f.Fins) > 0 {
+		out = append(out, fmt.Sprintf("%-28s %s (first: TTL %d, hop %d)", "FIN:", joinInts(f.Fins), f.FinTTL, probe.SenderHop(f.FinTTL)))
+	}
 	add("in-flow probes", f.InFlowProbes...)
 	add("answers to them (ICMP)", f.InFlowAnswers...)
 	return out

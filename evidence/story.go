@@ -35,9 +35,13 @@ type Frames struct {
 	Trigger         int   `json:"trigger,omitempty"`
 	Retransmissions []int `json:"retransmissions,omitempty"`
 	Unanswered      bool  `json:"unanswered,omitempty"`
-	// Resets and Fins are the RSTs and FINs from the remote end's side.
-	Resets []int `json:"resets,omitempty"`
-	Fins   []int `json:"fins,omitempty"`
+	// Resets and Fins are the RSTs and FINs from the remote end's side,
+	// ResetTTL and FinTTL the TTL of the first of each (compare with
+	// SynAckTTL: see probe.Attribute).
+	Resets   []int `json:"resets,omitempty"`
+	ResetTTL int   `json:"reset_ttl,omitempty"`
+	Fins     []int `json:"fins,omitempty"`
+	FinTTL   int   `json:"fin_ttl,omitempty"`
 	// InFlowProbes are our TTL-limited segments of the flow (in-flow
 	// trace), InFlowAnswers the ICMP errors quoting the flow.
 	InFlowProbes  []int `json:"in_flow_probes,omitempty"`
@@ -105,9 +109,15 @@ func Annotate(c probe.FlowCapture) Story {
 				f.SynAck, f.SynAckTTL = i+1, d.info.TTL
 				st.Notes[i] = fmt.Sprintf("SYN-ACK: the server's TTL baseline, TTL %d (sender at hop %d)", d.info.TTL, hop)
 			case t.Flags&probe.FlagRST != 0:
+				if len(f.Resets) == 0 {
+					f.ResetTTL = d.info.TTL
+				}
 				f.Resets = append(f.Resets, i+1)
 				st.Notes[i] = fmt.Sprintf("RST: TTL %d (sender at hop %d)%s", d.info.TTL, hop, baseline(f.SynAck, f.SynAckTTL))
 			case t.Flags&probe.FlagFIN != 0:
+				if len(f.Fins) == 0 {
+					f.FinTTL = d.info.TTL
+				}
 				f.Fins = append(f.Fins, i+1)
 				st.Notes[i] = fmt.Sprintf("FIN: TTL %d (sender at hop %d)%s", d.info.TTL, hop, baseline(f.SynAck, f.SynAckTTL))
 			}
