@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,35 +33,69 @@ func tshark(t *testing.T) string {
 	return ""
 }
 
-// tsharkFrames is tshark's frame numbers of file that match filter, and
-// field of each ("" for none).
-func tsharkFrames(t *testing.T, bin, file, filter, field string) ([]int, []string) {
+// frameRow is one frame as tshark dissects it (the outer header of an
+// ICMP error; its quote is not read).
+type frameRow struct {
+	num      int
+	src, dst string
+	ttl      int
+	flags    int // TCP flags; -1 not TCP
+	tcpLen   int
+	icmpType int // -1 not ICMP
+	retrans  bool
+}
+
+func (r frameRow) is(f probe.TCPFlags) bool { return r.flags >= 0 && probe.TCPFlags(r.flags).Has(f) }
+
+// tsharkRows reads every frame of file with one tshark run.
+func tsharkRows(t *testing.T, bin, file string) []frameRow {
 	t.Helper()
-	args := []string{"-r", file, "-Y", filter, "-T", "fields", "-e", "frame.number"}
-	if field != "" {
-		args = append(args, "-e", field)
-	}
+	args := []string{"-r", file, "-T", "fields", "-E", "occurrence=f", "-e", "frame.number", "-e", "ip.src", "-e", "ip.dst",
+		"-e", "ip.ttl", "-e", "tcp.flags", "-e", "tcp.len", "-e", "icmp.type", "-e", "tcp.analysis.retransmission"}
 	out, err := exec.Command(bin, args...).Output()
 	if err != nil {
 		t.Fatalf("tshark %s: %v", strings.Join(args, " "), err)
 	}
-	var frames []int
-	var values []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if line == "" {
-			continue
-		}
-		cols := strings.SplitN(line, "\t", 2)
-		n, err := strconv.Atoi(cols[0])
-		if err != nil {
+	var rows []frameRow
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		cols := strings.Split(line, "\t")
+		if len(cols) < 8 {
 			t.Fatalf("tshark line %q", line)
 		}
-		frames = append(frames, n)
-		if len(cols) == 2 {
-			values = append(values, cols[1])
+		r := frameRow{src: cols[1], dst: cols[2], flags: -1, icmpType: -1, retrans: cols[7] != ""}
+		r.num, _ = strconv.Atoi(cols[0])
+		r.ttl, _ = strconv.Atoi(cols[3])
+		if cols[6] != "" {
+			r.icmpType, _ = strconv.Atoi(cols[6])
+		} else if cols[4] != "" {
+			f, err := strconv.ParseInt(strings.TrimPrefix(cols[4], "0x"), 16, 32)
+			if err != nil {
+				t.Fatalf("tshark tcp.flags %q", cols[4])
+			}
+			r.flags = int(f)
+			r.tcpLen, _ = strconv.Atoi(cols[5])
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// pick returns the frame numbers of the rows that match.
+func pick(rows []frameRow, match func(frameRow) bool) []int {
+	var out []int
+	for _, r := range rows {
+		if match(r) {
+			out = append(out, r.num)
 		}
 	}
-	return frames, values
+	return out
+}
+
+func rowAt(rows []frameRow, n int) frameRow {
+	if n < 1 || n > len(rows) {
+		return frameRow{flags: -1, icmpType: -1}
+	}
+	return rows[n-1]
 }
 
 // wantEvidence checks --evidence DIR of a run whose finding of kind
@@ -118,26 +151,28 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 		if bin == "" {
 			continue
 		}
-		all, _ := tsharkFrames(t, bin, path, "frame", "")
-		if len(all) != c.Packets {
-			t.Errorf("%s: tshark reads %d frames, index says %d", c.File, len(all), c.Packets)
+		rows := tsharkRows(t, bin, path)
+		if len(rows) != c.Packets {
+			t.Errorf("%s: tshark reads %d frames, index says %d", c.File, len(rows), c.Packets)
 		}
-		synAcks, ttls := tsharkFrames(t, bin, path, fmt.Sprintf("ip.src==%s && tcp.flags.syn==1 && tcp.flags.ack==1", server), "ip.ttl")
-		if f.SynAck == 0 || len(synAcks) == 0 || synAcks[0] != f.SynAck || ttls[0] != strconv.Itoa(f.SynAckTTL) {
-			t.Errorf("%s: SYN-ACK at frame %d TTL %d in the index; tshark: frames %v TTLs %v", c.File, f.SynAck, f.SynAckTTL, synAcks, ttls)
+		synAcks := pick(rows, func(r frameRow) bool { return r.src == server && r.is(probe.FlagSYN|probe.FlagACK) })
+		if f.SynAck == 0 || len(synAcks) == 0 || synAcks[0] != f.SynAck || rowAt(rows, f.SynAck).ttl != f.SynAckTTL {
+			t.Errorf("%s: SYN-ACK at frame %d TTL %d in the index; tshark: SYN-ACK frames %v, TTL %d", c.File, f.SynAck, f.SynAckTTL, synAcks, rowAt(rows, f.SynAck).ttl)
 		}
 		switch {
 		case c.Role == evidence.RoleInFlowConfirmation:
-			answers, _ := tsharkFrames(t, bin, path, "icmp.type==11", "")
-			probes, _ := tsharkFrames(t, bin, path, fmt.Sprintf("ip.dst==%s && tcp && !icmp && ip.ttl < 32", server), "")
+			answers := pick(rows, func(r frameRow) bool { return r.icmpType == 11 })
+			probes := pick(rows, func(r frameRow) bool { return r.dst == server && r.flags >= 0 && r.ttl < 32 })
 			if len(answers) == 0 || !slices.Equal(answers, f.InFlowAnswers) || len(probes) == 0 || !slices.Equal(probes, f.InFlowProbes) {
 				t.Errorf("%s: in-flow probes %v answers %v in the index; tshark: probes %v, time-exceeded %v", c.File, f.InFlowProbes, f.InFlowAnswers, probes, answers)
 			}
 		case kind == "idle-reset" || kind == "midstream-reset":
-			resets, ttls := tsharkFrames(t, bin, path, fmt.Sprintf("ip.src==%s && tcp.flags.reset==1", server), "ip.ttl")
+			resets := pick(rows, func(r frameRow) bool { return r.src == server && r.is(probe.FlagRST) })
 			if len(f.Resets) == 0 || len(resets) == 0 || resets[0] != f.Resets[0] {
 				t.Errorf("%s: RST frames %v in the index, tshark %v", c.File, f.Resets, resets)
-			} else if ttl, _ := strconv.Atoi(ttls[0]); probe.SenderHop(ttl) != hop || ttl != f.ResetTTL {
+				break
+			}
+			if ttl := rowAt(rows, resets[0]).ttl; probe.SenderHop(ttl) != hop || ttl != f.ResetTTL {
 				t.Errorf("%s: RST TTL %d (index %d) is hop %d, want hop %d", c.File, ttl, f.ResetTTL, probe.SenderHop(ttl), hop)
 			}
 			if kind == "midstream-reset" {
@@ -146,14 +181,13 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 				}
 				break
 			}
-			if len(f.Resets) == 0 || f.Trigger == 0 || f.Trigger >= f.Resets[0] || f.IdleGapS < 1 || len(f.BeforeIdleGap) == 0 {
-				t.Errorf("%s: trigger %d, idle gap %.1fs before frames %v; want the request after the gap, before the RST", c.File, f.Trigger, f.IdleGapS, f.BeforeIdleGap)
+			if trig := rowAt(rows, f.Trigger); f.Trigger == 0 || f.Trigger >= f.Resets[0] || trig.dst != server || trig.tcpLen == 0 || f.IdleGapS < 1 || len(f.BeforeIdleGap) == 0 {
+				t.Errorf("%s: trigger %d, idle gap %.1fs before frames %v; want our request after the gap, before the RST", c.File, f.Trigger, f.IdleGapS, f.BeforeIdleGap)
 			}
 		case kind == "idle-drop":
-			retrans, _ := tsharkFrames(t, bin, path, "tcp.analysis.retransmission", "")
-			trigger, _ := tsharkFrames(t, bin, path, fmt.Sprintf("frame.number==%d && ip.dst==%s && tcp.len>0", f.Trigger, server), "")
-			if !f.Unanswered || len(f.Retransmissions) == 0 || len(trigger) != 1 {
-				t.Errorf("%s: trigger %d (tshark %v) unanswered=%v retransmissions %v; want an unanswered request with retransmissions", c.File, f.Trigger, trigger, f.Unanswered, f.Retransmissions)
+			retrans := pick(rows, func(r frameRow) bool { return r.retrans })
+			if trig := rowAt(rows, f.Trigger); !f.Unanswered || len(f.Retransmissions) == 0 || trig.dst != server || trig.tcpLen == 0 {
+				t.Errorf("%s: trigger %d (tshark %+v) unanswered=%v retransmissions %v; want an unanswered request with retransmissions", c.File, f.Trigger, trig, f.Unanswered, f.Retransmissions)
 			}
 			for _, n := range f.Retransmissions {
 				if !slices.Contains(retrans, n) {
@@ -201,14 +235,15 @@ func wantSoakEvidence(t *testing.T, dir string, files []string, server string, h
 			continue
 		}
 		f := c.Frames
-		synAcks, _ := tsharkFrames(t, bin, file, fmt.Sprintf("ip.src==%s && tcp.flags.syn==1 && tcp.flags.ack==1", server), "")
-		resets, ttls := tsharkFrames(t, bin, file, fmt.Sprintf("ip.src==%s && tcp.flags.reset==1", server), "ip.ttl")
+		rows := tsharkRows(t, bin, file)
+		synAcks := pick(rows, func(r frameRow) bool { return r.src == server && r.is(probe.FlagSYN|probe.FlagACK) })
+		resets := pick(rows, func(r frameRow) bool { return r.src == server && r.is(probe.FlagRST) })
 		if f.SynAck == 0 || len(synAcks) == 0 || synAcks[0] != f.SynAck || len(f.Resets) == 0 || len(resets) == 0 || resets[0] != f.Resets[0] {
 			t.Errorf("%s: index SYN-ACK %d RSTs %v; tshark SYN-ACKs %v RSTs %v", file, f.SynAck, f.Resets, synAcks, resets)
 			continue
 		}
-		if ttl, _ := strconv.Atoi(ttls[0]); probe.SenderHop(ttl) != hop {
-			t.Errorf("%s: RST TTL %d is hop %d, want %d", file, ttl, probe.SenderHop(ttl), hop)
+		if ttl := rowAt(rows, resets[0]).ttl; probe.SenderHop(ttl) != hop || ttl != f.ResetTTL {
+			t.Errorf("%s: RST TTL %d (index %d) is hop %d, want %d", file, ttl, f.ResetTTL, probe.SenderHop(ttl), hop)
 		}
 	}
 }
