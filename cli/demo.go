@@ -13,7 +13,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/hopcheck/hopcheck/lab"
-	"github.com/hopcheck/hopcheck/lab/labtest"
 )
 
 // demoScenario is a faulty (or clean) lab path for `hopcheck demo`.
@@ -109,7 +108,7 @@ func runDemo(c *ucli.Context) error {
 	default:
 		return usageErr("unknown --format %q (want one of [text json markdown html])", format)
 	}
-	if why := labtest.Missing(); why != "" {
+	if why := lab.Missing(); why != "" {
 		return cantRunErr("demo builds network namespaces: %s (run it as root: sudo hopcheck demo)", why)
 	}
 	out, err := openOutput(c, "text", "json", "markdown", "html")
