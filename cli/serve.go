@@ -23,15 +23,11 @@ func serveCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "serve",
 		Usage: "Prometheus exporter (blackbox style): /metrics for itself, /probe?target=...&profile=quick runs a bounded diagnosis",
-		Flags: []ucli.Flag{
+		Flags: append([]ucli.Flag{
 			&ucli.StringFlag{Name: "listen", Value: "127.0.0.1:9516", Usage: "listen on `ADDR` (host:port)"},
 			&ucli.IntFlag{Name: "max-concurrent", Value: 2, Usage: "probes running at once (probes toward *.betradar.com run one at a time)"},
-			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
-			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
-			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
-			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
-			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target; without it AMQP connections stop after Connection.Start"},
-		},
+			privilegeFlag(),
+		}, dialFlags(vhostFromWhoami)...),
 		Action: runServe,
 	}
 }
@@ -52,7 +48,7 @@ func runServe(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
-	dial, err := soakDialConfig(c)
+	dial, err := dialConfigFromFlags(c)
 	if err != nil {
 		return err
 	}
@@ -73,7 +69,7 @@ func runServe(c *ucli.Context) error {
 		if err != nil {
 			return diagnose.Report{}, fmt.Errorf("%w: %v", metrics.ErrBadTarget, err)
 		}
-		if tcpcheck.IsBetradar(t.Spec.Host) {
+		if tcpcheck.PolicyFor([]tcpcheck.Target{t}).Sportradar {
 			select {
 			case betradar <- struct{}{}:
 				defer func() { <-betradar }()
