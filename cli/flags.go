@@ -73,9 +73,9 @@ const (
 // dialFlags: --ca-file, --insecure, --token-file and --amqp-vhost, read by
 // dialConfigFromFlags.
 func dialFlags(vhost vhostSource) []ucli.Flag {
-	vhostUsage := "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"
+	vhostUsage := "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/BOOKMAKER_ID); without it AMQP connections stop after Connection.Start"
 	if vhost == vhostFromWhoami {
-		vhostUsage = "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target of the run; without it AMQP connections stop after Connection.Start"
+		vhostUsage = "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/BOOKMAKER_ID); default: virtual_host of whoami.xml from an https:// target of the run; without it AMQP connections stop after Connection.Start"
 	}
 	return []ucli.Flag{
 		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
