@@ -72,8 +72,8 @@ func oneLine(s string) string {
 
 func newApp(stdout, stderr io.Writer) *ucli.App {
 	app := &ucli.App{
-		Name:                 "hopcheck",
-		Usage:                "find the hop that resets or silently drops connections toward a service",
+		Name:  "hopcheck",
+		Usage: "find the hop that resets or silently drops connections toward a service",
 		Description: "hopcheck traces the hops toward the Sportradar UOF hosts (or any TCP service) and runs connect,\n" +
 			"concurrency, data and idle tests to name the hop or box that resets or silently drops connections.\n\n" +
 			"Exit status: 0 no findings, 1 findings (diff: a material change), 2 bad input, 3 could not run.\n\n" +
