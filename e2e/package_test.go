@@ -83,7 +83,14 @@ func TestDebianPackage(t *testing.T) {
 	dist := t.TempDir()
 	start := time.Now()
 	build := exec.Command("make", "-C", "..", "deb", "DIST="+dist)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// Under `make test` the outer make's flags (jobserver, -n, -s) must
+	// not reach this one.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") && !strings.HasPrefix(kv, "MAKELEVEL=") {
+			build.Env = append(build.Env, kv)
+		}
+	}
+	build.Env = append(build.Env, "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("make deb: %v\n%s", err, out)
 	}
