@@ -148,3 +148,18 @@ func TestStoreOptionsValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { validated(t, tc.s.Validate(), tc.want) })
 	}
 }
+
+func TestServeOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		o    serveOptions
+		want string
+	}{
+		{serveOptions{Listen: "127.0.0.1:9516", MaxConcurrent: 2}, ""},
+		{serveOptions{Listen: ":9516", MaxConcurrent: 64}, ""},
+		{serveOptions{Listen: "9516", MaxConcurrent: 2}, `"9516"`},
+		{serveOptions{Listen: "127.0.0.1:9516", MaxConcurrent: 0}, "--max-concurrent 0"},
+		{serveOptions{Listen: "127.0.0.1:9516", MaxConcurrent: 65}, "--max-concurrent 65"},
+	} {
+		validated(t, tc.o.Validate(), tc.want)
+	}
+}

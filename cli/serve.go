@@ -32,18 +32,33 @@ func serveCommand() *ucli.Command {
 	}
 }
 
+// serveOptions are the values of `hopcheck serve` as given, checked by
+// Validate.
+type serveOptions struct {
+	Listen        string
+	MaxConcurrent int
+}
+
+// Validate checks the options without opening anything.
+func (o serveOptions) Validate() error {
+	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
+		return usageErr("--listen %q: want host:port", o.Listen)
+	}
+	if o.MaxConcurrent < 1 || o.MaxConcurrent > 64 {
+		return usageErr("--max-concurrent %d must be between 1 and 64", o.MaxConcurrent)
+	}
+	return nil
+}
+
 func runServe(c *ucli.Context) error {
 	if c.NArg() > 0 {
 		return usageErr("serve takes no arguments (got %q)", c.Args().First())
 	}
-	addr := c.String("listen")
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return usageErr("--listen %q: want host:port", addr)
+	o := serveOptions{Listen: c.String("listen"), MaxConcurrent: c.Int("max-concurrent")}
+	if err := o.Validate(); err != nil {
+		return err
 	}
-	n := c.Int("max-concurrent")
-	if n < 1 || n > 64 {
-		return usageErr("--max-concurrent %d must be between 1 and 64", n)
-	}
+	addr, n := o.Listen, o.MaxConcurrent
 	privilege, err := privilegeFromFlags(c)
 	if err != nil {
 		return err
