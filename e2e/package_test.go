@@ -41,6 +41,8 @@ func requirePackaging(t *testing.T) {
 		why = "installing the package needs dpkg, dpkg-deb, getcap (libcap2-bin), setpriv and make (scripts/deps.sh)"
 	case exec.Command("dpkg", "-s", "hopcheck").Run() == nil:
 		why = "a hopcheck package is installed on this machine; the test would replace it"
+	case exec.Command("getent", "passwd", "hopcheck").Run() == nil:
+		why = "a user hopcheck exists on this machine; the package would take it as its service user"
 	}
 	if why == "" {
 		return
