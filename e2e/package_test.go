@@ -182,6 +182,21 @@ func TestDebianPackage(t *testing.T) {
 			t.Errorf("man page lacks %q", want)
 		}
 	}
+	if out, err := exec.Command("bash", "-c", "source /usr/share/bash-completion/completions/hopcheck && complete -p hopcheck").CombinedOutput(); err != nil || !strings.Contains(string(out), "_hopcheck") {
+		t.Errorf("bash completion: %v %q; want a completion function for hopcheck", err, out)
+	}
+	// An admin enables the timer (systemctl does that offline too); dpkg -r
+	// must not leave its symlink behind.
+	const wants = "/etc/systemd/system/timers.target.wants/hopcheck.timer"
+	enabled := false
+	if onPath("systemctl") {
+		if out, err := exec.Command("systemctl", "enable", "hopcheck.timer").CombinedOutput(); err != nil {
+			t.Logf("systemctl enable hopcheck.timer: %v %s (not checked)", err, out)
+		} else {
+			enabled = exists(wants)
+		}
+	}
+	t.Logf("timer enabled by systemctl for the removal check: %v", enabled)
 	// What the service and the admin add: purge removes it too.
 	mustRun(t, "install", "-d", "-o", "hopcheck", "-g", "hopcheck", "/var/lib/hopcheck/history")
 	if err := os.WriteFile("/etc/hopcheck/token", []byte("not-a-real-token\n"), 0o600); err != nil {
@@ -198,6 +213,9 @@ func TestDebianPackage(t *testing.T) {
 		if exists(path) != kept {
 			t.Errorf("after dpkg -r: %s exists %v; want %v", path, exists(path), kept)
 		}
+	}
+	if enabled && exists(wants) {
+		t.Errorf("after dpkg -r: %s is left (the timer the admin enabled)", wants)
 	}
 	mustRun(t, "dpkg", "-P", "hopcheck")
 	for _, path := range append(keptUntilPurge, "/usr/bin/hopcheck", "/usr/lib/systemd/system/hopcheck.service") {
