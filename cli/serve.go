@@ -84,7 +84,7 @@ func runServe(c *ucli.Context) error {
 		if err != nil {
 			return diagnose.Report{}, fmt.Errorf("%w: %v", metrics.ErrBadTarget, err)
 		}
-		if tcpcheck.PolicyFor([]tcpcheck.Target{t}).Sportradar {
+		if tcpcheck.PolicyFor([]tcpcheck.Target{t}).OneRunAtATime {
 			select {
 			case betradar <- struct{}{}:
 				defer func() { <-betradar }()

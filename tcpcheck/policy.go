@@ -26,6 +26,9 @@ type Policy struct {
 	// RunConns is the connection budget of `hopcheck run` (and serve's
 	// probes): the idle ladder of every address together.
 	RunConns int
+	// OneRunAtATime: serve runs diagnoses toward these targets one at a
+	// time (two at once would hold twice RunConns).
+	OneRunAtATime bool
 }
 
 // Limits of the tool itself, whatever the target.
@@ -41,7 +44,7 @@ func PolicyFor(targets []Target) Policy {
 	for _, t := range targets {
 		if IsBetradar(t.Spec.Host) {
 			return Policy{Sportradar: true, MaxConns: MaxBetradarConns, MaxConnectRate: 20,
-				MaxRequestRate: 10, FreshReserve: 4, RunConns: MaxBetradarConns - 4}
+				MaxRequestRate: 10, FreshReserve: 4, RunConns: MaxBetradarConns - 4, OneRunAtATime: true}
 		}
 	}
 	return Policy{MaxConns: maxConnsAnywhere, MaxRequestRate: maxRequestRateAnywhere, RunConns: runConnsAnywhere}

@@ -19,7 +19,7 @@ func mustTargets(t *testing.T, raw ...string) []Target {
 }
 
 func TestPolicyFor(t *testing.T) {
-	sportradar := Policy{Sportradar: true, MaxConns: 40, MaxConnectRate: 20, MaxRequestRate: 10, FreshReserve: 4, RunConns: 36}
+	sportradar := Policy{Sportradar: true, MaxConns: 40, MaxConnectRate: 20, MaxRequestRate: 10, FreshReserve: 4, RunConns: 36, OneRunAtATime: true}
 	anywhere := Policy{MaxConns: 1000, MaxRequestRate: 1000, RunConns: 24}
 	for _, tc := range []struct {
 		name    string
