@@ -6,7 +6,7 @@ COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION) -X github.com/hopcheck/hopcheck/cli.Commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: build test unit lint bench bench-soak fuzz demo deps deb clean
+.PHONY: build test unit lint bench bench-soak fuzz demo deps deb nfpm clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -67,6 +67,8 @@ DIST           ?= dist
 
 $(NFPM):
 	GOBIN=$(CURDIR)/$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+nfpm: $(NFPM)
 
 deb: build $(NFPM)
 	rm -rf bin/pkg && mkdir -p bin/pkg $(DIST)
