@@ -59,9 +59,11 @@ fuzz:
 # rather than added to go.mod.
 NFPM_VERSION   := v2.48.0
 NFPM           := bin/nfpm-$(NFPM_VERSION)/nfpm
-# Debian versions start with a digit: v1.2.3 -> 1.2.3, an untagged commit
-# abc1234 -> 0.0~gitabc1234; '-' (git describe, -dirty) becomes '~'.
-DEB_VERSION    ?= $(shell echo '$(VERSION)' | sed -e 's/^v//' -e 's/^\([^0-9]\)/0.0~git\1/' -e 's/-/~/g')
+# Debian versions: a tag v1.2.3 -> 1.2.3, commits after it (v1.2.3-4-gabc)
+# -> 1.2.3+4.gabc, an untagged commit abc1234 -> 0.0~gitabc1234; any other
+# '-' (-rc1, -dirty) becomes '~', which sorts before the version without it.
+DEB_VERSION    ?= $(shell echo '$(VERSION)' | sed -E -e 's/^v([0-9]+\.)/\1/' -e '/^[0-9]+\.[0-9]/!s/^/0.0~git/' \
+                    -e 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/' -e 's/-/~/g')
 DEB_MAINTAINER ?= hopcheck developers <hopcheck@invalid>
 DIST           ?= dist
 
