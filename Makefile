@@ -2,10 +2,11 @@
 GO        ?= go
 BIN       ?= bin/hopcheck
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION) -X github.com/hopcheck/hopcheck/cli.Commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: build test unit lint bench bench-soak fuzz demo deps clean
+.PHONY: build test unit lint bench bench-soak fuzz demo deps deb nfpm clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
@@ -50,5 +51,34 @@ fuzz:
 		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
 			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; done; done
 
+# The Debian package ($(DIST)/hopcheck_<version>_amd64.deb), built with nfpm:
+# the binary, the man page and bash/zsh completion generated from the CLI
+# definition, a systemd service and timer (not enabled), /etc/default/hopcheck.
+# nfpm is a build tool, not a dependency of hopcheck: it is installed into
+# bin/ (once per version; Go's module and build caches make a rebuild cheap)
+# rather than added to go.mod.
+NFPM_VERSION   := v2.48.0
+NFPM           := bin/nfpm-$(NFPM_VERSION)/nfpm
+# Debian versions: a tag v1.2.3 -> 1.2.3, commits after it (v1.2.3-4-gabc)
+# -> 1.2.3+4.gabc, an untagged commit abc1234 -> 0.0~gitabc1234; any other
+# '-' (-rc1, -dirty) becomes '~', which sorts before the version without it.
+DEB_VERSION    ?= $(shell echo '$(VERSION)' | sed -E -e 's/^v([0-9]+\.)/\1/' -e '/^[0-9]+\.[0-9]/!s/^/0.0~git/' \
+                    -e 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/' -e 's/-/~/g')
+DEB_MAINTAINER ?= hopcheck developers <hopcheck@invalid>
+DIST           ?= dist
+
+$(NFPM):
+	GOBIN=$(CURDIR)/$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+nfpm: $(NFPM)
+
+deb: build $(NFPM)
+	rm -rf bin/pkg && mkdir -p bin/pkg $(DIST)
+	./$(BIN) man | gzip -9n > bin/pkg/hopcheck.1.gz
+	./$(BIN) completion bash > bin/pkg/hopcheck.bash
+	./$(BIN) completion zsh > bin/pkg/_hopcheck
+	DEB_VERSION='$(DEB_VERSION)' DEB_MAINTAINER='$(DEB_MAINTAINER)' $(NFPM) package \
+		--config packaging/nfpm.yaml --packager deb --target $(DIST)/hopcheck_$(DEB_VERSION)_amd64.deb
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -72,13 +72,21 @@ func oneLine(s string) string {
 
 func newApp(stdout, stderr io.Writer) *ucli.App {
 	app := &ucli.App{
-		Name:            "hopcheck",
-		Usage:           "find the hop that resets or silently drops connections toward a service",
-		Version:         Version,
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
-		Flags:           outputFlags(),
+		Name:  "hopcheck",
+		Usage: "find the hop that resets or silently drops connections toward a service",
+		Description: "hopcheck traces the hops toward the Sportradar UOF hosts (or any TCP service) and runs connect,\n" +
+			"concurrency, data and idle tests to name the hop or box that resets or silently drops connections.\n\n" +
+			"Exit status: 0 no findings, 1 findings (diff: a material change), 2 bad input, 3 could not run.\n\n" +
+			"Files (Debian package): /etc/default/hopcheck, the options of hopcheck.service (started by\n" +
+			"hopcheck.timer once enabled); /etc/hopcheck/token, the access token it reads.",
+		Version:              Version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: true, // --generate-bash-completion, used by `hopcheck completion`
+		// Accepted before the command name too, as they always were;
+		// commands that write no report refuse them (refuseOutputFlags).
+		Flags: outputFlags(),
 		Commands: []*ucli.Command{
 			runCommand(),
 			traceCommand(),
@@ -88,27 +96,51 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			serveCommand(),
 			diffCommand(),
 			soakCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 		// Report unknown flags etc. as one line, not usage + error.
 		OnUsageError:   oneLineUsageError,
 		ExitErrHandler: func(*ucli.Context, error) {},
 	}
 	for _, cmd := range app.Commands {
-		cmd.OnUsageError = oneLineUsageError
-		if !cmd.Hidden {
-			// Accept --format and -o after the command name too.
-			cmd.Flags = append(cmd.Flags, outputFlags()...)
-		}
+		setupCommand(cmd)
 	}
 	return app
 }
 
-// outputFlags are accepted both before and after the command name.
-func outputFlags() []ucli.Flag {
-	return []ucli.Flag{
-		&ucli.StringFlag{Name: "format", Value: "auto", Usage: "output format: text|json; run and demo also markdown|html (auto: text)"},
-		&ucli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the report to `FILE` (atomically)"},
+// writesReport names the commands that write a report: they, and only
+// they, take --format and -o after their name.
+var writesReport = map[string]bool{"run": true, "trace": true, "connect": true, "concurrency": true, "data": true,
+	"idle": true, "soak": true, "diff": true, "demo": true}
+
+// setupCommand gives cmd and its subcommands one-line usage errors and the
+// output flags where a report is written.
+func setupCommand(cmd *ucli.Command) {
+	cmd.OnUsageError = oneLineUsageError
+	for _, sub := range cmd.Subcommands {
+		setupCommand(sub)
 	}
+	switch {
+	case len(cmd.Subcommands) > 0:
+	case writesReport[cmd.Name]:
+		cmd.Flags = append(cmd.Flags, outputFlags()...)
+	default:
+		cmd.Before = refuseOutputFlags
+	}
+}
+
+// refuseOutputFlags: --format or -o before the name of a command that
+// writes no report is bad input, not silently ignored.
+func refuseOutputFlags(c *ucli.Context) error {
+	for _, ctx := range c.Lineage() {
+		for _, name := range []string{"format", "output"} {
+			if ctx.IsSet(name) {
+				return usageErr("--%s: %s writes no report", name, c.Command.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // flagString returns the value of a flag defined both globally and per

@@ -13,7 +13,6 @@ import (
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/hopcheck/hopcheck/lab"
-	"github.com/hopcheck/hopcheck/lab/labtest"
 )
 
 // demoScenario is a faulty (or clean) lab path for `hopcheck demo`.
@@ -79,7 +78,7 @@ func demoScenarioList() string {
 func demoCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "demo",
-		Usage: "build a faulty namespace lab, run `run --profile quick` against it, print the report, remove the lab (needs root)",
+		Usage: "build a faulty namespace lab, run `run --profile quick` against it, print the report, remove the lab (needs root; exit 0 once the report is written, findings or not)",
 		Description: "Scenarios (--scenario):\n" + demoScenarioList() +
 			"The lab lives in network namespaces on this machine only; nothing is sent anywhere else.",
 		Flags: []ucli.Flag{
@@ -109,7 +108,7 @@ func runDemo(c *ucli.Context) error {
 	default:
 		return usageErr("unknown --format %q (want one of [text json markdown html])", format)
 	}
-	if why := labtest.Missing(); why != "" {
+	if why := lab.Missing(); why != "" {
 		return cantRunErr("demo builds network namespaces: %s (run it as root: sudo hopcheck demo)", why)
 	}
 	out, err := openOutput(c, "text", "json", "markdown", "html")
@@ -159,8 +158,8 @@ func runDemo(c *ucli.Context) error {
 	if cerr := out.commit(); cerr != nil {
 		return cerr
 	}
-	if code == ExitFindings {
-		return &exitError{code: ExitFindings, err: errors.New("findings")}
-	}
+	// Findings are what a faulty lab is built to show: the demo ran as
+	// designed whether the run inside it exited 0 or 1 (its report says
+	// which), so `sudo make demo` succeeds.
 	return nil
 }

@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"os"
 
 	ucli "github.com/urfave/cli/v2"
@@ -19,26 +19,26 @@ func diffCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "last", Value: 2, Usage: "with --history: compare the oldest and newest of the last N reports"},
 			&ucli.StringFlag{Name: "kind", Usage: "with --history: only reports of this kind (run, soak)"},
 		},
-		Action: runDiff,
+		Action: func(c *ucli.Context) error { return runReport(c, parseDiff) },
 	}
 }
 
-func runDiff(c *ucli.Context) error {
+func parseDiff(c *ucli.Context) (*reportRun[history.Diff], error) {
 	var paths []string
 	switch dir := c.String("history"); {
 	case dir != "" && c.NArg() > 0:
-		return usageErr("diff takes either OLD.json NEW.json or --history DIR, not both (got %q)", c.Args().First())
+		return nil, usageErr("diff takes either OLD.json NEW.json or --history DIR, not both (got %q)", c.Args().First())
 	case dir != "":
 		if n := c.Int("last"); n < 2 {
-			return usageErr("--last %d must be at least 2", n)
+			return nil, usageErr("--last %d must be at least 2", n)
 		}
 		last, err := history.LastOfKind(dir, c.String("kind"), c.Int("last"))
 		if err != nil {
-			return usageErr("--history %q: %v", dir, err)
+			return nil, usageErr("--history %q: %v", dir, err)
 		}
 		paths = []string{last[0], last[len(last)-1]}
 	case c.NArg() != 2:
-		return usageErr("diff needs OLD.json and NEW.json (got %d argument(s)), or --history DIR --last 2", c.NArg())
+		return nil, usageErr("diff needs OLD.json and NEW.json (got %d argument(s)), or --history DIR --last 2", c.NArg())
 	default:
 		paths = c.Args().Slice()
 	}
@@ -46,37 +46,35 @@ func runDiff(c *ucli.Context) error {
 	for i, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return usageErr("cannot read %q: %v", p, unwrapPathErr(err))
+			return nil, usageErr("cannot read %q: %v", p, unwrapPathErr(err))
 		}
 		s, err := history.Parse(data)
 		if err != nil {
-			return usageErr("%s: %v", p, err)
+			return nil, usageErr("%s: %v", p, err)
 		}
 		snaps[i] = s
 	}
 	if snaps[0].Kind != snaps[1].Kind {
-		return usageErr("cannot compare a %s report (%s) with a %s report (%s)", snaps[0].Kind, paths[0], snaps[1].Kind, paths[1])
+		return nil, usageErr("cannot compare a %s report (%s) with a %s report (%s)", snaps[0].Kind, paths[0], snaps[1].Kind, paths[1])
 	}
-	out, err := openOutput(c, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	d := history.Compare(snaps[0], snaps[1])
-	d.Old.Path, d.New.Path = paths[0], paths[1]
-	if out.format == "json" {
-		err = history.WriteDiffJSON(out.w, d)
-	} else {
-		err = history.WriteDiffText(out.w, d)
-	}
-	if err != nil {
-		return cantRunErr("write diff: %v", err)
-	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	if d.Material {
-		return &exitError{code: ExitFindings, err: errors.New("material change")}
-	}
-	return nil
+	return &reportRun[history.Diff]{
+		formats: []string{"text", "json"},
+		run: func(context.Context) (history.Diff, error) {
+			d := history.Compare(snaps[0], snaps[1])
+			d.Old.Path, d.New.Path = paths[0], paths[1]
+			return d, nil
+		},
+		write: func(out *output, d history.Diff) error {
+			if out.format == "json" {
+				return history.WriteDiffJSON(out.w, d)
+			}
+			return history.WriteDiffText(out.w, d)
+		},
+		outcome: func(_ context.Context, d history.Diff) error {
+			if d.Material {
+				return findingsErr("material change")
+			}
+			return nil
+		},
+	}, nil
 }

@@ -136,26 +136,3 @@ func isTerminal(w io.Writer) bool {
 func warnf(c *ucli.Context, format string, a ...any) {
 	fmt.Fprintf(c.App.ErrWriter, "hopcheck: "+format+"\n", a...)
 }
-
-// familyFromFlags reads -4/-6: 4, 6, or 0 for both.
-// privilegeFromFlags reads --privilege (run, trace, serve).
-func privilegeFromFlags(c *ucli.Context) (string, error) {
-	switch pv := c.String("privilege"); pv {
-	case "auto", "raw", "unprivileged":
-		return pv, nil
-	default:
-		return "", usageErr("unknown --privilege %q (want auto, raw or unprivileged)", pv)
-	}
-}
-
-func familyFromFlags(c *ucli.Context) (int, error) {
-	switch {
-	case c.Bool("ipv4") && c.Bool("ipv6"):
-		return 0, usageErr("-4 and -6 exclude each other")
-	case c.Bool("ipv4"):
-		return 4, nil
-	case c.Bool("ipv6"):
-		return 6, nil
-	}
-	return 0, nil
-}

@@ -2,23 +2,17 @@ package cli
 
 import (
 	"context"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
 
 	"github.com/hopcheck/hopcheck/diagnose"
-	"github.com/hopcheck/hopcheck/history"
 	"github.com/hopcheck/hopcheck/metrics"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/report"
@@ -50,35 +44,84 @@ func envNames() string {
 }
 
 func runCommand() *ucli.Command {
+	flags := []ucli.Flag{
+		&ucli.StringSliceFlag{Name: "target", Aliases: []string{"t"}, Usage: "target (repeatable; replaces the UOF set): https://host, amqps://host:5671, tcp://host:port"},
+		&ucli.StringFlag{Name: "env", Usage: "UOF endpoint set: " + envNames()},
+		&ucli.StringFlag{Name: "profile", Value: "standard", Usage: "quick (about 2 min, idle up to 60 s), standard (idle up to 10 min), full (idle up to 60 min)"},
+		&ucli.DurationFlag{Name: "idle-max", Usage: "override the profile's longest idle time (at least 1s)"},
+	}
+	flags = append(flags, familyFlags()...)
+	flags = append(flags, privilegeFlag())
+	flags = append(flags, dialFlags(vhostFromWhoami)...)
+	flags = append(flags,
+		&ucli.StringFlag{Name: "data-path", Value: tcpcheck.DefaultDataPath, Usage: "HTTP path the data test downloads (default: the market descriptions the UOF SDKs fetch at start-up; needs the token)"},
+		&ucli.DurationFlag{Name: "in-flow-max", Value: diagnose.DefaultMaxInFlowWait, Usage: "longest idle the in-flow confirmation may hold a connection for (it takes that long again; 0: never)"},
+		&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
+		&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
+	)
+	flags = append(flags, storeFlags("run")...)
 	return &ucli.Command{
 		Name:  "run",
 		Usage: "the whole diagnosis: traces, connection tests, idle ladder, localisation; findings and the hop report",
 		Description: "Diagnoses every address of every target: which hop (or the server) resets or drops connections,\n" +
 			"in which phase, after how long idle, with evidence and the setting that fixes it.\n" +
 			"Default targets: the UOF production hosts (api, global.api, mq, global.mq .betradar.com).",
-		Flags: []ucli.Flag{
-			&ucli.StringSliceFlag{Name: "target", Aliases: []string{"t"}, Usage: "target (repeatable; replaces the UOF set): https://host, amqps://host:5671, tcp://host:port"},
-			&ucli.StringFlag{Name: "env", Usage: "UOF endpoint set: " + envNames()},
-			&ucli.StringFlag{Name: "profile", Value: "standard", Usage: "quick (about 2 min, idle up to 60 s), standard (idle up to 10 min), full (idle up to 60 min)"},
-			&ucli.DurationFlag{Name: "idle-max", Usage: "override the profile's longest idle time (at least 1s)"},
-			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
-			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
-			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
-			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
-			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
-			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
-			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target of the run; without it AMQP connections stop after Connection.Start"},
-			&ucli.StringFlag{Name: "data-path", Value: tcpcheck.DefaultDataPath, Usage: "HTTP path the data test downloads (default: the market descriptions the UOF SDKs fetch at start-up; needs the token)"},
-			&ucli.DurationFlag{Name: "in-flow-max", Value: diagnose.DefaultMaxInFlowWait, Usage: "longest idle the in-flow confirmation may hold a connection for (it takes that long again; 0: never)"},
-			&ucli.StringFlag{Name: "peer-url", Usage: "HTTPS `URL` on the target that answers with our address as the server sees it (ip:port): locates NAT boxes"},
-			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
-			&ucli.StringFlag{Name: "history", Usage: "also save the JSON report, timestamped, into `DIR` (for hopcheck diff --history)"},
-			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N run reports (0: all)"},
-			&ucli.DurationFlag{Name: "keep-age", Usage: "with --history: remove run reports older than this"},
-			&ucli.StringFlag{Name: "metrics-file", Usage: "write node_exporter textfile metrics to `FILE` (*.prom, atomically)"},
-		},
-		Action: runRun,
+		Flags:  flags,
+		Action: func(c *ucli.Context) error { return runReport(c, parseRun) },
 	}
+}
+
+// runOptions are the values of `hopcheck run` as given, checked by
+// Validate.
+type runOptions struct {
+	Targets   []string
+	Env       string
+	Profile   string
+	IdleMax   time.Duration // 0: the profile's
+	InFlowMax time.Duration
+	PeerURL   string
+	DataPath  string
+}
+
+// Validate checks the options without touching the network or files.
+func (o runOptions) Validate() error {
+	if o.Env != "" {
+		if _, ok := uofEnvironments[o.Env]; !ok {
+			return usageErr("unknown --env %q (want one of %s)", o.Env, envNames())
+		}
+		if len(o.Targets) > 0 {
+			return usageErr("--env %q and --target exclude each other", o.Env)
+		}
+	}
+	for _, s := range o.targets() {
+		if _, err := tcpcheck.ParseTarget(s); err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	if _, ok := diagnose.Profiles[o.Profile]; !ok {
+		return usageErr("unknown --profile %q (want quick, standard or full)", o.Profile)
+	}
+	if o.IdleMax != 0 && o.IdleMax < time.Second {
+		return usageErr("--idle-max %v is below 1s", o.IdleMax)
+	}
+	if o.InFlowMax < 0 {
+		return usageErr("--in-flow-max %v must not be negative", o.InFlowMax)
+	}
+	if o.PeerURL != "" && (!strings.HasPrefix(o.PeerURL, "https://") || strings.ContainsAny(o.PeerURL, " \r\n")) {
+		return usageErr("--peer-url %q must be an https:// URL", o.PeerURL)
+	}
+	return checkHTTPPath("data-path", o.DataPath)
+}
+
+// targets are --target, else the --env set, else the UOF production hosts.
+func (o runOptions) targets() []string {
+	switch {
+	case len(o.Targets) > 0:
+		return o.Targets
+	case o.Env != "":
+		return uofEnvironments[o.Env]
+	}
+	return defaultTargets
 }
 
 // runRequest is the validated input of `hopcheck run`.
@@ -91,9 +134,7 @@ type runRequest struct {
 	evidence  string
 	peerURL   string
 	inFlowMax time.Duration // < 0: never
-	history   string
-	keep      history.Retention
-	metrics   string
+	store     storeOptions
 }
 
 func parseRunRequest(c *ucli.Context) (runRequest, error) {
@@ -101,39 +142,25 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	if c.NArg() > 0 {
 		return req, usageErr("run takes no arguments (got %q): use --target", c.Args().First())
 	}
-	raw := c.StringSlice("target")
-	if env := c.String("env"); env != "" {
-		set, ok := uofEnvironments[env]
-		if !ok {
-			return req, usageErr("unknown --env %q (want one of %s)", env, envNames())
+	o := runOptions{Targets: c.StringSlice("target"), Env: c.String("env"), Profile: c.String("profile"),
+		InFlowMax: c.Duration("in-flow-max"), PeerURL: c.String("peer-url"), DataPath: c.String("data-path")}
+	if c.IsSet("idle-max") {
+		o.IdleMax = c.Duration("idle-max")
+		if o.IdleMax == 0 {
+			return req, usageErr("--idle-max %v is below 1s", o.IdleMax)
 		}
-		if len(raw) > 0 {
-			return req, usageErr("--env %q and --target exclude each other", env)
-		}
-		raw = set
 	}
-	if len(raw) == 0 {
-		raw = defaultTargets
+	if err := o.Validate(); err != nil {
+		return req, err
 	}
-	for _, s := range raw {
-		t, err := tcpcheck.ParseTarget(s)
-		if err != nil {
-			return req, usageErr("%v", err)
-		}
+	for _, s := range o.targets() {
+		t, _ := tcpcheck.ParseTarget(s) // checked by Validate
 		req.targets = append(req.targets, t)
 	}
-	p, ok := diagnose.Profiles[c.String("profile")]
-	if !ok {
-		return req, usageErr("unknown --profile %q (want quick, standard or full)", c.String("profile"))
+	req.profile = diagnose.Profiles[o.Profile]
+	if o.IdleMax > 0 {
+		req.profile.IdleMax = o.IdleMax
 	}
-	if c.IsSet("idle-max") {
-		d := c.Duration("idle-max")
-		if d < time.Second {
-			return req, usageErr("--idle-max %v is below 1s", d)
-		}
-		p.IdleMax = d
-	}
-	req.profile = p
 	family, err := familyFromFlags(c)
 	if err != nil {
 		return req, err
@@ -142,124 +169,76 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	if req.privilege, err = privilegeFromFlags(c); err != nil {
 		return req, err
 	}
+	dial, err := dialConfigFromFlags(c)
+	if err != nil {
+		return req, err
+	}
+	req.peerURL, req.inFlowMax = o.PeerURL, o.InFlowMax
+	if req.inFlowMax == 0 {
+		req.inFlowMax = -1 // never
+	}
+	raw4 := probe.HasRawAccess() && req.privilege != "unprivileged"
+	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: o.DataPath,
+		StallAfter: 10 * time.Second}
+	if raw4 {
+		req.tcp.HopAddress = tcpcheck.HopAddress
+	}
+	// Directories last: bad input leaves nothing behind.
+	if req.store, err = storeFromFlags(c); err != nil {
+		return req, err
+	}
 	if dir := c.String("evidence"); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return req, usageErr("--evidence %q: %v", dir, unwrapPathErr(err))
 		}
 		req.evidence = dir
 	}
-	if dir := c.String("history"); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return req, usageErr("--history %q: %v", dir, unwrapPathErr(err))
-		}
-		req.history = dir
-	}
-	req.keep = history.Retention{Keep: c.Int("keep"), MaxAge: c.Duration("keep-age")}
-	if req.keep.Keep < 0 || req.keep.MaxAge < 0 {
-		return req, usageErr("--keep %d / --keep-age %s must not be negative", req.keep.Keep, req.keep.MaxAge)
-	}
-	if (c.IsSet("keep") || c.IsSet("keep-age")) && req.history == "" {
-		return req, usageErr("--keep and --keep-age need --history DIR")
-	}
-	if f := c.String("metrics-file"); f != "" {
-		if !strings.HasSuffix(f, ".prom") {
-			return req, usageErr("--metrics-file %q must end in .prom (node_exporter's textfile collector reads only those)", f)
-		}
-		if st, err := os.Stat(filepath.Dir(f)); err != nil || !st.IsDir() {
-			return req, usageErr("--metrics-file %q: directory %q does not exist", f, filepath.Dir(f))
-		}
-		req.metrics = f
-	}
-	dial, err := dialConfigFromFlags(c)
-	if err != nil {
-		return req, err
-	}
-	req.inFlowMax = c.Duration("in-flow-max")
-	switch {
-	case req.inFlowMax < 0:
-		return req, usageErr("--in-flow-max %v must not be negative", req.inFlowMax)
-	case req.inFlowMax == 0:
-		req.inFlowMax = -1 // never
-	}
-	if u := c.String("peer-url"); u != "" {
-		if !strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " \r\n") {
-			return req, usageErr("--peer-url %q must be an https:// URL", u)
-		}
-		req.peerURL = u
-	}
-	raw4 := probe.HasRawAccess() && req.privilege != "unprivileged"
-	dataPath := c.String("data-path")
-	if !strings.HasPrefix(dataPath, "/") || strings.ContainsAny(dataPath, " \r\n") {
-		return req, usageErr("--data-path %q must start with / and contain no spaces", dataPath)
-	}
-	req.tcp = tcpcheck.Options{Dial: dial, Verify: true, Observe: raw4, DataPath: dataPath,
-		StallAfter: 10 * time.Second}
-	if raw4 {
-		req.tcp.HopAddress = tcpcheck.HopAddress
-	}
 	return req, nil
 }
 
-// dialConfigFromFlags reads --ca-file, --insecure, --amqp-vhost and
-// --token-file (or $UOF_ACCESS_TOKEN). The token's content is never
-// echoed.
-func dialConfigFromFlags(c *ucli.Context) (tcpcheck.DialConfig, error) {
-	d := tcpcheck.DefaultDialConfig()
-	d.Insecure = c.Bool("insecure")
-	if c.IsSet("amqp-vhost") {
-		d.AMQPVHost = c.String("amqp-vhost")
-		if err := tcpcheck.CheckAMQPVHost(d.AMQPVHost); err != nil {
-			return d, usageErr("--amqp-vhost %q: %v", d.AMQPVHost, err)
-		}
-	}
-	if f := c.String("ca-file"); f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return d, usageErr("--ca-file %q: %v", f, unwrapPathErr(err))
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return d, usageErr("--ca-file %q holds no PEM certificate", f)
-		}
-		d.RootCAs = pool
-	}
-	if f := c.String("token-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return d, usageErr("--token-file %q: %v", f, unwrapPathErr(err))
-		}
-		d.Token = strings.TrimSpace(string(b))
-		if d.Token == "" || strings.ContainsAny(d.Token, "\r\n") {
-			return d, usageErr("--token-file %q must hold one non-empty line", f)
-		}
-		return d, nil
-	}
-	d.Token = strings.TrimSpace(os.Getenv("UOF_ACCESS_TOKEN"))
-	if strings.ContainsAny(d.Token, "\r\n") {
-		return d, usageErr("$UOF_ACCESS_TOKEN must be one line")
-	}
-	return d, nil
-}
-
-func runRun(c *ucli.Context) error {
+func parseRun(c *ucli.Context) (*reportRun[diagnose.Report], error) {
 	req, err := parseRunRequest(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	out, err := openOutput(c, "text", "json", "markdown", "html")
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	var jobs []tcpcheck.Job
+	return &reportRun[diagnose.Report]{
+		formats: []string{"text", "json", "markdown", "html"},
+		resolve: func(ctx context.Context) (err error) {
+			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
+			return err
+		},
+		run: func(ctx context.Context) (diagnose.Report, error) { return diagnoseRun(ctx, c, req, jobs) },
+		write: func(out *output, rep diagnose.Report) error {
+			switch out.format {
+			case "json":
+				return report.WriteJSON(out.w, rep)
+			case "markdown":
+				return report.WriteMarkdown(out.w, rep)
+			case "html":
+				return report.WriteHTML(out.w, rep)
+			}
+			return report.WriteText(out.w, rep, report.TextOptions{Color: out.tty})
+		},
+		written: func(rep diagnose.Report) {
+			req.store.save(c, "run", rep, func(path string) error { return metrics.WriteRunFile(path, rep) })
+		},
+		outcome: func(_ context.Context, rep diagnose.Report) error {
+			if !rep.Measured() {
+				return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
+			}
+			if len(rep.Findings) > 0 {
+				return findingsErr("findings")
+			}
+			return nil
+		},
+	}, nil
+}
 
-	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
-	if err != nil {
-		return err
-	}
+// diagnoseRun is the run step of `hopcheck run`.
+func diagnoseRun(ctx context.Context, c *ucli.Context, req runRequest, jobs []tcpcheck.Job) (diagnose.Report, error) {
 	if req.privilege == "raw" && !probe.HasRawAccess() {
-		return cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
+		return diagnose.Report{}, cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
 	}
 	var warnings []string
 	if !probe.HasRawAccess() {
@@ -294,39 +273,7 @@ func runRun(c *ucli.Context) error {
 			rep.Warnings = append(rep.Warnings, err.Error())
 		}
 	}
-	switch out.format {
-	case "json":
-		err = report.WriteJSON(out.w, rep)
-	case "markdown":
-		err = report.WriteMarkdown(out.w, rep)
-	case "html":
-		err = report.WriteHTML(out.w, rep)
-	default:
-		err = report.WriteText(out.w, rep, report.TextOptions{Color: out.tty})
-	}
-	if err != nil {
-		return cantRunErr("write report: %v", err)
-	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	if req.history != "" {
-		if _, err := history.Save(req.history, "run", rep, time.Now(), req.keep); err != nil {
-			warnf(c, "--history: %v", err)
-		}
-	}
-	if req.metrics != "" {
-		if err := metrics.WriteRunFile(req.metrics, rep); err != nil {
-			warnf(c, "--metrics-file: %v", err)
-		}
-	}
-	if !rep.Measured() {
-		return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
-	}
-	if len(rep.Findings) > 0 {
-		return &exitError{code: ExitFindings, err: errors.New("findings")}
-	}
-	return nil
+	return rep, nil
 }
 
 // estimateRun is a rough wall-time budget for the progress line: the idle

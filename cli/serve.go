@@ -23,36 +23,47 @@ func serveCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "serve",
 		Usage: "Prometheus exporter (blackbox style): /metrics for itself, /probe?target=...&profile=quick runs a bounded diagnosis",
-		Flags: []ucli.Flag{
+		Flags: append([]ucli.Flag{
 			&ucli.StringFlag{Name: "listen", Value: "127.0.0.1:9516", Usage: "listen on `ADDR` (host:port)"},
 			&ucli.IntFlag{Name: "max-concurrent", Value: 2, Usage: "probes running at once (probes toward *.betradar.com run one at a time)"},
-			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
-			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
-			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
-			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
-			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target; without it AMQP connections stop after Connection.Start"},
-		},
+			privilegeFlag(),
+		}, dialFlags(vhostFromWhoami)...),
 		Action: runServe,
 	}
+}
+
+// serveOptions are the values of `hopcheck serve` as given, checked by
+// Validate.
+type serveOptions struct {
+	Listen        string
+	MaxConcurrent int
+}
+
+// Validate checks the options without opening anything.
+func (o serveOptions) Validate() error {
+	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
+		return usageErr("--listen %q: want host:port", o.Listen)
+	}
+	if o.MaxConcurrent < 1 || o.MaxConcurrent > 64 {
+		return usageErr("--max-concurrent %d must be between 1 and 64", o.MaxConcurrent)
+	}
+	return nil
 }
 
 func runServe(c *ucli.Context) error {
 	if c.NArg() > 0 {
 		return usageErr("serve takes no arguments (got %q)", c.Args().First())
 	}
-	addr := c.String("listen")
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return usageErr("--listen %q: want host:port", addr)
+	o := serveOptions{Listen: c.String("listen"), MaxConcurrent: c.Int("max-concurrent")}
+	if err := o.Validate(); err != nil {
+		return err
 	}
-	n := c.Int("max-concurrent")
-	if n < 1 || n > 64 {
-		return usageErr("--max-concurrent %d must be between 1 and 64", n)
-	}
+	addr, n := o.Listen, o.MaxConcurrent
 	privilege, err := privilegeFromFlags(c)
 	if err != nil {
 		return err
 	}
-	dial, err := soakDialConfig(c)
+	dial, err := dialConfigFromFlags(c)
 	if err != nil {
 		return err
 	}
@@ -73,7 +84,7 @@ func runServe(c *ucli.Context) error {
 		if err != nil {
 			return diagnose.Report{}, fmt.Errorf("%w: %v", metrics.ErrBadTarget, err)
 		}
-		if tcpcheck.IsBetradar(t.Spec.Host) {
+		if tcpcheck.PolicyFor([]tcpcheck.Target{t}).OneRunAtATime {
 			select {
 			case betradar <- struct{}{}:
 				defer func() { <-betradar }()

@@ -2,13 +2,10 @@ package cli
 
 import (
 	"bytes"
-	"errors"
+	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"strings"
-	"syscall"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -21,45 +18,76 @@ import (
 )
 
 func soakCommand() *ucli.Command {
+	flags := []ucli.Flag{
+		&ucli.DurationFlag{Name: "duration", Value: time.Hour, Usage: "how long to soak (at least 10s), e.g. 6h"},
+		&ucli.Float64Flag{Name: "rate", Value: soak.DefaultRate, Usage: "requests per second per address (at most 10 toward *.betradar.com)"},
+		&ucli.Float64Flag{Name: "fresh-share", Value: soak.DefaultFreshShare, Usage: "share of requests over a new connection, 0..1"},
+		&ucli.IntFlag{Name: "pool", Value: soak.DefaultPool, Usage: "pooled keep-alive connections per address (one hot, the rest resting to sample idle ages)"},
+		&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of failed flows into `DIR`"},
+		&ucli.IntFlag{Name: "evidence-per-kind", Value: 5, Usage: "pcap files per failure kind and address at most"},
+		&ucli.StringFlag{Name: "checkpoint", Usage: "rewrite the report so far to `FILE` every minute (default: the -o file)"},
+		&ucli.DurationFlag{Name: "checkpoint-every", Value: time.Minute, Hidden: true, Usage: "checkpoint interval (tests)"},
+		&ucli.IntFlag{Name: "minutes", Value: soak.DefaultMinuteRing, Usage: "minutes of per-minute time series kept in the report (the last ones)"},
+	}
+	flags = append(flags, storeFlags("soak")...)
+	flags = append(flags, &ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path"})
+	flags = append(flags, dialFlags(vhostFlagOnly)...)
+	flags = append(flags, familyFlags()...)
 	return &ucli.Command{
 		Name:      "soak",
 		Usage:     "send real requests for hours like a UOF client (keep-alive pool + fresh connections): failure rates by idle age, phase and reset origin",
 		ArgsUsage: "TARGET...   (https://host[:port], amqps://host[:5671], tcp://host:port)",
-		Flags: []ucli.Flag{
-			&ucli.DurationFlag{Name: "duration", Value: time.Hour, Usage: "how long to soak (at least 10s), e.g. 6h"},
-			&ucli.Float64Flag{Name: "rate", Value: soak.DefaultRate, Usage: "requests per second per address (at most 10 toward *.betradar.com)"},
-			&ucli.Float64Flag{Name: "fresh-share", Value: soak.DefaultFreshShare, Usage: "share of requests over a new connection, 0..1"},
-			&ucli.IntFlag{Name: "pool", Value: soak.DefaultPool, Usage: "pooled keep-alive connections per address (one hot, the rest resting to sample idle ages)"},
-			&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of failed flows into `DIR`"},
-			&ucli.IntFlag{Name: "evidence-per-kind", Value: 5, Usage: "pcap files per failure kind and address at most"},
-			&ucli.StringFlag{Name: "checkpoint", Usage: "rewrite the report so far to `FILE` every minute (default: the -o file)"},
-			&ucli.DurationFlag{Name: "checkpoint-every", Value: time.Minute, Hidden: true, Usage: "checkpoint interval (tests)"},
-			&ucli.IntFlag{Name: "minutes", Value: soak.DefaultMinuteRing, Usage: "minutes of per-minute time series kept in the report (the last ones)"},
-			&ucli.StringFlag{Name: "history", Usage: "also save the report as timestamped JSON into `DIR`"},
-			&ucli.IntFlag{Name: "keep", Usage: "with --history: keep the newest N soak reports (0: all)"},
-			&ucli.DurationFlag{Name: "keep-age", Usage: "with --history: remove soak reports older than this"},
-			&ucli.StringFlag{Name: "metrics-file", Usage: "write node_exporter textfile metrics to `FILE` (*.prom, atomically)"},
-			&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path"},
-			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
-			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
-			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
-			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"},
-			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
-			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
-		},
-		Action: runSoak,
+		Flags:     flags,
+		Action:    func(c *ucli.Context) error { return runReport(c, parseSoak) },
 	}
+}
+
+// soakOptions are the numbers of `hopcheck soak` as given, checked by
+// Validate against each other and the targets' policy.
+type soakOptions struct {
+	Duration        time.Duration
+	Rate            float64
+	FreshShare      float64
+	Pool            int
+	CheckpointEvery time.Duration
+	MinuteRing      int
+	PerKind         int
+	Path            string
+	Policy          tcpcheck.Policy
+}
+
+// Validate checks the options without touching the network or files.
+func (o soakOptions) Validate() error {
+	switch {
+	case o.Duration < 10*time.Second:
+		return usageErr("--duration %v is below 10s", o.Duration)
+	case o.Rate <= 0 || o.Rate > 1000:
+		return usageErr("--rate %v must be above 0 and at most 1000", o.Rate)
+	case o.Rate > o.Policy.MaxRequestRate:
+		return usageErr("--rate %v is too high toward *.betradar.com (at most %v/s per address)", o.Rate, o.Policy.MaxRequestRate)
+	case o.FreshShare < 0 || o.FreshShare > 1:
+		return usageErr("--fresh-share %v must be between 0 and 1", o.FreshShare)
+	case o.Pool < 1 || o.Pool > 200:
+		return usageErr("--pool %d must be between 1 and 200", o.Pool)
+	case o.Policy.Sportradar && o.Pool > o.Policy.MaxConns-o.Policy.FreshReserve:
+		return usageErr("--pool %d: more than %d connections toward *.betradar.com get a client blocked", o.Pool, o.Policy.MaxConns)
+	case o.CheckpointEvery < time.Second:
+		return usageErr("--checkpoint-every %v is below 1s", o.CheckpointEvery)
+	case o.MinuteRing < 1 || o.MinuteRing > 10080:
+		return usageErr("--minutes %d must be between 1 and 10080", o.MinuteRing)
+	case o.PerKind < 1 || o.PerKind > 1000:
+		return usageErr("--evidence-per-kind %d must be between 1 and 1000", o.PerKind)
+	}
+	return checkHTTPPath("path", o.Path)
 }
 
 type soakRequest struct {
 	targets     []tcpcheck.Target
 	family      int
 	opt         soak.Options
-	betradar    bool
+	policy      tcpcheck.Policy
 	checkpoint  string
-	historyDir  string
-	metricsFile string
-	keep        history.Retention
+	store       storeOptions
 	evidenceDir string
 	perKind     int
 }
@@ -79,55 +107,28 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 		if err != nil {
 			return req, usageErr("%v", err)
 		}
-		req.betradar = req.betradar || tcpcheck.IsBetradar(t.Spec.Host)
 		req.targets = append(req.targets, t)
 	}
-	o := soak.Options{Duration: c.Duration("duration"), Rate: c.Float64("rate"), FreshShare: c.Float64("fresh-share"),
-		Pool: c.Int("pool"), MinuteRing: c.Int("minutes"), Observe: probe.HasRawAccess(), CheckpointEvery: c.Duration("checkpoint-every")}
-	switch {
-	case o.Duration < 10*time.Second:
-		return req, usageErr("--duration %v is below 10s", o.Duration)
-	case o.Rate <= 0 || o.Rate > 1000:
-		return req, usageErr("--rate %v must be above 0 and at most 1000", o.Rate)
-	case req.betradar && o.Rate > 10:
-		return req, usageErr("--rate %v is too high toward *.betradar.com (at most 10/s per address)", o.Rate)
-	case o.FreshShare < 0 || o.FreshShare > 1:
-		return req, usageErr("--fresh-share %v must be between 0 and 1", o.FreshShare)
-	case o.Pool < 1 || o.Pool > 200:
-		return req, usageErr("--pool %d must be between 1 and 200", o.Pool)
-	case req.betradar && o.Pool > tcpcheck.MaxBetradarConns-4:
-		return req, usageErr("--pool %d: more than %d connections toward *.betradar.com get a client blocked", o.Pool, tcpcheck.MaxBetradarConns)
-	case o.CheckpointEvery < time.Second:
-		return req, usageErr("--checkpoint-every %v is below 1s", o.CheckpointEvery)
-	case o.MinuteRing < 1 || o.MinuteRing > 10080:
-		return req, usageErr("--minutes %d must be between 1 and 10080", o.MinuteRing)
+	req.policy = tcpcheck.PolicyFor(req.targets)
+	o := soakOptions{Duration: c.Duration("duration"), Rate: c.Float64("rate"), FreshShare: c.Float64("fresh-share"),
+		Pool: c.Int("pool"), CheckpointEvery: c.Duration("checkpoint-every"), MinuteRing: c.Int("minutes"),
+		PerKind: c.Int("evidence-per-kind"), Path: c.String("path"), Policy: req.policy}
+	if err := o.Validate(); err != nil {
+		return req, err
 	}
-	req.perKind = c.Int("evidence-per-kind")
-	if req.perKind < 1 || req.perKind > 1000 {
-		return req, usageErr("--evidence-per-kind %d must be between 1 and 1000", req.perKind)
-	}
+	req.opt = soak.Options{Duration: o.Duration, Rate: o.Rate, FreshShare: o.FreshShare, Pool: o.Pool, MinuteRing: o.MinuteRing,
+		Observe: probe.HasRawAccess(), CheckpointEvery: o.CheckpointEvery}
+	req.perKind = o.PerKind
 	req.evidenceDir = c.String("evidence")
 	if req.evidenceDir != "" {
 		if st, err := os.Stat(req.evidenceDir); err == nil && !st.IsDir() {
 			return req, usageErr("--evidence %q is not a directory", req.evidenceDir)
 		}
 	}
-	req.historyDir = c.String("history")
-	req.keep = history.Retention{Keep: c.Int("keep"), MaxAge: c.Duration("keep-age")}
-	if req.keep.Keep < 0 {
-		return req, usageErr("--keep %d must not be negative", req.keep.Keep)
-	}
-	if req.keep.MaxAge < 0 {
-		return req, usageErr("--keep-age %v must not be negative", req.keep.MaxAge)
-	}
-	if (c.IsSet("keep") || c.IsSet("keep-age")) && req.historyDir == "" {
-		return req, usageErr("--keep and --keep-age need --history DIR")
-	}
-	if f := c.String("metrics-file"); f != "" {
-		if !strings.HasSuffix(f, ".prom") {
-			return req, usageErr("--metrics-file %q must end in .prom (node_exporter's textfile collector reads only those)", f)
-		}
-		req.metricsFile = f
+	req.store = storeOptions{History: c.String("history"), Keep: history.Retention{Keep: c.Int("keep"), MaxAge: c.Duration("keep-age")},
+		KeepSet: c.IsSet("keep") || c.IsSet("keep-age"), MetricsFile: c.String("metrics-file")}
+	if err := req.store.Validate(); err != nil {
+		return req, err
 	}
 	req.checkpoint = c.String("checkpoint")
 	if req.checkpoint == "" {
@@ -135,11 +136,12 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 			req.checkpoint = p
 		}
 	}
-	dial, err := soakDialConfig(c)
+	dial, err := dialConfigFromFlags(c)
 	if err != nil {
 		return req, err
 	}
-	o.Dial = dial
+	dial.Path = o.Path
+	req.opt.Dial = dial
 	for _, t := range req.targets {
 		if t.App == tcpcheck.AppAMQPS && (dial.Token == "" || dial.AMQPVHost == "") {
 			// Pooled connections rest 30 s and more on purpose; a broker
@@ -148,67 +150,104 @@ func parseSoakRequest(c *ucli.Context) (soakRequest, error) {
 			return req, usageErr("soak %s needs the access token and --amqp-vhost: without login a broker closes AMQP connections after its handshake timeout (RabbitMQ: 10 s)", t.Name())
 		}
 	}
-	req.opt = o
+	// Directories last: bad input leaves nothing behind.
+	if err := req.store.prepare(); err != nil {
+		return req, err
+	}
 	return req, nil
 }
 
-// soakDialConfig reads --path, --ca-file, --insecure and --token-file (or
-// $UOF_ACCESS_TOKEN). The token's content is never echoed.
-func soakDialConfig(c *ucli.Context) (tcpcheck.DialConfig, error) {
-	d, err := dialConfigFromFlags(c)
-	if err != nil {
-		return d, err
-	}
-	if p := c.String("path"); p != "" { // serve has no --path
-		d.Path = p
-		if !strings.HasPrefix(d.Path, "/") || strings.ContainsAny(d.Path, " \r\n") {
-			return d, usageErr("--path %q must start with / and contain no spaces", d.Path)
-		}
-	}
-	return d, nil
-}
-
-func runSoak(c *ucli.Context) error {
+func parseSoak(c *ucli.Context) (*reportRun[soak.Report], error) {
 	req, err := parseSoakRequest(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	out, err := openOutput(c, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
-	if err != nil {
-		return err
-	}
-	req.opt.MaxConns = 1000
-	if req.betradar {
+	var jobs []tcpcheck.Job
+	var warnings []string
+	return &reportRun[soak.Report]{
+		formats: []string{"text", "json"},
+		resolve: func(ctx context.Context) (err error) {
+			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
+			return err
+		},
+		run: func(ctx context.Context) (soak.Report, error) {
+			var err error
+			warnings, err = prepareSoak(c, &req, jobs)
+			if err != nil {
+				return soak.Report{}, err
+			}
+			if isTerminal(c.App.ErrWriter) {
+				req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
+				fmt.Fprintf(c.App.ErrWriter, "soak: %d address(es) for %v at %.1f req/s each...\n", len(jobs), req.opt.Duration, req.opt.Rate)
+			}
+			defer tuneSoakGC()()
+			rep := soak.Run(ctx, req.opt, jobs)
+			rep.Tool, rep.Warnings = "hopcheck "+Version, warnings
+			if ev := req.opt.Evidence; ev != nil && ev.Err() != nil {
+				warnf(c, "%v", ev.Err())
+			}
+			return rep, nil
+		},
+		write: func(out *output, rep soak.Report) error {
+			if out.format == "json" {
+				return soak.WriteJSON(out.w, rep)
+			}
+			return soak.WriteText(out.w, rep)
+		},
+		written: func(rep soak.Report) {
+			if req.checkpoint != "" && req.checkpoint != flagString(c, "output") {
+				var buf bytes.Buffer
+				if err := soak.WriteJSON(&buf, rep); err == nil {
+					if err := history.WriteAtomic(req.checkpoint, buf.Bytes(), 0o644); err != nil {
+						warnf(c, "checkpoint: %v", err)
+					}
+				}
+			}
+			req.store.save(c, "soak", rep, func(path string) error { return metrics.WriteSoakFile(path, rep) })
+		},
+		outcome: func(ctx context.Context, rep soak.Report) error {
+			total := 0
+			for _, t := range rep.Targets {
+				total += t.Requests
+			}
+			if total == 0 && ctx.Err() == nil {
+				return cantRunErr("no request could be sent toward any address")
+			}
+			if len(rep.Findings) > 0 {
+				return findingsErr("findings")
+			}
+			return nil
+		},
+	}, nil
+}
+
+// prepareSoak fits the pools to the connection budget, opens the evidence
+// store, installs the checkpoint and returns the report's warnings.
+func prepareSoak(c *ucli.Context, req *soakRequest, jobs []tcpcheck.Job) ([]string, error) {
+	req.opt.MaxConns = req.policy.MaxConns
+	if req.policy.Sportradar {
 		// Sportradar blocks clients with more than 40 connections: the
 		// budget is shared by every address; requests beyond it are
 		// skipped (and counted).
-		req.opt.MaxConns = tcpcheck.MaxBetradarConns
 		n := 0
 		for _, j := range jobs {
 			if tcpcheck.IsBetradar(j.Target.Spec.Host) {
 				n++
 			}
 		}
-		pool, err := betradarPool(req.opt.Pool, n, c.IsSet("pool"))
+		pool, err := req.policy.FitSoakPool(req.opt.Pool, n, c.IsSet("pool"))
 		if err != nil {
-			return err
+			return nil, usageErr("%v", err)
 		}
 		if pool != req.opt.Pool {
-			warnf(c, "%d addresses toward *.betradar.com: --pool lowered from %d to %d per address to stay below %d connections", n, req.opt.Pool, pool, tcpcheck.MaxBetradarConns)
+			warnf(c, "%d addresses toward *.betradar.com: --pool lowered from %d to %d per address to stay below %d connections", n, req.opt.Pool, pool, req.policy.MaxConns)
 			req.opt.Pool = pool
 		}
 	}
 	if req.evidenceDir != "" {
 		ev, err := soak.NewEvidence(req.evidenceDir, req.perKind)
 		if err != nil {
-			return usageErr("--evidence %q: %v", req.evidenceDir, err)
+			return nil, usageErr("--evidence %q: %v", req.evidenceDir, err)
 		}
 		req.opt.Evidence = ev
 	}
@@ -240,57 +279,7 @@ func runSoak(c *ucli.Context) error {
 			}
 		}
 	}
-	if isTerminal(c.App.ErrWriter) {
-		req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
-		fmt.Fprintf(c.App.ErrWriter, "soak: %d address(es) for %v at %.1f req/s each...\n", len(jobs), req.opt.Duration, req.opt.Rate)
-	}
-	defer tuneSoakGC()()
-	rep := soak.Run(ctx, req.opt, jobs)
-	rep.Tool, rep.Warnings = "hopcheck "+Version, warnings
-	if ev := req.opt.Evidence; ev != nil && ev.Err() != nil {
-		warnf(c, "%v", ev.Err())
-	}
-	switch out.format {
-	case "json":
-		err = soak.WriteJSON(out.w, rep)
-	default:
-		err = soak.WriteText(out.w, rep)
-	}
-	if err != nil {
-		return cantRunErr("write report: %v", err)
-	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	if req.checkpoint != "" && req.checkpoint != flagString(c, "output") {
-		var buf bytes.Buffer
-		if err := soak.WriteJSON(&buf, rep); err == nil {
-			if err := history.WriteAtomic(req.checkpoint, buf.Bytes(), 0o644); err != nil {
-				warnf(c, "checkpoint: %v", err)
-			}
-		}
-	}
-	if req.historyDir != "" {
-		if _, err := history.Save(req.historyDir, "soak", rep, time.Now(), req.keep); err != nil {
-			warnf(c, "%v", err)
-		}
-	}
-	if req.metricsFile != "" {
-		if err := metrics.WriteSoakFile(req.metricsFile, rep); err != nil {
-			warnf(c, "--metrics-file: %v", err)
-		}
-	}
-	total := 0
-	for _, t := range rep.Targets {
-		total += t.Requests
-	}
-	if total == 0 && ctx.Err() == nil {
-		return cantRunErr("no request could be sent toward any address")
-	}
-	if len(rep.Findings) > 0 {
-		return &exitError{code: ExitFindings, err: errors.New("findings")}
-	}
-	return nil
+	return warnings, nil
 }
 
 // tuneSoakGC lowers the garbage collector's target for a soak and returns
@@ -307,19 +296,4 @@ func tuneSoakGC() (undo func()) {
 	}
 	old := debug.SetGCPercent(25)
 	return func() { debug.SetGCPercent(old) }
-}
-
-// betradarPool fits the pool per address to the connection budget toward
-// *.betradar.com (4 slots kept for fresh connections). CDN names resolve
-// to many addresses, so the default pool is shared out; a pool the user
-// chose is never changed, only refused.
-func betradarPool(pool, addrs int, explicit bool) (int, error) {
-	budget := tcpcheck.MaxBetradarConns - 4
-	if addrs*pool <= budget {
-		return pool, nil
-	}
-	if fit := budget / max(addrs, 1); !explicit && fit >= 2 {
-		return fit, nil
-	}
-	return 0, usageErr("--pool %d × %d addresses toward *.betradar.com exceeds %d connections; lower --pool or name fewer targets", pool, addrs, tcpcheck.MaxBetradarConns)
 }

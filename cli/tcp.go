@@ -1,12 +1,8 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -16,7 +12,7 @@ import (
 )
 
 func tcpFlags() []ucli.Flag {
-	return []ucli.Flag{
+	flags := []ucli.Flag{
 		&ucli.IntFlag{Name: "count", Value: 50, Usage: "connect: connections to open"},
 		&ucli.Float64Flag{Name: "rate", Value: 5, Usage: "connect: connections per second"},
 		&ucli.IntFlag{Name: "conns", Usage: "simultaneous connections: concurrency cap (default 32), idle ladder width (default 12); at most 40 toward *.betradar.com"},
@@ -24,13 +20,9 @@ func tcpFlags() []ucli.Flag {
 		&ucli.BoolFlag{Name: "no-verify", Usage: "idle: skip holding one connection past the timeout with TCP keepalive"},
 		&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path (data: the large object, default the UOF market descriptions, " + tcpcheck.DefaultDataPath + ")"},
 		&ucli.DurationFlag{Name: "stall", Value: 10 * time.Second, Usage: "data: no progress this long is a stall"},
-		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
-		&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
-		&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
-		&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"},
-		&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
-		&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "IPv6 addresses only"},
 	}
+	flags = append(flags, dialFlags(vhostFlagOnly)...)
+	return append(flags, familyFlags()...)
 }
 
 func tcpCommand() *ucli.Command {
@@ -45,10 +37,66 @@ func tcpCommand() *ucli.Command {
 			Usage:     t.Usage,
 			ArgsUsage: "TARGET...   (https://host[:port], amqps://host[:5671], tcp://host:port, host:port)",
 			Flags:     tcpFlags(),
-			Action:    func(c *ucli.Context) error { return runTCP(c, name) },
+			Action: func(c *ucli.Context) error {
+				return runReport(c, func(c *ucli.Context) (*reportRun[tcpcheck.Report], error) { return parseTCP(c, name) })
+			},
 		})
 	}
 	return cmd
+}
+
+// tcpOptions are the numbers of `hopcheck tcp TEST` as given, checked by
+// Validate against each other and the targets' policy.
+type tcpOptions struct {
+	Test     string
+	Count    int
+	Rate     float64
+	Conns    int
+	ConnsSet bool
+	IdleMax  time.Duration
+	Stall    time.Duration
+	Path     string
+	Policy   tcpcheck.Policy
+}
+
+// Validate checks the options without touching the network or files.
+func (o tcpOptions) Validate() error {
+	switch {
+	case o.Count < 1:
+		return usageErr("--count %d must be at least 1", o.Count)
+	case o.Rate <= 0:
+		return usageErr("--rate %v must be positive", o.Rate)
+	case o.Test == "connect" && o.Policy.MaxConnectRate > 0 && o.Rate > o.Policy.MaxConnectRate:
+		return usageErr("--rate %v is too high toward *.betradar.com (at most %v/s)", o.Rate, o.Policy.MaxConnectRate)
+	case o.IdleMax < time.Second:
+		return usageErr("--idle-max %v is below 1s", o.IdleMax)
+	case o.Stall < 100*time.Millisecond:
+		return usageErr("--stall %v is below 100ms", o.Stall)
+	case o.ConnsSet && o.Conns < 1:
+		return usageErr("--conns %d must be at least 1", o.Conns)
+	}
+	width := o.width()
+	switch {
+	case o.Policy.Sportradar && width > o.Policy.MaxConns:
+		return usageErr("--conns %d: more than %d connections toward *.betradar.com get a client blocked", width, o.Policy.MaxConns)
+	case o.Test == "idle" && width > 40:
+		return usageErr("--conns %d: the idle ladder uses at most 40 connections", width)
+	case width > 1000:
+		return usageErr("--conns %d is above 1000", width)
+	}
+	return checkHTTPPath("path", o.Path)
+}
+
+// width is the concurrency cap or idle ladder width: --conns, else the
+// test's default.
+func (o tcpOptions) width() int {
+	switch {
+	case o.ConnsSet:
+		return o.Conns
+	case o.Test == "idle":
+		return 12
+	}
+	return 32
 }
 
 // tcpRequest is the validated input of `hopcheck tcp`.
@@ -69,7 +117,6 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	if c.NArg() == 0 {
 		return req, usageErr("tcp %s needs at least one TARGET (https://host, amqps://host, tcp://host:port or host:port)", test)
 	}
-	betradar := false
 	for _, arg := range c.Args().Slice() {
 		t, err := tcpcheck.ParseTarget(arg)
 		if err != nil {
@@ -80,55 +127,18 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 			// close, which would read as a truncated transfer.
 			return req, usageErr("tcp data %s: an AMQP broker sends nothing large before login; test the API host (https://) or a tcp:// echo service", arg)
 		}
-		betradar = betradar || tcpcheck.IsBetradar(t.Spec.Host)
 		req.targets = append(req.targets, t)
 	}
+	o := tcpOptions{Test: test, Count: c.Int("count"), Rate: c.Float64("rate"), Conns: c.Int("conns"), ConnsSet: c.IsSet("conns"),
+		IdleMax: c.Duration("idle-max"), Stall: c.Duration("stall"), Path: c.String("path"), Policy: tcpcheck.PolicyFor(req.targets)}
+	if err := o.Validate(); err != nil {
+		return req, err
+	}
 	opt := tcpcheck.Options{Dial: tcpcheck.DefaultDialConfig(), Verify: !c.Bool("no-verify"), Observe: probe.HasRawAccess(),
-		HopAddress: tcpcheck.HopAddress}
-	opt.Count, opt.Rate = c.Int("count"), c.Float64("rate")
-	if opt.Count < 1 {
-		return req, usageErr("--count %d must be at least 1", opt.Count)
-	}
-	if opt.Rate <= 0 {
-		return req, usageErr("--rate %v must be positive", opt.Rate)
-	}
-	if test == "connect" && betradar && opt.Rate > 20 {
-		return req, usageErr("--rate %v is too high toward *.betradar.com (at most 20/s)", opt.Rate)
-	}
-	opt.IdleMax = c.Duration("idle-max")
-	if opt.IdleMax < time.Second {
-		return req, usageErr("--idle-max %v is below 1s", opt.IdleMax)
-	}
-	opt.StallAfter = c.Duration("stall")
-	if opt.StallAfter < 100*time.Millisecond {
-		return req, usageErr("--stall %v is below 100ms", opt.StallAfter)
-	}
-	opt.Width = c.Int("conns")
-	if c.IsSet("conns") && opt.Width < 1 {
-		return req, usageErr("--conns %d must be at least 1", opt.Width)
-	}
-	if !c.IsSet("conns") {
-		opt.Width = 32
-		if test == "idle" {
-			opt.Width = 12
-		}
-	}
-	if betradar && opt.Width > tcpcheck.MaxBetradarConns {
-		return req, usageErr("--conns %d: more than %d connections toward *.betradar.com get a client blocked", opt.Width, tcpcheck.MaxBetradarConns)
-	}
-	if test == "idle" && opt.Width > 40 {
-		return req, usageErr("--conns %d: the idle ladder uses at most 40 connections", opt.Width)
-	}
-	if opt.Width > 1000 {
-		return req, usageErr("--conns %d is above 1000", opt.Width)
-	}
-	path := c.String("path")
-	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n") {
-		return req, usageErr("--path %q must start with / and contain no spaces", path)
-	}
-	opt.Dial.Path, opt.DataPath = path, tcpcheck.DefaultDataPath
+		HopAddress: tcpcheck.HopAddress, Count: o.Count, Rate: o.Rate, IdleMax: o.IdleMax, StallAfter: o.Stall, Width: o.width()}
+	opt.Dial.Path, opt.DataPath = o.Path, tcpcheck.DefaultDataPath
 	if test == "data" && c.IsSet("path") {
-		opt.Dial.Path, opt.DataPath = "/v1/users/whoami.xml", path
+		opt.Dial.Path, opt.DataPath = "/v1/users/whoami.xml", o.Path
 	}
 	dial, err := dialConfigFromFlags(c)
 	if err != nil {
@@ -139,56 +149,51 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	return req, nil
 }
 
-func runTCP(c *ucli.Context, test string) error {
+func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error) {
 	req, err := parseTCPRequest(c, test)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	out, err := openOutput(c, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	jobs, err := resolveTCPJobs(ctx, req.targets, req.family)
-	if err != nil {
-		return err
-	}
-	if !req.opt.Observe {
-		warnf(c, "no CAP_NET_RAW: no packet capture, so the origin of resets stays unknown (weaker evidence). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
-	}
-	if isTerminal(c.App.ErrWriter) {
-		req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
-		fmt.Fprintf(c.App.ErrWriter, "tcp %s: %d address(es)...\n", test, len(jobs))
-	}
-	report := tcpcheck.Run(ctx, test, req.opt, jobs)
-	report.Tool = "hopcheck " + Version
-	switch out.format {
-	case "json":
-		err = tcpcheck.WriteJSON(out.w, report)
-	default:
-		err = tcpcheck.WriteText(out.w, report)
-	}
-	if err != nil {
-		return cantRunErr("write report: %v", err)
-	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	failed := 0
-	for _, r := range report.Results {
-		// A data test whose download was an error page did not run either.
-		if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil)) {
-			failed++
-		}
-	}
-	if failed == len(report.Results) && failed > 0 {
-		return cantRunErr("no test could run: %s", report.Results[0].Error)
-	}
-	if len(report.Findings) > 0 {
-		return &exitError{code: ExitFindings, err: errors.New("findings")}
-	}
-	return nil
+	var jobs []tcpcheck.Job
+	return &reportRun[tcpcheck.Report]{
+		formats: []string{"text", "json"},
+		resolve: func(ctx context.Context) (err error) {
+			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
+			return err
+		},
+		run: func(ctx context.Context) (tcpcheck.Report, error) {
+			if !req.opt.Observe {
+				warnf(c, "no CAP_NET_RAW: no packet capture, so the origin of resets stays unknown (weaker evidence). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
+			}
+			if isTerminal(c.App.ErrWriter) {
+				req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
+				fmt.Fprintf(c.App.ErrWriter, "tcp %s: %d address(es)...\n", test, len(jobs))
+			}
+			report := tcpcheck.Run(ctx, test, req.opt, jobs)
+			report.Tool = "hopcheck " + Version
+			return report, nil
+		},
+		write: func(out *output, report tcpcheck.Report) error {
+			if out.format == "json" {
+				return tcpcheck.WriteJSON(out.w, report)
+			}
+			return tcpcheck.WriteText(out.w, report)
+		},
+		outcome: func(_ context.Context, report tcpcheck.Report) error {
+			failed := 0
+			for _, r := range report.Results {
+				// A data test whose download was an error page did not run either.
+				if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil)) {
+					failed++
+				}
+			}
+			if failed == len(report.Results) && failed > 0 {
+				return cantRunErr("no test could run: %s", report.Results[0].Error)
+			}
+			if len(report.Findings) > 0 {
+				return findingsErr("findings")
+			}
+			return nil
+		},
+	}, nil
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -21,10 +19,8 @@ func traceCommand() *ucli.Command {
 		Name:      "trace",
 		Usage:     "show every hop toward a service (ICMP, UDP or TCP to the service port)",
 		ArgsUsage: "TARGET...   (host, IP, host:port, https://host, amqps://host:5671)",
-		Flags: []ucli.Flag{
+		Flags: append([]ucli.Flag{
 			&ucli.StringFlag{Name: "protocol", Aliases: []string{"P"}, Value: "tcp", Usage: "icmp|udp|tcp|all (all: the three side by side)"},
-			&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "trace IPv4 addresses only"},
-			&ucli.BoolFlag{Name: "ipv6", Aliases: []string{"6"}, Usage: "trace IPv6 addresses only"},
 			&ucli.IntFlag{Name: "queries", Aliases: []string{"q"}, Value: 3, Usage: "probes per hop (per flow and round)"},
 			&ucli.IntFlag{Name: "rounds", Value: 1, Usage: "repeat the trace N times (mtr-like cycles)"},
 			&ucli.DurationFlag{Name: "interval", Value: time.Second, Usage: "pause between rounds"},
@@ -32,11 +28,11 @@ func traceCommand() *ucli.Command {
 			&ucli.IntFlag{Name: "first-hop", Aliases: []string{"f"}, Value: 1, Usage: "first TTL probed"},
 			&ucli.DurationFlag{Name: "timeout", Aliases: []string{"w"}, Value: 3 * time.Second, Usage: "longest wait for one probe"},
 			&ucli.IntFlag{Name: "flows", Value: 1, Usage: "Paris flows (distinct 5-tuples) to trace; lists every ECMP responder per hop"},
-			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
+			privilegeFlag(),
 			&ucli.BoolFlag{Name: "numeric", Aliases: []string{"n"}, Usage: "no reverse DNS"},
 			&ucli.BoolFlag{Name: "asn", Usage: "look up AS numbers (Team Cymru DNS)"},
-		},
-		Action: runTrace,
+		}, familyFlags()...),
+		Action: func(c *ucli.Context) error { return runReport(c, parseTrace) },
 	}
 }
 
@@ -97,29 +93,48 @@ func parseTraceRequest(c *ucli.Context) (traceRequest, error) {
 	return req, nil
 }
 
-func runTrace(c *ucli.Context) error {
+func parseTrace(c *ucli.Context) (*reportRun[trace.Report], error) {
 	req, err := parseTraceRequest(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	out, err := openOutput(c, "text", "json")
-	if err != nil {
-		return err
-	}
-	defer out.abort()
+	var jobs []trace.Job
+	return &reportRun[trace.Report]{
+		formats: []string{"text", "json"},
+		resolve: func(ctx context.Context) (err error) {
+			jobs, err = resolveJobs(ctx, req)
+			return err
+		},
+		run: func(ctx context.Context) (trace.Report, error) { return traceRun(ctx, c, req, jobs) },
+		write: func(out *output, report trace.Report) error {
+			if out.format == "json" {
+				return trace.WriteJSON(out.w, report)
+			}
+			return trace.WriteText(out.w, report, trace.TextOptions{SideBySide: len(req.protocols) > 1})
+		},
+		outcome: func(_ context.Context, report trace.Report) error {
+			failed := 0
+			for _, t := range report.Traces {
+				if t.Error != "" && len(t.Hops) == 0 {
+					failed++
+				}
+			}
+			if failed == len(report.Traces) {
+				return cantRunErr("no trace could run: %s", report.Traces[0].Error)
+			}
+			return nil
+		},
+	}, nil
+}
 
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	jobs, err := resolveJobs(ctx, req)
-	if err != nil {
-		return err
-	}
+// traceRun is the run step of `hopcheck trace`: the traces, with live
+// progress on a terminal, then names and AS numbers.
+func traceRun(ctx context.Context, c *ucli.Context, req traceRequest, jobs []trace.Job) (trace.Report, error) {
 	if req.privilege == "auto" && !probe.HasRawAccess() {
 		warnf(c, "no CAP_NET_RAW: using unprivileged probes (no reply TTL/IP ID of SYN-ACKs, no Paris flows for TCP; ICMP only where net.ipv4.ping_group_range allows). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
 	}
 	if req.privilege == "raw" && !probe.HasRawAccess() {
-		return cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
+		return trace.Report{}, cantRunErr("--privilege raw: %v", probe.ErrNoRawAccess)
 	}
 	started := time.Now()
 	opt := trace.Options{Config: req.cfg, Privilege: req.privilege, NewProber: probe.NewProber}
@@ -160,28 +175,7 @@ func runTrace(c *ucli.Context) error {
 		cancel()
 	}
 	report.DurationS = time.Since(started).Seconds()
-	failed := 0
-	for _, t := range traces {
-		if t.Error != "" && len(t.Hops) == 0 {
-			failed++
-		}
-	}
-	switch out.format {
-	case "json":
-		err = trace.WriteJSON(out.w, report)
-	default:
-		err = trace.WriteText(out.w, report, trace.TextOptions{SideBySide: len(req.protocols) > 1})
-	}
-	if err != nil {
-		return cantRunErr("write report: %v", err)
-	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	if failed == len(traces) {
-		return cantRunErr("no trace could run: %s", traces[0].Error)
-	}
-	return nil
+	return report, nil
 }
 
 // resolveJobs resolves every target to all its addresses; an unresolvable

@@ -179,15 +179,10 @@ func learnAMQPVHost(ctx context.Context, opt *Options, jobs []tcpcheck.Job) *AMQ
 }
 
 // connectionBudget is how many connections a run may hold at once and the
-// idle ladder width of each address: Sportradar blocks clients with more
-// than 40 connections, so toward *.betradar.com the budget is 36.
+// idle ladder width of each address (tcpcheck.Policy: toward
+// *.betradar.com the budget stays below Sportradar's 40).
 func connectionBudget(p Profile, jobs []tcpcheck.Job) (budget, width int) {
-	budget = 24
-	for _, j := range jobs {
-		if tcpcheck.IsBetradar(j.Target.Spec.Host) {
-			budget = 36
-		}
-	}
+	budget = tcpcheck.PolicyForJobs(jobs).RunConns
 	width = max(2, min(p.IdleWidth, budget))
 	return budget, width
 }

@@ -43,8 +43,10 @@ func TestDemoEndToEnd(t *testing.T) {
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-		t.Fatalf("demo: %v (want exit 1: findings)\n%s", err, se.String())
+	if err != nil {
+		// Findings are the point of a demo: it exits 0 once it ran as
+		// designed (the report has them, checked below).
+		t.Fatalf("demo: %v (want exit 0)\n%s", err, se.String())
 	}
 	if left := labsOf(t, cmd.Process.Pid); len(left) > 0 {
 		t.Fatalf("demo left namespaces behind: %v", left)

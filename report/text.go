@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -84,9 +85,13 @@ func WriteText(w io.Writer, r diagnose.Report, opt TextOptions) error {
 	return tw.err
 }
 
-// culpritSummary is "; culprit: hop 3 (198.18.2.2) toward 198.18.5.2".
+// culpritSummary is "; culprit: hop 3 (198.18.2.2) toward 198.18.5.2":
+// each culprit once, with every address it stands in front of (an https
+// and an amqps target on one address, or several addresses behind one
+// box, name the same culprit).
 func culpritSummary(v reportView) string {
-	var parts []string
+	var culprits []string
+	toward := map[string][]string{}
 	for _, tv := range v.Targets {
 		if tv.Culprit <= 0 {
 			continue
@@ -95,12 +100,21 @@ func culpritSummary(v reportView) string {
 		if addr := culpritAddress(tv); addr != "" {
 			s += " (" + addr + ")"
 		}
-		parts = append(parts, s+" toward "+tv.T.Address)
+		if _, seen := toward[s]; !seen {
+			culprits = append(culprits, s)
+		}
+		if !slices.Contains(toward[s], tv.T.Address) {
+			toward[s] = append(toward[s], tv.T.Address)
+		}
 	}
-	if len(parts) == 0 {
+	if len(culprits) == 0 {
 		return ""
 	}
-	return "; culprit: " + strings.Join(parts, ", ")
+	parts := make([]string, len(culprits))
+	for i, s := range culprits {
+		parts[i] = s + " toward " + strings.Join(toward[s], ", ")
+	}
+	return "; culprit: " + strings.Join(parts, "; ")
 }
 
 // culpritAddress is the culprit hop's address: from the finding that

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the namespace lab needs (Debian/Ubuntu), only when missing.
+# Installs what the namespace lab and the package test need (Debian/Ubuntu),
+# only when missing.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 need=()
@@ -10,6 +11,10 @@ command -v setpriv >/dev/null    || need+=(util-linux)
 command -v make >/dev/null       || need+=(make)
 # tshark: the e2e tests open every --evidence capture with it (about 16 s to install).
 command -v tshark >/dev/null     || need+=(tshark)
+# e2e/package_test.go: setcap (the package's postinst) and getcap; dpkg and
+# gzip are part of every Debian system.
+command -v setcap >/dev/null     || need+=(libcap2-bin)
+command -v getcap >/dev/null     || need+=(libcap2-bin)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -22,17 +22,7 @@ import (
 const RequiredEnv = "HOPCHECK_LAB"
 
 // Missing returns why a lab cannot be built here, or "" if it can.
-func Missing() string {
-	if uid := os.Geteuid(); uid != 0 {
-		return fmt.Sprintf("lab tests need root (euid is %d)", uid)
-	}
-	for _, tool := range []string{"ip", "nft", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Sprintf("lab tests need %s: %v", tool, err)
-		}
-	}
-	return ""
-}
+func Missing() string { return lab.Missing() }
 
 // Require skips t when a lab cannot be built here, with the reason; with
 // HOPCHECK_LAB=required it fails t instead.

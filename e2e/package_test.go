@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"compress/gzip"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hopcheck/hopcheck/lab/labtest"
+)
+
+// What the Debian package installs, as dpkg-deb -c lists it.
+var packagedFiles = []string{
+	"./usr/bin/hopcheck",
+	"./usr/share/man/man1/hopcheck.1.gz",
+	"./usr/share/bash-completion/completions/hopcheck",
+	"./usr/share/zsh/vendor-completions/_hopcheck",
+	"./usr/lib/systemd/system/hopcheck.service",
+	"./usr/lib/systemd/system/hopcheck.timer",
+	"./etc/default/hopcheck",
+}
+
+// What is left after dpkg -r: the conffile, and the state the service and
+// the admin made (Debian keeps them until purge).
+var keptUntilPurge = []string{"/etc/default/hopcheck", "/etc/hopcheck", "/var/lib/hopcheck"}
+
+// requirePackaging skips (or, with HOPCHECK_LAB=required, fails) where the
+// package cannot be installed for real: it needs root and dpkg, and must
+// not replace a hopcheck package someone installed on this machine.
+func requirePackaging(t *testing.T) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "installing the package needs root"
+	case !onPath("dpkg", "dpkg-deb", "getcap", "setpriv", "make"):
+		why = "installing the package needs dpkg, dpkg-deb, getcap (libcap2-bin), setpriv and make (scripts/deps.sh)"
+	case exec.Command("dpkg", "-s", "hopcheck").Run() == nil:
+		why = "a hopcheck package is installed on this machine; the test would replace it"
+	case exec.Command("getent", "passwd", "hopcheck").Run() == nil:
+		why = "a user hopcheck exists on this machine; the package would take it as its service user"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv(labtest.RequiredEnv) == "required" {
+		t.Fatalf("%s (%s=required)", why, labtest.RequiredEnv)
+	}
+	t.Skipf("%s; set %s=required to fail instead", why, labtest.RequiredEnv)
+}
+
+func onPath(tools ...string) bool {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// TestDebianPackage builds the package with `make deb`, checks its
+// contents, installs it on this machine, checks the capability, the
+// service user and the units (installed, not enabled), then removes and
+// purges it and checks that nothing of it is left.
+func TestDebianPackage(t *testing.T) {
+	requirePackaging(t)
+	dist := t.TempDir()
+	start := time.Now()
+	build := exec.Command("make", "-C", "..", "deb", "DIST="+dist)
+	// Under `make test` the outer make's flags (jobserver, -n, -s) must
+	// not reach this one.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") && !strings.HasPrefix(kv, "MAKELEVEL=") {
+			build.Env = append(build.Env, kv)
+		}
+	}
+	build.Env = append(build.Env, "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make deb: %v\n%s", err, out)
+	}
+	t.Logf("make deb: %v", time.Since(start).Round(time.Second))
+	debs, _ := filepath.Glob(filepath.Join(dist, "hopcheck_*_amd64.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %v in %s; want one hopcheck_*_amd64.deb", debs, dist)
+	}
+	deb := debs[0]
+
+	listing := mustRun(t, "dpkg-deb", "-c", deb)
+	listed := map[string]string{}
+	for _, line := range strings.Split(listing, "\n") {
+		if f := strings.Fields(line); len(f) >= 6 {
+			listed[f[len(f)-1]] = f[0]
+		}
+	}
+	for _, want := range packagedFiles {
+		if _, ok := listed[want]; !ok {
+			t.Errorf("dpkg-deb -c lacks %s:\n%s", want, listing)
+		}
+	}
+	if mode := listed["./usr/bin/hopcheck"]; mode != "-rwxr-xr-x" {
+		t.Errorf("/usr/bin/hopcheck mode %s; want -rwxr-xr-x", mode)
+	}
+	if conffiles := mustRun(t, "dpkg-deb", "-I", deb, "conffiles"); strings.TrimSpace(conffiles) != "/etc/default/hopcheck" {
+		t.Errorf("conffiles %q; want /etc/default/hopcheck", conffiles)
+	}
+	if depends := mustRun(t, "dpkg-deb", "-f", deb, "Depends"); !strings.Contains(depends, "libcap2-bin") {
+		t.Errorf("Depends %q; want libcap2-bin (setcap in postinst)", depends)
+	}
+
+	t.Cleanup(func() {
+		if exec.Command("dpkg", "-s", "hopcheck").Run() == nil {
+			if out, err := exec.Command("dpkg", "-P", "hopcheck").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: dpkg -P hopcheck: %v\n%s", err, out)
+			}
+		}
+	})
+	mustRun(t, "dpkg", "-i", deb)
+	if caps := mustRun(t, "getcap", "/usr/bin/hopcheck"); !strings.Contains(caps, "cap_net_raw") {
+		t.Errorf("getcap /usr/bin/hopcheck = %q; want cap_net_raw", caps)
+	}
+	if v := mustRun(t, "/usr/bin/hopcheck", "--version"); !strings.Contains(v, "commit ") || !strings.Contains(v, "go1.") {
+		t.Errorf("hopcheck --version = %q; want version, commit and Go version", v)
+	}
+	if pw := mustRun(t, "getent", "passwd", "hopcheck"); !strings.Contains(pw, "/usr/sbin/nologin") {
+		t.Errorf("service user %q; want a system user without a shell", pw)
+	}
+	// The capability works for the unprivileged service user: a raw ICMP
+	// trace of loopback (nothing leaves this host).
+	if out, err := exec.Command("setpriv", "--reuid", "hopcheck", "--regid", "hopcheck", "--clear-groups",
+		"/usr/bin/hopcheck", "trace", "--privilege", "raw", "-n", "--protocol", "icmp", "--max-hops", "2", "--format", "json", "127.0.0.1").CombinedOutput(); err != nil || !strings.Contains(string(out), `"reached": true`) {
+		t.Errorf("raw trace of loopback as user hopcheck: %v\n%s", err, out)
+	}
+	unit, err := os.ReadFile("/usr/lib/systemd/system/hopcheck.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"User=hopcheck", "AmbientCapabilities=CAP_NET_RAW", "LoadCredential=token:/etc/hopcheck/token",
+		"EnvironmentFile=/etc/default/hopcheck", "ExecStart=/usr/bin/hopcheck run ", "--history ", "--metrics-file ", "--token-file %d/token"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("hopcheck.service lacks %q", want)
+		}
+	}
+	if exists("/etc/systemd/system/timers.target.wants/hopcheck.timer") {
+		t.Errorf("the package enabled hopcheck.timer; it must only install it")
+	}
+	if onPath("systemd-analyze") {
+		if out, err := exec.Command("systemd-analyze", "verify", "--man=no", "/usr/lib/systemd/system/hopcheck.service",
+			"/usr/lib/systemd/system/hopcheck.timer").CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	}
+	man, err := os.Open("/usr/share/man/man1/hopcheck.1.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(zr)
+	man.Close()
+	for _, want := range []string{".TH hopcheck 1", "soak", "--metrics-file"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("man page lacks %q", want)
+		}
+	}
+	if out, err := exec.Command("bash", "-c", "source /usr/share/bash-completion/completions/hopcheck && complete -p hopcheck").CombinedOutput(); err != nil || !strings.Contains(string(out), "_hopcheck") {
+		t.Errorf("bash completion: %v %q; want a completion function for hopcheck", err, out)
+	}
+	// An admin enables the timer (systemctl does that offline too); dpkg -r
+	// must not leave its symlink behind.
+	const wants = "/etc/systemd/system/timers.target.wants/hopcheck.timer"
+	enabled := false
+	if onPath("systemctl") {
+		if out, err := exec.Command("systemctl", "enable", "hopcheck.timer").CombinedOutput(); err != nil {
+			t.Logf("systemctl enable hopcheck.timer: %v %s (not checked)", err, out)
+		} else {
+			enabled = exists(wants)
+		}
+	}
+	t.Logf("timer enabled by systemctl for the removal check: %v", enabled)
+	// What the service and the admin add: purge removes it too.
+	mustRun(t, "install", "-d", "-o", "hopcheck", "-g", "hopcheck", "/var/lib/hopcheck/history")
+	if err := os.WriteFile("/etc/hopcheck/token", []byte("not-a-real-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	mustRun(t, "dpkg", "-r", "hopcheck")
+	for _, f := range packagedFiles {
+		path := strings.TrimPrefix(f, ".")
+		kept := false
+		for _, k := range keptUntilPurge {
+			kept = kept || path == k
+		}
+		if exists(path) != kept {
+			t.Errorf("after dpkg -r: %s exists %v; want %v", path, exists(path), kept)
+		}
+	}
+	if enabled && exists(wants) {
+		t.Errorf("after dpkg -r: %s is left (the timer the admin enabled)", wants)
+	}
+	mustRun(t, "dpkg", "-P", "hopcheck")
+	for _, path := range append(keptUntilPurge, "/usr/bin/hopcheck", "/usr/lib/systemd/system/hopcheck.service") {
+		if exists(path) {
+			t.Errorf("after dpkg -P: %s is left", path)
+		}
+	}
+	for _, db := range []string{"passwd", "group"} {
+		if exec.Command("getent", db, "hopcheck").Run() == nil {
+			t.Errorf("after dpkg -P: %s entry hopcheck is left", db)
+		}
+	}
+	if exec.Command("dpkg", "-s", "hopcheck").Run() == nil {
+		t.Errorf("after dpkg -P: dpkg -s hopcheck still knows the package")
+	}
+}
