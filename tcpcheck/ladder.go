@@ -46,6 +46,7 @@ const (
 	goalRelative = 0.048
 	goalAbsolute = 280 * time.Millisecond
 	minSpacing   = 50 * time.Millisecond // targets closer than this to an edge or an age add nothing
+	sentinelFrom = 4                     // slots needed before one is kept as the sentinel
 	// MaxIdleConns is the most connections one idle test opens in all
 	// (ladder, keepalive check, IP_MINTTL check, redials included).
 	MaxIdleConns = 16
@@ -154,9 +155,10 @@ func (l *Ladder) Plan(slots []Slot) []time.Duration {
 		// The oldest connection is the sentinel: never reused during the
 		// climb, it is the one that sees a box's FIN or RST at expiry at T
 		// plus one round trip.
-		// It tests the maximum only.
+		// It tests the maximum only. With fewer than sentinelFrom slots all
+		// climb.
 		climbers := order
-		if len(order) > 1 {
+		if len(order) >= sentinelFrom {
 			climbers = order[1:]
 			if slots[order[0]].Age+minSpacing <= l.Max {
 				out[order[0]] = l.Max

@@ -70,6 +70,14 @@ func TestLadderPlanClimbGivesRungsToTheOldest(t *testing.T) {
 	}
 }
 
+func TestLadderPlanFewSlotsAllClimb(t *testing.T) {
+	l := NewLadder(30 * time.Second)
+	got := l.Plan(make([]Slot, 3))
+	if got[0] != l.Rungs[0] || got[1] != l.Rungs[1] || got[2] != l.Rungs[2] {
+		t.Errorf("plan %v: with 3 slots none waits as the sentinel", got)
+	}
+}
+
 func TestLadderPlanRefine(t *testing.T) {
 	s := time.Second
 	ms := time.Millisecond
