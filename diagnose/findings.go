@@ -86,6 +86,9 @@ func refine(f Finding, t TargetReport) Finding {
 			}
 			f.Hop, f.HopAddress, f.Origin = in.Hop, in.HopAddress, probe.OriginMiddlebox
 			f.Confidence = "high"
+			if f.IdleVerdict != nil {
+				f.Advice = f.IdleVerdict.WithOwnerAdvice(f.Advice, f.IdleTimeoutS)
+			}
 		case "server-reset":
 			// Every router still forwarded the expired flow: the server reset
 			// it, or a NAT remapped the port so that the server saw a stranger.

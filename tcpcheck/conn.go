@@ -393,6 +393,22 @@ func (cn *Conn) SetMinTTL(v int) error {
 	return serr
 }
 
+// SetUserTimeout bounds how long sent data may stay unacknowledged
+// (TCP_USER_TIMEOUT).
+func (cn *Conn) SetUserTimeout(d time.Duration) error {
+	rc, err := cn.tcp.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 // SetKeepAlive turns TCP keepalive on with probes every interval after
 // idle (the verification of an idle-timeout fix).
 func (cn *Conn) SetKeepAlive(idle time.Duration) error {

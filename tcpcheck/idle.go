@@ -22,7 +22,12 @@ const (
 	slotFailed                          // a reuse after idling failed
 	slotEnded                           // FIN or RST while idle
 	slotStopped                         // the slot's goroutine ended
+	slotReusing                         // a reuse after idling started
 )
+
+// stopSlot is the control message that closes a slot's connection for
+// good (Retire with the connection budget spent).
+const stopSlot time.Duration = -2
 
 // Idle failure behaviours (IdleResult.Behaviour).
 const (
@@ -42,6 +47,7 @@ type slotMsg struct {
 	behaviour string
 	attr      *probe.Attribution
 	recIndex  int
+	handshake time.Duration // opened: the TCP handshake's time (a round trip)
 }
 
 // behaviourOf names how an idle connection failed.
@@ -71,6 +77,9 @@ func endBehaviour(err error) string {
 func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration, out chan<- slotMsg) {
 	failures := 0
 	for ctx.Err() == nil {
+		if s.idleDials.Add(1) > int32(s.idleDialCap) {
+			return // the test's connection budget is spent
+		}
 		dr := Dial(ctx, s.opt.Dial, s.dst)
 		if dr.Conn == nil && ctx.Err() != nil {
 			return
@@ -95,8 +104,16 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 		failures = 0
 		s.learn(dr.LocalPort)
 		cn := dr.Conn
+		handshake := time.Duration(dr.Phases.TCP * float64(time.Millisecond))
+		// A silent drop shows when the retransmissions of the reuse give
+		// up: after a few round trips, not the default seconds.
+		if ut := min(max(idleUserTimeout, 8*handshake), s.opt.Dial.UserTimeout); ut > 0 && ut < s.opt.Dial.UserTimeout {
+			if err := cn.SetUserTimeout(ut); err != nil {
+				s.logf("TCP_USER_TIMEOUT: %v", err)
+			}
+		}
 		idx := s.add(rec)
-		out <- slotMsg{slot: id, kind: slotOpened, fresh: cn.Fresh, recIndex: idx}
+		out <- slotMsg{slot: id, kind: slotOpened, fresh: cn.Fresh, recIndex: idx, handshake: handshake}
 		if !s.holdConn(ctx, id, cn, idx, ctl, out) {
 			return
 		}
@@ -136,6 +153,10 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 				cn.Abort()
 				return true
 			}
+			if t == stopSlot {
+				cn.Abort()
+				return false
+			}
 			target = t
 		case ev, ok := <-cn.Events():
 			stop()
@@ -162,7 +183,15 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 		case <-fire:
 			age := s.now().Sub(cn.Fresh)
 			reqStart := s.now()
+			out <- slotMsg{slot: id, kind: slotReusing, age: age, recIndex: idx}
+			// A reuse still waiting when the ladder is done (a drop being
+			// confirmed) is cut short: its answer is no longer needed.
+			stopAbort := context.AfterFunc(ctx, func() { cn.Abort() })
 			o, at, err := cn.Reuse()
+			if !stopAbort() || ctx.Err() != nil {
+				cn.Abort()
+				return false
+			}
 			if err == nil {
 				s.mu.Lock()
 				s.res.Connections[idx].Uses++
@@ -172,8 +201,22 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 				continue
 			}
 			pk, attr := s.packets(port, reqStart, o.IsReset() || o == OutcomeClosed)
+			locating := false
 			if o == OutcomeTimeout {
-				s.dropOnce.Do(func() { s.locateDrop(ctx, cn) })
+				// Locate the drop on this flow while the ladder goes on: its
+				// answer must not wait for the in-flow trace.
+				s.dropOnce.Do(func() {
+					locating = true
+					s.locating.Add(1)
+					flow := s.attr.Flow(port)
+					go func() {
+						defer s.locating.Done()
+						defer cn.Abort()
+						lctx, cancel := context.WithTimeout(s.outer, time.Minute)
+						defer cancel()
+						s.locateDrop(lctx, cn, flow)
+					}()
+				})
 			}
 			flow := s.flowCapture(port) // after the in-flow trace: its probes and answers are the flow's
 			s.mu.Lock()
@@ -183,7 +226,9 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 			s.res.Counts[OutcomeOK]--
 			s.res.Counts[o]++
 			s.mu.Unlock()
-			cn.Abort()
+			if !locating {
+				cn.Abort()
+			}
 			out <- slotMsg{slot: id, kind: slotFailed, age: age, behaviour: behaviourOf(o), attr: attr, recIndex: idx}
 			return true
 		}
@@ -198,7 +243,23 @@ type slotState struct {
 	target time.Duration
 	busy   bool // dialing
 	done   bool
+	// reusing: a reuse at idle age reuseAge started at reuseAt and has
+	// not been answered yet.
+	reusing  bool
+	reuseAt  time.Time
+	reuseAge time.Duration
 }
+
+// Idle runner tuning.
+const (
+	// idleUserTimeout is the least TCP_USER_TIMEOUT of ladder connections
+	// (8 handshake round trips when longer, at most DialConfig's).
+	idleUserTimeout = time.Second
+	// answerDue is how long a reuse's answer may take beyond 4 handshake
+	// round trips before the ladder treats the reuse as a probable
+	// failure (Ladder.Pending).
+	answerDue = 250 * time.Millisecond
+)
 
 // idleFailure is one failure the ladder learnt from.
 type idleFailure struct {
@@ -212,6 +273,7 @@ type idleFailure struct {
 func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result, []Finding) {
 	s := newSession(opt, job, start)
 	defer s.close()
+	s.outer = ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -225,10 +287,13 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	if !s.observing() {
 		extras++
 	}
-	// --conns bounds all simultaneous connections, the checks included.
+	// --conns bounds all simultaneous connections, the checks included;
+	// MaxIdleConns all connections of the test, redials included.
 	if width > extras {
 		width -= extras
 	}
+	width = min(width, MaxIdleConns-extras)
+	s.idleDialCap = MaxIdleConns - extras
 	// Without packet capture, learn the server's TTL with IP_MINTTL.
 	serverTTL := make(chan int, 2)
 	if !s.observing() {
@@ -240,9 +305,21 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 			serverTTL <- ttl
 		}()
 	}
-	abStarted := false
+	// The checks' connections open now, beside the ladder's: when the
+	// ladder is done they have idled long enough already.
+	abStarted := !s.observing()
 	abFinal := make(chan time.Duration, 1)
 	abRes := make(chan *probe.Attribution, 1)
+	if abStarted {
+		go s.minTTLCheck(serverTTL, abFinal, abRes)
+	}
+	verifyStarted := opt.Verify
+	verifyRes := make(chan string, 1)
+	verifyFinal := make(chan time.Duration, 1)
+	verifyLo := make(chan time.Duration, 1)
+	if verifyStarted {
+		go s.verify(verifyLo, verifyFinal, verifyRes)
+	}
 	out := make(chan slotMsg, 4*width)
 	slots := make([]*slotState, width)
 	running := 0
@@ -256,10 +333,9 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	}
 	var failures []idleFailure
 	survivedN, openFailed := 0, 0
-	verifyStarted := false
-	verifyRes := make(chan string, 1)
-	verifyFinal := make(chan time.Duration, 1)
 	ladderDone := false
+	var handshake time.Duration // the longest TCP handshake seen
+	due := func() time.Duration { return answerDue + 4*handshake }
 
 	replan := func() {
 		if l.Done() {
@@ -268,8 +344,14 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		var idx []int
 		var in []Slot
 		now := s.now()
+		l.Pending = 0
+		for _, st := range slots {
+			if st.reusing && now.Sub(st.reuseAt) >= due() && st.reuseAge > l.Lo && (l.Pending == 0 || st.reuseAge < l.Pending) {
+				l.Pending = st.reuseAge
+			}
+		}
 		for i, st := range slots {
-			if st.open && !st.busy && !st.done {
+			if st.open && !st.busy && !st.done && !st.reusing {
 				idx = append(idx, i)
 				in = append(in, Slot{Age: now.Sub(st.fresh), Target: st.target})
 			}
@@ -284,32 +366,75 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 			st.target = p
 			if p == Retire {
 				st.open, st.busy, st.target = false, true, 0
+				if s.idleDials.Load() >= int32(s.idleDialCap) {
+					p = stopSlot // no budget for a fresh one
+				}
 			}
 			st.ctl <- p
 		}
 	}
 
 	for running > 0 {
+		// Wake up when an unanswered reuse becomes a probable failure.
+		var wake <-chan time.Time
+		var wakeTimer *time.Timer
+		if !ladderDone {
+			next := time.Duration(-1)
+			for _, st := range slots {
+				if st.reusing && st.reuseAge > l.Lo && (l.Pending == 0 || st.reuseAge < l.Pending) {
+					if d := st.reuseAt.Add(due()).Sub(s.now()); d > 0 && (next < 0 || d < next) {
+						next = d
+					}
+				}
+			}
+			if next >= 0 {
+				wakeTimer = time.NewTimer(next)
+				wake = wakeTimer.C
+			}
+		}
 		var m slotMsg
+		woken := false
 		select {
 		case m = <-out:
+		case <-wake:
+			woken = true
 		case <-ctx.Done():
 			m = <-out
 		}
+		if wakeTimer != nil {
+			wakeTimer.Stop()
+		}
+		if woken {
+			replan()
+			continue
+		}
 		st := slots[m.slot]
+		if m.kind != slotReusing {
+			st.reusing = false
+		}
 		switch m.kind {
+		case slotReusing:
+			st.reusing, st.reuseAt, st.reuseAge = true, s.now(), m.age
 		case slotStopped:
 			running--
 			st.done = true
 			continue
 		case slotOpened:
 			st.open, st.busy, st.fresh, st.target = true, false, m.fresh, 0
+			handshake = max(handshake, m.handshake)
 		case slotDialFailed:
 			openFailed++
 		case slotSurvived:
 			st.fresh, st.target = m.fresh, 0
 			survivedN++
 			l.Survived(m.age)
+			if verifyStarted {
+				select { // the latest Lo wins
+				case <-verifyLo:
+				default:
+				}
+				verifyLo <- l.Lo
+			}
 		case slotFailed, slotEnded:
 			st.open, st.busy, st.target = false, true, 0
 			f := idleFailure{age: m.age, behaviour: m.behaviour, attr: m.attr, whileIdle: m.kind == slotEnded}
@@ -319,14 +444,6 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 				// The box or server signalled the expiry when it happened:
 				// the connection lived idle until just before.
 				l.Survived(m.age - minSpacing)
-			}
-			if !s.observing() && !abStarted && f.behaviour == behaviourReset {
-				abStarted = true
-				go s.minTTLCheck(serverTTL, abFinal, abRes)
-			}
-			if opt.Verify && !verifyStarted && f.behaviour != behaviourClose {
-				verifyStarted = true
-				go s.verify(l.Lo, verifyFinal, verifyRes)
 			}
 		}
 		if m.kind == slotDialFailed && openFailed >= 3*width && survivedN == 0 && len(failures) == 0 {
@@ -341,12 +458,23 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 			replan()
 		}
 	}
+	s.locating.Wait()
 	verified := "not-tested"
+	// The checks apply to an idle failure (a reset, for the IP_MINTTL
+	// one), not to a close; otherwise they end untested.
+	checked := func(ok func(f idleFailure) bool) time.Duration {
+		for _, f := range failures {
+			if ok(f) {
+				return l.Hi
+			}
+		}
+		return 0
+	}
 	if verifyStarted {
-		verifyFinal <- l.Hi
+		verifyFinal <- checked(func(f idleFailure) bool { return f.behaviour != behaviourClose })
 	}
 	if abStarted {
-		abFinal <- l.Hi
+		abFinal <- checked(func(f idleFailure) bool { return f.behaviour == behaviourReset })
 		if a := <-abRes; a != nil {
 			for i := range failures {
 				if failures[i].attr == nil {
@@ -378,10 +506,11 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	return s.res, findings
 }
 
-// verify opens one connection with TCP keepalive at half the survived
-// idle time and, once the ladder has settled on the timeout (sent on
-// final), holds it idle past the timeout and reuses it.
-func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<- string) {
+// verify opens one connection at the start with TCP keepalive at half
+// the longest idle time known to survive (updates on lo; at least 1 s)
+// and, once the ladder has settled on the timeout (sent on final), holds
+// it idle past the timeout and reuses it.
+func (s *session) verify(lo <-chan time.Duration, final <-chan time.Duration, res chan<- string) {
 	dr := Dial(context.Background(), s.opt.Dial, s.dst)
 	if dr.Conn == nil {
 		<-final
@@ -390,12 +519,27 @@ func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<
 	}
 	cn := dr.Conn
 	defer cn.Abort()
-	if err := cn.SetKeepAlive(max(lo/2, time.Second)); err != nil {
+	keepalive := time.Second
+	if err := cn.SetKeepAlive(keepalive); err != nil {
 		<-final
 		res <- "not-tested"
 		return
 	}
-	hi := <-final
+	var hi time.Duration
+wait:
+	for {
+		select {
+		case l := <-lo:
+			// Setting the idle time again re-arms the kernel's keepalive
+			// timer from the last packet.
+			if k := l / 2; k > keepalive+keepalive/10 {
+				keepalive = k
+				_ = cn.SetKeepAlive(keepalive)
+			}
+		case hi = <-final:
+			break wait
+		}
+	}
 	if hi <= 0 {
 		res <- "not-tested"
 		return
@@ -424,8 +568,9 @@ func holdAndReuse(cn *Conn, hi time.Duration) Outcome {
 }
 
 // minTTLCheck is the unprivileged A/B check of a reset's origin: one
-// connection idles past the timeout (from final), then gets IP_MINTTL one
-// above the server's TTL (from ttl) and is reused.
+// connection, opened at the start, idles past the timeout (from final),
+// then gets IP_MINTTL one above the server's TTL (from ttl) and is
+// reused.
 func (s *session) minTTLCheck(ttl <-chan int, final <-chan time.Duration, res chan<- *probe.Attribution) {
 	dr := Dial(context.Background(), s.opt.Dial, s.dst)
 	if dr.Conn != nil {
@@ -488,6 +633,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 	}
 	f.Evidence = append(f.Evidence, fmt.Sprintf("%d connection(s) failed (%s) after idling %.1fs or more; the longest idle that still worked was %.1fs",
 		sameBehaviour, idle.Behaviour, idle.BracketS[1], idle.BracketS[0]))
+
 	if whileIdle > 0 {
 		f.Evidence = append(f.Evidence, fmt.Sprintf("%d of them were ended by the other side while idle, at the moment of expiry", whileIdle))
 	}
@@ -524,5 +670,13 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		f.Evidence = append(f.Evidence, "a connection with TCP keepalive at half the timeout did NOT survive past it: the box ignores keepalives; evict idle connections instead")
 	}
 	f.Advice = IdleAdvice(l.Estimate(), idle.Behaviour)
+	// A box's timeout (not the server's keep-alive) is judged against RFC
+	// 5382 and the vendor defaults, for its owner.
+	if f.Origin != probe.OriginServer && (f.Kind != KindIdleClose || f.Origin == probe.OriginMiddlebox) {
+		verdict := NewIdleVerdict(idle.TimeoutS, idle.BracketS[0], idle.BracketS[1])
+		f.IdleVerdict = &verdict
+		f.Evidence = append(f.Evidence, verdict.Evidence(idle.TimeoutS))
+		f.Advice = verdict.WithOwnerAdvice(f.Advice, idle.TimeoutS)
+	}
 	return f
 }

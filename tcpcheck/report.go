@@ -230,9 +230,12 @@ type Finding struct {
 	Advice       string       `json:"advice"`
 	IdleTimeoutS float64      `json:"idle_timeout_s,omitempty"`
 	IdleBracketS []float64    `json:"idle_bracket_s,omitempty"`
-	Limit        int          `json:"limit,omitempty"`
-	Rate         float64      `json:"rate,omitempty"`
-	RateCI       []float64    `json:"rate_ci,omitempty"`
+	// IdleVerdict (idle kinds) judges the timeout against RFC 5382 and
+	// the common vendor defaults.
+	IdleVerdict *IdleVerdict `json:"idle_verdict,omitempty"`
+	Limit       int          `json:"limit,omitempty"`
+	Rate        float64      `json:"rate,omitempty"`
+	RateCI      []float64    `json:"rate_ci,omitempty"`
 	// TransferBytes of ExpectedBytes arrived before a midstream-close
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hopcheck/hopcheck/localise"
@@ -53,6 +54,15 @@ type session struct {
 
 	dropOnce sync.Once
 	dropAttr *probe.Attribution // where the flow state was lost (in-flow trace), nil unknown
+	locating sync.WaitGroup     // the in-flow trace of a dropped flow
+	// outer is the test's context before the idle runner's own
+	// cancellation (the in-flow trace outlives the ladder).
+	outer context.Context
+
+	// idleDials counts the idle ladder's connection attempts, at most
+	// idleDialCap.
+	idleDials   atomic.Int32
+	idleDialCap int
 
 	mu       sync.Mutex
 	res      Result
@@ -217,11 +227,12 @@ func (s *session) evidenceMode() string {
 // locateDrop runs an in-flow trace on a connection whose request went
 // unanswered: the last hop that still answers with time-exceeded for the
 // flow's own segments is the box that drops them.
-func (s *session) locateDrop(ctx context.Context, cn *Conn) {
+// flow is what the observer saw of it, taken before its record is
+// forgotten.
+func (s *session) locateDrop(ctx context.Context, cn *Conn, flow probe.FlowRecord) {
 	if !s.observing() || !s.dst.Addr().Is4() {
 		return
 	}
-	flow := s.attr.Flow(cn.Local.Port())
 	if !flow.Seen {
 		return
 	}
