@@ -1,7 +1,6 @@
 package tcpcheck
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -19,18 +18,50 @@ import (
 	"github.com/hopcheck/hopcheck/probe"
 )
 
-// hopcheck's Start-Ok: PLAIN with the token as user name and an empty
-// password, client properties naming hopcheck.
+// clientPropertiesFixture is hopcheck's Start-Ok client-properties table
+// as it goes on the wire: the RabbitMQ Java client's product, version,
+// platform and six capabilities, and hopcheck's name.
+const clientPropertiesFixture = "\x00\x00\x01\x41" + // 321 bytes
+	"\x07productS\x00\x00\x00\x08RabbitMQ" +
+	"\x07versionS\x00\x00\x00\x065.21.0" +
+	"\x08platformS\x00\x00\x00\x04Java" +
+	"\x0binformationS\x00\x00\x00\x3bhopcheck connectivity check: logs in and idles, no channels" +
+	"\x0fconnection_nameS\x00\x00\x00\x08hopcheck" +
+	"\x0ccapabilitiesF\x00\x00\x00\x8c" + // 140 bytes
+	"\x12publisher_confirmst\x01" +
+	"\x1aexchange_exchange_bindingst\x01" +
+	"\x0abasic.nackt\x01" +
+	"\x16consumer_cancel_notifyt\x01" +
+	"\x12connection.blockedt\x01" +
+	"\x1cauthentication_failure_closet\x01"
+
+// hopcheck's Start-Ok: the Java client's client-properties, PLAIN with the
+// token as user name and an empty password.
 func TestStartOkFrame(t *testing.T) {
 	so, err := amqp.EncodeStartOk(startOk("tok"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(so, []byte("\x05PLAIN\x00\x00\x00\x05\x00tok\x00\x05en_US\xce")) || !bytes.Contains(so, []byte("\x07productS\x00\x00\x00\x08hopcheck")) {
-		t.Errorf("start-ok % x", so)
+	want := "\x01\x00\x00\x00\x00\x01\x5e" + // method frame, channel 0, 350 bytes
+		"\x00\x0a\x00\x0b" + clientPropertiesFixture + "\x05PLAIN\x00\x00\x00\x05\x00tok\x00\x05en_US\xce"
+	if string(so) != want {
+		t.Fatalf("start-ok\ngot  %q\nwant %q", so, want)
 	}
-	if fr, n, err := amqp.DecodeFrame(so); err != nil || n != len(so) || fr.Type != amqp.FrameMethod {
-		t.Errorf("start-ok does not frame: %v", err)
+	fr, n, err := amqp.DecodeFrame(so)
+	if err != nil || n != len(so) || fr.Type != amqp.FrameMethod {
+		t.Fatalf("start-ok does not frame: %v", err)
+	}
+	got, err := amqp.DecodeStartOk(fr.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range JavaClientCapabilities {
+		if !amqp.Capability(got.ClientProperties, c) {
+			t.Errorf("capability %s not announced", c)
+		}
+	}
+	if len(JavaClientCapabilities) != 6 || amqp.Capability(got.ClientProperties, "direct_reply_to") {
+		t.Errorf("capabilities %v: want the Java client's six, none of the broker's", JavaClientCapabilities)
 	}
 }
 
