@@ -66,6 +66,7 @@ func runCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "privilege", Value: "auto", Usage: "auto|raw|unprivileged"},
 			&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 			&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
+			&ucli.StringFlag{Name: "tls-profile", Value: string(tcpcheck.DefaultTLSProfile), Usage: "TLS ClientHello to send: java (the UOF Java SDK's, a few hundred bytes), dotnet (the .NET SDK's, the same size), go (Go's own, about 1.5 KB with a post-quantum key share)"},
 			&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
 			&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); default: virtual_host of whoami.xml from an https:// target of the run; without it AMQP connections stop after Connection.Start"},
 			&ucli.StringFlag{Name: "data-path", Value: tcpcheck.DefaultDataPath, Usage: "HTTP path the data test downloads (default: the market descriptions the UOF SDKs fetch at start-up; needs the token)"},
@@ -200,12 +201,17 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 	return req, nil
 }
 
-// dialConfigFromFlags reads --ca-file, --insecure, --amqp-vhost and
-// --token-file (or $UOF_ACCESS_TOKEN). The token's content is never
-// echoed.
+// dialConfigFromFlags reads --ca-file, --insecure, --amqp-vhost,
+// --tls-profile (where the command has it) and --token-file (or
+// $UOF_ACCESS_TOKEN). The token's content is never echoed.
 func dialConfigFromFlags(c *ucli.Context) (tcpcheck.DialConfig, error) {
 	d := tcpcheck.DefaultDialConfig()
 	d.Insecure = c.Bool("insecure")
+	profile, err := tcpcheck.ParseTLSProfile(c.String("tls-profile"))
+	if err != nil {
+		return d, usageErr("--tls-profile %q: %v", c.String("tls-profile"), err)
+	}
+	d.TLSProfile = profile
 	if c.IsSet("amqp-vhost") {
 		d.AMQPVHost = c.String("amqp-vhost")
 		if err := tcpcheck.CheckAMQPVHost(d.AMQPVHost); err != nil {

@@ -34,6 +34,7 @@ func tcpFlags() []ucli.Flag {
 		&ucli.DurationFlag{Name: "stall", Value: 10 * time.Second, Usage: "data: no progress this long is a stall"},
 		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 		&ucli.BoolFlag{Name: "insecure", Usage: "do not verify the server certificate"},
+		&ucli.StringFlag{Name: "tls-profile", Value: string(tcpcheck.DefaultTLSProfile), Usage: "TLS ClientHello to send: java (the UOF Java SDK's, a few hundred bytes), dotnet (the .NET SDK's, the same size), go (Go's own, about 1.5 KB with a post-quantum key share)"},
 		&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
 		&ucli.StringFlag{Name: "amqp-vhost", Usage: "AMQP virtual host to log in to with the token (UOF: /unifiedfeed/<bookmaker_id>); without it AMQP connections stop after Connection.Start"},
 		&ucli.BoolFlag{Name: "ipv4", Aliases: []string{"4"}, Usage: "IPv4 addresses only"},
@@ -143,6 +144,7 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 		return req, err
 	}
 	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token, opt.Dial.AMQPVHost = dial.Insecure, dial.RootCAs, dial.Token, dial.AMQPVHost
+	opt.Dial.TLSProfile = dial.TLSProfile
 	req.opt = opt
 	return req, nil
 }

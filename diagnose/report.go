@@ -22,6 +22,9 @@ type Report struct {
 	StartedAt     time.Time `json:"started_at"`
 	DurationS     float64   `json:"duration_s"`
 	Profile       string    `json:"profile"`
+	// TLSProfile is the client whose TLS ClientHello the connections
+	// imitated (java, dotnet, go).
+	TLSProfile tcpcheck.TLSProfile `json:"tls_profile"`
 	// Privilege is the probe tier ("raw" or "unprivileged").
 	Privilege  string         `json:"privilege"`
 	Targets    []TargetReport `json:"targets"`

@@ -71,7 +71,7 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 		now = time.Now
 	}
 	start := now()
-	rep := Report{SchemaVersion: SchemaVersion, StartedAt: start.UTC(), Profile: opt.Profile.Name,
+	rep := Report{SchemaVersion: SchemaVersion, StartedAt: start.UTC(), Profile: opt.Profile.Name, TLSProfile: opt.TCP.Dial.TLSProfile.OrDefault(),
 		Targets: make([]TargetReport, len(jobs)), Findings: []Finding{}}
 	for i, job := range jobs {
 		rep.Targets[i] = TargetReport{Target: job.Target.Name(), Host: job.Target.Spec.Host, Address: job.Addr.String(),

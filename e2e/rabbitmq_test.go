@@ -60,6 +60,9 @@ func TestRabbitMQ(t *testing.T) {
 		r := runIn(t, l, l.ClientNS, nil, "--format", "json", "tcp", "connect", "--count", "2", "--rate", "5",
 			"--ca-file", l.CAFile, "--token-file", wrongToken, "--amqp-vhost", rmq.VHost, target)
 		rep := decodeJSON[tcpcheck.Report](t, r)
+		if rep.TLSProfile != tcpcheck.TLSProfileJava {
+			t.Errorf("tls_profile %q, want the default java", rep.TLSProfile)
+		}
 		if len(rep.Results) != 1 || len(rep.Results[0].Connections) != 2 {
 			t.Fatalf("exit %d; want one result with 2 connections; %s", r.code, resultSummary(rep))
 		}

@@ -205,6 +205,7 @@ func TestTCPBadInput(t *testing.T) {
 		{"data over amqps", []string{"tcp", "data", "amqps://198.18.0.1:5671"}, "amqps://198.18.0.1:5671"},
 		{"unreadable ca-file", []string{"tcp", "connect", "--ca-file", unreadable, "https://198.18.0.1"}, unreadable},
 		{"unreadable token-file", []string{"tcp", "connect", "--token-file", unreadable, "https://198.18.0.1"}, unreadable},
+		{"unknown tls-profile", []string{"tcp", "connect", "--tls-profile", "openssl", "https://198.18.0.1"}, "openssl"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(dir, "report.json")

@@ -35,6 +35,9 @@ type DialConfig struct {
 	AMQPVHost string
 	RootCAs   *x509.CertPool // nil: system roots
 	Insecure  bool
+	// TLSProfile is the client whose ClientHello the connections imitate
+	// ("" = DefaultTLSProfile, the UOF Java SDK's).
+	TLSProfile TLSProfile
 
 	ConnectTimeout time.Duration // SYN to established
 	SetupTimeout   time.Duration // TLS handshake and first exchange
@@ -173,8 +176,7 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 	deadline := time.Now().Add(cfg.SetupTimeout)
 	if cfg.App == AppHTTPS || cfg.App == AppAMQPS {
 		tstart := time.Now()
-		tc := tls.Client(tcp, &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure,
-			NextProtos: nextProtos(cfg.App)})
+		tc := tls.Client(tcp, ClientTLSConfig(cfg))
 		hctx, cancel := context.WithDeadline(ctx, deadline)
 		err := tc.HandshakeContext(hctx)
 		cancel()

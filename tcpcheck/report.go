@@ -25,10 +25,13 @@ type Report struct {
 	// Evidence is "packets" when the flow observer captured every
 	// connection's segments (raw socket), "socket" when only the kernel
 	// socket's errors were seen (weaker: no TTLs, origin unknown).
-	Evidence   string    `json:"evidence"`
-	Results    []Result  `json:"results"`
-	Findings   []Finding `json:"findings"`
-	Incomplete bool      `json:"incomplete"`
+	Evidence string `json:"evidence"`
+	// TLSProfile is the client whose TLS ClientHello the connections
+	// imitated (java, dotnet, go).
+	TLSProfile TLSProfile `json:"tls_profile"`
+	Results    []Result   `json:"results"`
+	Findings   []Finding  `json:"findings"`
+	Incomplete bool       `json:"incomplete"`
 }
 
 // Result is the test of one address of one target.

@@ -10,7 +10,8 @@ import (
 // turn and returns the report.
 func Run(ctx context.Context, test string, opt Options, jobs []Job) Report {
 	start := time.Now()
-	r := Report{SchemaVersion: SchemaVersion, Test: test, StartedAt: start.UTC(), Evidence: "socket", Results: []Result{}, Findings: []Finding{}}
+	r := Report{SchemaVersion: SchemaVersion, Test: test, StartedAt: start.UTC(), Evidence: "socket",
+		TLSProfile: opt.Dial.TLSProfile.OrDefault(), Results: []Result{}, Findings: []Finding{}}
 	if opt.Observe {
 		r.Evidence = "packets"
 	}
