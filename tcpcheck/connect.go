@@ -25,9 +25,9 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	}
 	var mu sync.Mutex
 	var fails []failed
-	t0 := time.Now()
+	t0 := s.now()
 	for i := 0; i < opt.Count && ctx.Err() == nil; i++ {
-		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+		if d := t0.Add(time.Duration(i) * interval).Sub(s.now()); d > 0 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(d):

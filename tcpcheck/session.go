@@ -88,6 +88,9 @@ func (s *session) close() {
 	}
 }
 
+// now is the session's clock (Options.Dial.TimeNow).
+func (s *session) now() time.Time { return s.opt.Dial.now() }
+
 func (s *session) since(t time.Time) float64 {
 	if t.IsZero() {
 		return 0

@@ -80,20 +80,13 @@ var jdkSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
 }
 
-// ClientTLSConfig is the tls.Config of every TLS connection a test makes
-// with cfg (tests, whoami look-ups): server name, trust and cfg's
-// TLSProfile.
-func ClientTLSConfig(cfg DialConfig) *tls.Config {
-	c := &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure}
-	profileTLS(c, cfg.TLSProfile, cfg.App)
-	return c
-}
-
-// profileTLS sets what p changes in c. An empty profile is the default.
-func profileTLS(c *tls.Config, p TLSProfile, app App) {
+// profileTLS sets what p changes in c; nextProtos is the ALPN of the
+// protocol, which only the go profile sends. An empty profile is the
+// default.
+func profileTLS(c *tls.Config, p TLSProfile, nextProtos []string) {
 	switch p.OrDefault() {
 	case TLSProfileGo:
-		c.NextProtos = nextProtos(app)
+		c.NextProtos = nextProtos
 	default: // java, dotnet
 		c.MinVersion, c.MaxVersion = tls.VersionTLS12, tls.VersionTLS13
 		// No X25519MLKEM768: one x25519 key share (Go ignores the order).

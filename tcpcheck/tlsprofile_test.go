@@ -85,7 +85,7 @@ func TestTLSProfileClientHello(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.profile)+"/"+string(tc.app), func(t *testing.T) {
-			cfg := ClientTLSConfig(DialConfig{App: tc.app, ServerName: "mq.betradar.com", TLSProfile: tc.profile})
+			cfg := protocolFor(tc.app).tlsConfig(DialConfig{App: tc.app, ServerName: "mq.betradar.com", TLSProfile: tc.profile})
 			size := clientHelloSize(t, cfg)
 			t.Logf("%s %s: ClientHello %d bytes", tc.profile, tc.app, size)
 			if size < tc.minSize || size > tc.maxSize {
