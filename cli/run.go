@@ -327,6 +327,11 @@ func runRun(c *ucli.Context) error {
 		}
 	}
 	if !rep.Measured() {
+		for _, t := range rep.Targets {
+			if r := t.LoginRefused(); r != nil {
+				return cantRunErr("nothing could be measured: %s", r.Explain())
+			}
+		}
 		return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
 	}
 	if len(rep.Findings) > 0 {

@@ -182,7 +182,8 @@ func runTCP(c *ucli.Context, test string) error {
 	failed := 0
 	for _, r := range report.Results {
 		// A data test whose download was an error page did not run either.
-		if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil)) {
+		// So did a test whose every AMQP login the broker refused.
+		if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil) || r.LoginRefused != nil) {
 			failed++
 		}
 	}

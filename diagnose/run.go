@@ -130,6 +130,12 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 		}
 	}
 	for _, t := range rep.Targets {
+		if t.loginRefused != nil {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: %s; its connection tests did not run", t.Target, t.Address, t.Error))
+			if rep.AMQP != nil && rep.AMQP.Refused == nil {
+				rep.AMQP.Refused = t.loginRefused
+			}
+		}
 		if idle, ok := t.Tests["idle"]; ok && idle.Idle != nil && idle.Idle.Cause != "" {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: AMQP idle not tested past %.0fs: %s", t.Target, t.Address, idle.Idle.BracketS[1], idle.Idle.Note))
 		}
@@ -254,10 +260,18 @@ func runTest(ctx context.Context, opt Options, name string, job tcpcheck.Job, t 
 	default:
 		return
 	}
+	if t.loginRefused != nil {
+		return // the broker refused this address's login already: no more refused logins
+	}
 	opt.logf("[%s] %s", job.Addr, name)
 	res, fs := run(ctx, o, job, start)
+	res = tcpcheck.CheckLoginRefused(res)
 	t.Tests[name] = res
 	t.TestFindings[name] = fs
+	if res.LoginRefused != nil {
+		t.loginRefused = res.LoginRefused
+		t.Error = res.LoginRefused.Explain()
+	}
 }
 
 // serverHop is the hop at which the server answered (0 unknown).

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hopcheck/hopcheck/diagnose"
 	"github.com/hopcheck/hopcheck/lab"
 	"github.com/hopcheck/hopcheck/lab/labtest"
 	"github.com/hopcheck/hopcheck/tcpcheck"
@@ -55,29 +56,73 @@ func TestRabbitMQ(t *testing.T) {
 		}
 		t.Logf("logged in: survived %.1fs idle, wall %v", id.BracketS[0], wall.Round(100*time.Millisecond))
 	})
-	t.Run("wrong token: refused login, 403 named", func(t *testing.T) {
+	// A refused login: outcome login-refused with the broker's reply, the
+	// test stops at its first connection (one refused login, not --count),
+	// exit 3 with one line naming the reply.
+	for _, tc := range []struct {
+		name, tokenFile, vhost string
+		code                   uint16
+		text                   string
+	}{
+		{"wrong token: 403 named, exit 3", wrongToken, rmq.VHost, 403, "ACCESS_REFUSED"},
+		{"wrong vhost: 530 named, exit 3", l.TokenFile(), "/unifiedfeed/7", 530, "NOT_ALLOWED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runIn(t, l, l.ClientNS, nil, "--format", "json", "tcp", "connect", "--count", "5", "--rate", "5",
+				"--ca-file", l.CAFile, "--token-file", tc.tokenFile, "--amqp-vhost", tc.vhost, target)
+			rep := decodeJSON[tcpcheck.Report](t, r)
+			if rep.TLSProfile != tcpcheck.TLSProfileJava {
+				t.Errorf("tls_profile %q, want the default java", rep.TLSProfile)
+			}
+			if r.code != 3 || len(rep.Results) != 1 || len(rep.Findings) != 0 {
+				t.Fatalf("exit %d, findings %v; want exit 3, one result, no finding; %s", r.code, rep.Findings, resultSummary(rep))
+			}
+			if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); !strings.Contains(lines[len(lines)-1], fmt.Sprint(tc.code)) {
+				t.Errorf("stderr %q: want its last line to name %d", r.stderr, tc.code)
+			}
+			res := rep.Results[0]
+			if res.LoginRefused == nil || res.LoginRefused.Code != tc.code || !strings.Contains(res.LoginRefused.Text, tc.text) || !strings.Contains(res.Error, fmt.Sprint(tc.code)) {
+				t.Fatalf("login_refused %+v error %q; want %d %s", res.LoginRefused, res.Error, tc.code, tc.text)
+			}
+			if len(res.Connections) != 1 {
+				t.Errorf("%d connections: want the test to stop at the first refused login", len(res.Connections))
+			}
+			for _, c := range res.Connections {
+				if c.Outcome != tcpcheck.OutcomeLoginRefused || c.Phase != tcpcheck.PhaseApp || c.AMQPReply == nil || c.AMQPReply.Code != tc.code {
+					t.Errorf("connection %d: outcome %s phase %s reply %+v; want login-refused %d in the app phase", c.ID, c.Outcome, c.Phase, c.AMQPReply, tc.code)
+				}
+				// With authentication_failure_close announced RabbitMQ answers
+				// at once; without, it would drop the socket after 3 s, unexplained.
+				if c.EndS-c.StartS > 2 {
+					t.Errorf("connection %d: refused after %.2fs, want the broker's Close at once", c.ID, c.EndS-c.StartS)
+				}
+			}
+			if strings.Contains(r.stdout+r.stderr, "not-the-") {
+				t.Errorf("the (wrong) token appears in the output")
+			}
+		})
+	}
+	t.Run("run, wrong token: a run error naming 403, exit 3", func(t *testing.T) {
 		t.Parallel()
-		r := runIn(t, l, l.ClientNS, nil, "--format", "json", "tcp", "connect", "--count", "2", "--rate", "5",
-			"--ca-file", l.CAFile, "--token-file", wrongToken, "--amqp-vhost", rmq.VHost, target)
-		rep := decodeJSON[tcpcheck.Report](t, r)
-		if rep.TLSProfile != tcpcheck.TLSProfileJava {
-			t.Errorf("tls_profile %q, want the default java", rep.TLSProfile)
+		r := runIn(t, l, l.ClientNS, nil, "--format", "json", "run", "-4", "--profile", "quick",
+			"--target", target, "--ca-file", l.CAFile, "--token-file", wrongToken, "--amqp-vhost", rmq.VHost)
+		rep := decodeJSON[diagnose.Report](t, r)
+		if r.code != 3 || len(rep.Targets) != 1 {
+			t.Fatalf("exit %d, %d targets; want exit 3\nstderr %s", r.code, len(rep.Targets), r.stderr)
 		}
-		if len(rep.Results) != 1 || len(rep.Results[0].Connections) != 2 {
-			t.Fatalf("exit %d; want one result with 2 connections; %s", r.code, resultSummary(rep))
+		if rep.AMQP == nil || rep.AMQP.Refused == nil || rep.AMQP.Refused.Code != 403 || !strings.Contains(rep.Targets[0].Error, "403") {
+			t.Fatalf("amqp %+v, target error %q; want the refusal 403 named", rep.AMQP, rep.Targets[0].Error)
 		}
-		for _, c := range rep.Results[0].Connections {
-			if c.Phase != tcpcheck.PhaseApp || !strings.Contains(c.Error, "403") || !strings.Contains(c.Error, "ACCESS_REFUSED") {
-				t.Errorf("connection %d: outcome %s phase %s error %q; want the broker's 403 ACCESS_REFUSED in the app phase", c.ID, c.Outcome, c.Phase, c.Error)
-			}
-			// With authentication_failure_close announced RabbitMQ answers at
-			// once; without, it would drop the socket after 3 s, unexplained.
-			if c.EndS-c.StartS > 2 {
-				t.Errorf("connection %d: refused after %.2fs, want the broker's Close at once", c.ID, c.EndS-c.StartS)
-			}
+		if !strings.Contains(r.stderr, "403") || strings.Contains(r.stdout+r.stderr, "not-the-") {
+			t.Errorf("stderr %q: want 403 named, never the token", r.stderr)
 		}
-		if strings.Contains(r.stdout+r.stderr, "not-the-") {
-			t.Errorf("the (wrong) token appears in the output")
+		refused := 0
+		for _, res := range rep.Targets[0].Tests {
+			refused += res.Counts[tcpcheck.OutcomeLoginRefused]
+		}
+		if refused != 1 {
+			t.Errorf("%d refused logins in the run: want one (the first test stops, later tests do not dial)", refused)
 		}
 	})
 }

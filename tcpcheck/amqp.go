@@ -1,11 +1,14 @@
 package tcpcheck
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hopcheck/hopcheck/internal/amqp"
@@ -309,3 +312,95 @@ func closedLifetime(cs []ConnRecord) float64 {
 
 // amqpDefaultHandshakeTimeout is RabbitMQ's default handshake_timeout.
 const amqpDefaultHandshakeTimeout = 10 * time.Second
+
+// AMQPReply is a broker's Connection.Close of a refused login, as the
+// reports carry it.
+type AMQPReply struct {
+	Reason string `json:"reason"` // AMQPAuthRefused, AMQPVHostNotAllowed, AMQPRefused
+	Code   uint16 `json:"code"`   // 403, 530, ...
+	Text   string `json:"text"`   // the broker's reply text, the token removed
+}
+
+// Reply is e as a report carries it.
+func (e *AMQPLoginError) Reply() *AMQPReply {
+	return &AMQPReply{Reason: e.Reason, Code: e.Code, Text: e.Text}
+}
+
+// Explain says in words what a refusal means for the user.
+func (r *AMQPReply) Explain() string {
+	hint := ""
+	switch r.Reason {
+	case AMQPAuthRefused:
+		hint = ": the access token (the AMQP user name) is wrong, expired or not allowed on this broker"
+	case AMQPVHostNotAllowed:
+		hint = ": the virtual host is not this token's (UOF: /unifiedfeed/<bookmaker_id>, whoami.xml's virtual_host)"
+	}
+	return fmt.Sprintf("AMQP login refused by the broker: %d %s%s", r.Code, r.Text, hint)
+}
+
+// CheckLoginRefused marks res when the broker refused the AMQP login of
+// every connection it records: nothing of the test could be measured.
+// LoginRefused carries the reply and Error says it in words (replacing a
+// generic "cannot be opened").
+func CheckLoginRefused(res Result) Result {
+	var reply *AMQPReply
+	for _, c := range res.Connections {
+		if c.Outcome != OutcomeLoginRefused || c.AMQPReply == nil {
+			return res
+		}
+		if reply == nil {
+			reply = c.AMQPReply
+		}
+	}
+	if reply == nil {
+		return res
+	}
+	res.LoginRefused = reply
+	if res.Error == "" || strings.HasPrefix(res.Error, "connections cannot be opened") {
+		res.Error = reply.Explain()
+	}
+	return res
+}
+
+// loginGate makes the first AMQP login of a test go alone: once a broker
+// has refused it, the test dials no more. A token or vhost does not change
+// during a test, and every refused login toward the real broker counts
+// against the account.
+type loginGate struct {
+	once    sync.Once
+	done    chan struct{} // closed when the first login has ended
+	refused atomic.Pointer[AMQPLoginError]
+}
+
+// dial opens one connection of the test; skipped is true when it was not
+// dialled because the broker refused the login already (or ctx ended
+// while the first login was under way).
+func (s *session) dial(ctx context.Context) (dr DialResult, skipped bool) {
+	d := s.opt.Dial
+	if d.App != AppAMQPS || d.Token == "" || d.AMQPVHost == "" {
+		return Dial(ctx, d, s.dst), false
+	}
+	first := false
+	s.login.once.Do(func() { s.login.done, first = make(chan struct{}), true })
+	if !first {
+		select {
+		case <-s.login.done:
+		case <-ctx.Done():
+			return DialResult{}, true
+		}
+		if s.login.refused.Load() != nil {
+			return DialResult{}, true
+		}
+		return Dial(ctx, d, s.dst), false
+	}
+	dr = Dial(ctx, d, s.dst)
+	var le *AMQPLoginError
+	if errors.As(dr.Err, &le) {
+		s.login.refused.Store(le)
+	}
+	close(s.login.done)
+	return dr, false
+}
+
+// loginRefused reports whether the broker refused this test's login.
+func (s *session) loginRefused() bool { return s.login.refused.Load() != nil }

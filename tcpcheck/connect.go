@@ -26,7 +26,7 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	var mu sync.Mutex
 	var fails []failed
 	t0 := s.now()
-	for i := 0; i < opt.Count && ctx.Err() == nil; i++ {
+	for i := 0; i < opt.Count && ctx.Err() == nil && !s.loginRefused(); i++ {
 		if d := t0.Add(time.Duration(i) * interval).Sub(s.now()); d > 0 {
 			select {
 			case <-ctx.Done():
@@ -39,8 +39,8 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dr := Dial(ctx, s.opt.Dial, s.dst)
-			if dr.Conn == nil && ctx.Err() != nil {
+			dr, skipped := s.dial(ctx)
+			if skipped || (dr.Conn == nil && ctx.Err() != nil) {
 				return
 			}
 			rec := s.dialRecord(dr)

@@ -71,8 +71,8 @@ func endBehaviour(err error) string {
 func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration, out chan<- slotMsg) {
 	failures := 0
 	for ctx.Err() == nil {
-		dr := Dial(ctx, s.opt.Dial, s.dst)
-		if dr.Conn == nil && ctx.Err() != nil {
+		dr, skipped := s.dial(ctx)
+		if skipped || (dr.Conn == nil && ctx.Err() != nil) {
 			return
 		}
 		rec := s.dialRecord(dr)

@@ -49,6 +49,10 @@ type Result struct {
 	Connections []ConnRecord    `json:"connections"`
 	Idle        *IdleResult     `json:"idle,omitempty"`
 	Concurrency *ConcResult     `json:"concurrency,omitempty"`
+	// LoginRefused is the broker's reply when it refused the AMQP login
+	// of every connection: nothing of the test could be measured (Error
+	// says why in words).
+	LoginRefused *AMQPReply `json:"login_refused,omitempty"`
 	// DNSMs is how long resolving the target's name took (0 for a
 	// literal address); the name is resolved once for all its addresses.
 	DNSMs float64 `json:"dns_ms"`
@@ -160,6 +164,9 @@ type ConnRecord struct {
 	// EndS is when it ended, since the test started.
 	EndS    float64     `json:"end_s,omitempty"`
 	Packets []PacketRec `json:"packets,omitempty"` // FINs and RSTs the observer saw
+	// AMQPReply is the broker's Connection.Close of a refused login
+	// (outcome login-refused).
+	AMQPReply *AMQPReply `json:"amqp_reply,omitempty"`
 }
 
 // PacketRec is one FIN or RST as the flow observer saw it.

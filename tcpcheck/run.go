@@ -68,6 +68,7 @@ func Run(ctx context.Context, test string, opt Options, jobs []Job) Report {
 				delete(res.Counts, o)
 			}
 		}
+		res = CheckLoginRefused(res)
 		res.PhaseStats = phaseStats(res.Connections)
 		r.Results = append(r.Results, res)
 		r.Findings = append(r.Findings, fs...)

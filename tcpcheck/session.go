@@ -2,6 +2,7 @@ package tcpcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -52,6 +53,8 @@ type session struct {
 
 	dropOnce sync.Once
 	dropAttr *probe.Attribution // where the flow state was lost (in-flow trace), nil unknown
+
+	login loginGate // the first AMQP login goes alone (amqp.go)
 
 	mu     sync.Mutex
 	fp     probe.Fingerprint // the server's, from the first SYN-ACK seen
@@ -205,6 +208,10 @@ func (s *session) dialRecord(dr DialResult) ConnRecord {
 	}
 	if dr.Conn != nil {
 		rec.Status = dr.Conn.Status
+	}
+	var le *AMQPLoginError
+	if errors.As(dr.Err, &le) {
+		rec.AMQPReply = le.Reply()
 	}
 	return rec
 }
