@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -185,6 +186,9 @@ func runSoak(c *ucli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := soakLoginCheck(ctx, req.opt.Dial, jobs); err != nil {
+		return err
+	}
 	req.opt.MaxConns = 1000
 	if req.betradar {
 		// Sportradar blocks clients with more than 40 connections: the
@@ -323,4 +327,28 @@ func betradarPool(pool, addrs int, explicit bool) (int, error) {
 		return fit, nil
 	}
 	return 0, usageErr("--pool %d × %d addresses toward *.betradar.com exceeds %d connections; lower --pool or name fewer targets", pool, addrs, tcpcheck.MaxBetradarConns)
+}
+
+// soakLoginCheck logs in once to each amqps:// address before the soak: a
+// broker that refuses the login (wrong token or vhost) would refuse every
+// one of the soak's requests, hours of refused logins toward the real
+// broker. Exit 3 naming the broker's reply; other failures are left to
+// the soak to measure.
+func soakLoginCheck(ctx context.Context, d tcpcheck.DialConfig, jobs []tcpcheck.Job) error {
+	for _, j := range jobs {
+		if j.Target.App != tcpcheck.AppAMQPS {
+			continue
+		}
+		cfg := d
+		cfg.App, cfg.ServerName = j.Target.App, j.Target.ServerName()
+		dr := tcpcheck.Dial(ctx, cfg, j.Target.Endpoint(j.Addr))
+		if dr.Conn != nil {
+			dr.Conn.Close()
+		}
+		var le *tcpcheck.AMQPLoginError
+		if errors.As(dr.Err, &le) {
+			return cantRunErr("%s %s: %s", j.Target.Name(), j.Addr, le.Reply().Explain())
+		}
+	}
+	return nil
 }

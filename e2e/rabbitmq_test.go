@@ -103,6 +103,14 @@ func TestRabbitMQ(t *testing.T) {
 			}
 		})
 	}
+	t.Run("soak, wrong vhost: refused before the soak, exit 3", func(t *testing.T) {
+		t.Parallel()
+		r := runIn(t, l, l.ClientNS, nil, "--format", "json", "soak", "--duration", "1m",
+			"--ca-file", l.CAFile, "--token-file", l.TokenFile(), "--amqp-vhost", "/unifiedfeed/7", target)
+		if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code != 3 || r.stdout != "" || !strings.Contains(lines[len(lines)-1], "530") {
+			t.Fatalf("exit %d stdout %.200q stderr %q; want exit 3, no report, the last line naming 530", r.code, r.stdout, r.stderr)
+		}
+	})
 	t.Run("run, wrong token: a run error naming 403, exit 3", func(t *testing.T) {
 		t.Parallel()
 		r := runIn(t, l, l.ClientNS, nil, "--format", "json", "run", "-4", "--profile", "quick",

@@ -157,6 +157,9 @@ func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
 			if err != nil {
 				return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
 			}
+			// Close-Ok, as RabbitMQ's clients answer: the broker then drops
+			// the connection at once instead of after its 3 s.
+			_ = r.cn.write(amqp.EncodeCloseOk(), r.deadline)
 			return nil, loginError(c, r.cn.cfg.Token)
 		}
 		return nil, &appError{fmt.Sprintf("waiting for %s: got connection method %d", what, method)}
