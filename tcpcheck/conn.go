@@ -141,6 +141,9 @@ type DialResult struct {
 	Phase     Phase // where it failed
 	Err       error
 	FailedAt  time.Time
+	// Segment is TCP_INFO's MSS and path MTU right after connect (nil
+	// when the TCP handshake failed).
+	Segment *SegmentInfo
 }
 
 // Dial connects to addr, does the TLS handshake and the first application
@@ -176,6 +179,7 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 		return fail(PhaseTCP, err)
 	}
 	tcp := nc.(*net.TCPConn)
+	res.Segment = segmentInfo(tcp)
 	cn := &Conn{cfg: cfg, proto: proto, tcp: tcp, c: tcp, events: make(chan event, 4)}
 	if ap, err := netip.ParseAddrPort(tcp.LocalAddr().String()); err == nil {
 		cn.Local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

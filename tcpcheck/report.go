@@ -164,6 +164,9 @@ type ConnRecord struct {
 	// EndS is when it ended, since the test started.
 	EndS    float64     `json:"end_s,omitempty"`
 	Packets []PacketRec `json:"packets,omitempty"` // FINs and RSTs the observer saw
+	// Segment is the MSS advertised and used and the path MTU, right
+	// after connect.
+	Segment *SegmentInfo `json:"segment,omitempty"`
 	// AMQPReply is the broker's Connection.Close of a refused login
 	// (outcome login-refused).
 	AMQPReply *AMQPReply `json:"amqp_reply,omitempty"`

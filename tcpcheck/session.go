@@ -201,7 +201,8 @@ func (s *session) add(rec ConnRecord) int {
 
 // dialRecord turns a dial into a record.
 func (s *session) dialRecord(dr DialResult) ConnRecord {
-	rec := ConnRecord{LocalPort: dr.LocalPort, StartS: s.since(dr.Started), Phases: dr.Phases, Outcome: dr.Outcome, Phase: dr.Phase}
+	rec := ConnRecord{LocalPort: dr.LocalPort, StartS: s.since(dr.Started), Phases: dr.Phases, Outcome: dr.Outcome, Phase: dr.Phase,
+		Segment: dr.Segment}
 	if dr.Err != nil {
 		rec.Error = dr.Err.Error()
 		rec.EndS = s.since(dr.FailedAt)
