@@ -33,12 +33,13 @@ func TestTLSProfilePathMTULearned(t *testing.T) {
 			if rep.TLSProfile != tcpcheck.TLSProfile(tc.profile) || len(rep.Results) != 1 || len(rep.Results[0].Connections) != 4 {
 				t.Fatalf("tls_profile %q; %s", rep.TLSProfile, resultSummary(rep))
 			}
-			var pmtus []int
+			var pmtus, adv []int
 			for _, c := range rep.Results[0].Connections {
 				if c.Outcome != tcpcheck.OutcomeOK || c.Segment == nil {
 					t.Fatalf("connection %d: %s %s, segment %+v; want ok with TCP_INFO", c.ID, c.Outcome, c.Error, c.Segment)
 				}
 				pmtus = append(pmtus, c.Segment.PathMTU)
+				adv = append(adv, c.Segment.AdvMSS)
 			}
 			if pmtus[0] != 1500 {
 				t.Errorf("first connection pmtu %d, want the link's 1500 (nothing learned yet)", pmtus[0])
@@ -50,7 +51,7 @@ func TestTLSProfilePathMTULearned(t *testing.T) {
 			if !tc.learned && last != 1500 {
 				t.Errorf("pmtus %v: want 1500 throughout (the hello draws no frag-needed)", pmtus)
 			}
-			t.Logf("%s: path MTU per connection %v", tc.profile, pmtus)
+			t.Logf("%s: path MTU per connection %v, advertised MSS %v", tc.profile, pmtus, adv)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -155,9 +156,16 @@ func (l *Lab) StartRabbitMQ(ctx context.Context, opt RabbitMQOptions) (*RabbitMQ
 		}
 	}()
 	certDir := filepath.Dir(l.CAFile)
+	leaf, chain, err := rabbitMQCertFiles(filepath.Join(certDir, "server.pem"), l.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: %w", err)
+	}
 	definitions := filepath.Join(r.dir, "definitions.json")
 	files := map[string]string{
-		"rabbitmq.conf":    rabbitMQConfig(opt.Port, l.CAFile, filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), "http://"+r.authLn.Addr().String(), definitions),
+		"leaf.pem":  leaf,
+		"chain.pem": chain,
+		"rabbitmq.conf": rabbitMQConfig(opt.Port, filepath.Join(r.dir, "chain.pem"), filepath.Join(r.dir, "leaf.pem"),
+			filepath.Join(certDir, "server-key.pem"), "http://"+r.authLn.Addr().String(), definitions),
 		"definitions.json": fmt.Sprintf(`{"vhosts":[{"name":%q}]}`+"\n", r.VHost),
 		"enabled_plugins":  "[rabbitmq_auth_backend_http].\n",
 	}
@@ -287,4 +295,32 @@ func killInNamespace(ns, name string) error {
 		}
 	}
 	return nil
+}
+
+// rabbitMQCertFiles splits the lab's server.pem (leaf, then intermediate)
+// for Erlang's ssl: certfile the leaf, cacertfile the intermediate and
+// the CA, from which it builds the chain it sends (leaf + intermediate,
+// as lab-serve does).
+func rabbitMQCertFiles(serverPEM, caPEM string) (leaf, chain string, err error) {
+	b, err := os.ReadFile(serverPEM)
+	if err != nil {
+		return "", "", err
+	}
+	ca, err := os.ReadFile(caPEM)
+	if err != nil {
+		return "", "", err
+	}
+	var blocks []string
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		blocks = append(blocks, string(pem.EncodeToMemory(blk)))
+	}
+	if len(blocks) == 0 {
+		return "", "", fmt.Errorf("%s holds no certificate", serverPEM)
+	}
+	return blocks[0], strings.Join(blocks[1:], "") + string(ca), nil
 }

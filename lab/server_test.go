@@ -74,17 +74,35 @@ func TestWriteCertsVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(pair.Certificate) != 2 {
+		t.Fatalf("server.pem holds %d certificates, want leaf and intermediate", len(pair.Certificate))
+	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}
+	inter, err := x509.ParseCertificate(pair.Certificate[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.PublicKeyAlgorithm != x509.RSA || !inter.IsCA {
+		t.Errorf("leaf key %v, intermediate CA %v: want an RSA leaf under an intermediate CA", leaf.PublicKeyAlgorithm, inter.IsCA)
+	}
+	// The server's flight must not fit one segment (as a public CA's
+	// does not): chain + RSA CertificateVerify (256 B) + the other
+	// messages (~200 B) above a 1460-byte segment.
+	if n := len(pair.Certificate[0]) + len(pair.Certificate[1]); n+256+200 < 1460 {
+		t.Errorf("chain of %d bytes: the server flight would fit one segment", n)
+	}
 	pool := caPool(t, caFile)
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
 	for _, name := range []string{"198.18.6.2", "2001:db8:0:6::2", ServerName} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: name}); err != nil {
 			t.Errorf("verify for %s: %v", name, err)
 		}
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "198.18.6.3"}); err == nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: "198.18.6.3"}); err == nil {
 		t.Error("verified for an address not in the SANs")
 	}
 	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {

@@ -45,6 +45,9 @@ type DialConfig struct {
 	// lower TTL / hop limit (IP_MINTTL, IPV6_MINHOPCOUNT): the
 	// unprivileged A/B check of where a RST comes from.
 	MinTTL int
+	// ClampMSS, when set, limits the MSS the SYN advertises (TCP_MAXSEG):
+	// the PMTU black-hole cure check.
+	ClampMSS int
 	// TimeNow is the clock of timestamps and ages (nil: time.Now); tests
 	// inject their own.
 	TimeNow func() time.Time
@@ -161,6 +164,9 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 			var cerr error
 			err := rc.Control(func(fd uintptr) {
 				localPort, cerr = prepareSocket(int(fd), addr.Addr().Is6(), cfg.UserTimeout, cfg.MinTTL)
+				if cerr == nil && cfg.ClampMSS > 0 {
+					cerr = clampMSS(int(fd), cfg.ClampMSS)
+				}
 			})
 			if err != nil {
 				return err

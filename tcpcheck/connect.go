@@ -113,7 +113,14 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		}
 		findings = append(findings, f)
 	}
-	if k := s.res.Counts[OutcomeTimeout]; k > 0 {
+	// Handshakes that hung and complete with a smaller MSS are a PMTU
+	// black hole toward the client; that finding then explains the
+	// timeouts.
+	pmtu := s.pmtuTowardClient(ctx)
+	if pmtu != nil {
+		findings = append(findings, *pmtu)
+	}
+	if k := s.res.Counts[OutcomeTimeout]; k > 0 && pmtu == nil {
 		f := s.rateFinding(ctx, KindConnectTimeout, k, n, nil)
 		f.Evidence = append([]string{fmt.Sprintf("%d of %d connections timed out during setup", k, n)}, f.Evidence...)
 		f.Advice = "Some connection attempts get no answer: use a connect timeout of a few seconds with retries rather than the OS default (over 2 minutes)."

@@ -247,6 +247,11 @@ type Finding struct {
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`
 	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
+	// MTUBracket is a pmtu-blackhole's path MTU: the largest packet that
+	// passed and one less than the smallest that did not; Direction which
+	// way ("toward-client": the server's segments die).
+	MTUBracket []int  `json:"mtu_bracket,omitempty"`
+	Direction  string `json:"direction,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.

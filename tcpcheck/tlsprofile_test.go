@@ -120,3 +120,43 @@ func TestParseTLSProfile(t *testing.T) {
 		}
 	}
 }
+
+func TestMSSSearch(t *testing.T) {
+	tests := []struct {
+		m    mssSearch
+		want int
+	}{
+		{mssSearch{1200, 1460}, 1330},
+		{mssSearch{1330, 1460}, 1395},
+		{mssSearch{1355, 1362}, 0}, // within 8 bytes: done
+		{mssSearch{1360, 1368}, 0},
+		{mssSearch{1360, 1369}, 1364},
+	}
+	for _, tc := range tests {
+		if got := tc.m.next(); got != tc.want {
+			t.Errorf("%+v.next() = %d, want %d", tc.m, got, tc.want)
+		}
+	}
+	if ipHeader(false) != 40 || ipHeader(true) != 60 {
+		t.Error("header sizes")
+	}
+	si := &SegmentInfo{AdvMSS: 1448, optLen: 12}
+	if si.synMSS() != 1460 {
+		t.Errorf("synMSS %d, want 1460", si.synMSS())
+	}
+	stalled := ConnRecord{Outcome: OutcomeTimeout, Phase: PhaseTLS, Segment: si}
+	for _, tc := range []struct {
+		r    ConnRecord
+		want bool
+	}{
+		{stalled, true},
+		{ConnRecord{Outcome: OutcomeTimeout, Phase: PhaseApp, Segment: si}, true},
+		{ConnRecord{Outcome: OutcomeTimeout, Phase: PhaseTCP, Segment: si}, false}, // no SYN-ACK: not about segment size
+		{ConnRecord{Outcome: OutcomeTimeout, Phase: PhaseTLS}, false},              // no TCP_INFO
+		{ConnRecord{Outcome: OutcomeResetInHandshake, Phase: PhaseTLS, Segment: si}, false},
+	} {
+		if got := stalledSetup(tc.r); got != tc.want {
+			t.Errorf("stalledSetup(%+v) = %v", tc.r, got)
+		}
+	}
+}

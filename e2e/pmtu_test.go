@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+)
+
+// The link between routers 2 and 3 has an MTU of 1400 and router 3 drops
+// the frag-needed it owes the server: the server's full-size segments
+// toward the client die, and its TLS flight (a public-CA-sized chain,
+// more than one segment) never arrives. The Java profile's connections
+// all hang; the Go profile's first one does (its 1.5 KB hello teaches the
+// client's kernel the path MTU from router 2, which does answer, so later
+// connections advertise a smaller MSS and pass: the issue's "1 of N timed
+// out, origin unknown"). Either way a connection with a clamped MSS
+// completes: a pmtu-blackhole toward the client, its MTU bracket holding
+// 1400. With the frag-needed let through there is no finding.
+func TestTCPPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for stalled handshakes
+	for _, tc := range []struct {
+		profile string
+		hide    bool
+	}{
+		{"java", true},
+		{"go", true},
+		{"java", false},
+	} {
+		name := tc.profile + map[bool]string{true: "/frag-needed hidden", false: "/frag-needed allowed"}[tc.hide]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU = 1400
+			rs[2].HideFragNeeded = tc.hide
+			l := buildLab(t, lab.Scenario{Name: "pmtu-client-" + tc.profile, Routers: rs})
+			rep, wall := tcpJSON(t, l, "connect", "--count", "4", "--rate", "5", "--tls-profile", tc.profile,
+				"--ca-file", l.CAFile, "--token-file", l.TokenFile(), fmt.Sprintf("https://%s", l.Server4))
+			if !tc.hide {
+				if len(rep.Findings) != 0 {
+					t.Fatalf("findings %+v with frag-needed allowed; %s", rep.Findings, resultSummary(rep))
+				}
+				return
+			}
+			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
+			if f.Direction != "toward-client" || len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 ||
+				!strings.Contains(f.Advice, "MSS") {
+				t.Errorf("finding %+v: want toward-client, a bracket holding 1400, MSS clamping advice", f)
+			}
+			for _, other := range rep.Findings {
+				if other.Kind == tcpcheck.KindConnectTimeout {
+					t.Errorf("a connect-timeout finding beside the pmtu-blackhole that explains it: %+v", other)
+				}
+			}
+			t.Logf("%s: MTU bracket %v, wall %.1fs; %s", tc.profile, f.MTUBracket, wall.Seconds(), strings.Join(f.Evidence, " | "))
+		})
+	}
+}
