@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"time"
+
 	"fmt"
+	"github.com/hopcheck/hopcheck/diagnose"
 	"strings"
 	"testing"
 
@@ -55,6 +58,39 @@ func TestTCPPMTUBlackholeTowardClient(t *testing.T) {
 				}
 			}
 			t.Logf("%s: MTU bracket %v, wall %.1fs; %s", tc.profile, f.MTUBracket, wall.Seconds(), strings.Join(f.Evidence, " | "))
+		})
+	}
+}
+
+// run in the same lab (frag-needed hidden toward the server): the
+// connect phase's stalled handshakes become the pmtu-blackhole finding
+// toward the client, in the java and the go profile alike.
+func TestRunPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for stalled handshakes
+	for _, profile := range []string{"java", "go"} {
+		t.Run(profile, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, true
+			l := buildLab(t, lab.Scenario{Name: "run-pmtu-client-" + profile, Routers: rs})
+			start := time.Now()
+			rep, _ := runReport(t, l, "--idle-max", "2s", "--tls-profile", profile)
+			if rep.TLSProfile != tcpcheck.TLSProfile(profile) {
+				t.Errorf("tls_profile %q, want %s", rep.TLSProfile, profile)
+			}
+			var f *diagnose.Finding
+			for i := range rep.Findings {
+				if rep.Findings[i].Kind == tcpcheck.KindPMTUBlackhole && rep.Findings[i].Direction == "toward-client" {
+					f = &rep.Findings[i]
+				}
+			}
+			if f == nil {
+				t.Fatalf("no pmtu-blackhole toward the client: %v", kindsOf(rep))
+			}
+			if len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 {
+				t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
+			}
+			t.Logf("%s: findings %v, bracket %v, wall %v", profile, kindsOf(rep), f.MTUBracket, time.Since(start).Round(time.Second))
 		})
 	}
 }
