@@ -90,6 +90,10 @@ func TestRunPMTUBlackholeTowardClient(t *testing.T) {
 			if len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 {
 				t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
 			}
+			// The forward DF search places the small link: router 2 reports it.
+			if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
+				t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400 (localisation %+v)", f.Hop, f.HopAddress, f.MTU, l.Router4[1], rep.Targets[0].Localisation)
+			}
 			t.Logf("%s: findings %v, bracket %v, wall %v", profile, kindsOf(rep), f.MTUBracket, time.Since(start).Round(time.Second))
 		})
 	}
