@@ -179,6 +179,11 @@ func runTCP(c *ucli.Context, test string) error {
 	if err := out.commit(); err != nil {
 		return err
 	}
+	for _, r := range report.Results {
+		if pmtu, link, ok := tcpcheck.CachedPMTU(r); ok {
+			warnf(c, "%s %s: the kernel's cached path MTU toward this address was %d (link %d), learned from a frag-needed an earlier packet drew: connections advertised a smaller MSS, so a PMTU black hole toward the client would stay hidden; run again after the cache expires (net.ipv4.route.mtu_expires, 10 min)", r.Target, r.Address, pmtu, link)
+		}
+	}
 	failed := 0
 	for _, r := range report.Results {
 		// A data test whose download was an error page did not run either.

@@ -130,6 +130,12 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 		}
 	}
 	for _, t := range rep.Targets {
+		for _, name := range tcpcheck.TestNames() {
+			if pmtu, link, ok := tcpcheck.CachedPMTU(t.Tests[name]); ok {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: the kernel's cached path MTU toward this address was %d (link %d), learned from a frag-needed an earlier packet drew: connections advertised a smaller MSS, so a PMTU black hole toward the client would stay hidden; run again after the cache expires (net.ipv4.route.mtu_expires, 10 min)", t.Target, t.Address, pmtu, link))
+				break
+			}
+		}
 		if t.loginRefused != nil {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: %s; its connection tests did not run", t.Target, t.Address, t.Error))
 			if rep.AMQP != nil && rep.AMQP.Refused == nil {

@@ -94,6 +94,12 @@ func TestRunPMTUBlackholeTowardClient(t *testing.T) {
 			if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
 				t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400 (localisation %+v)", f.Hop, f.HopAddress, f.MTU, l.Router4[1], rep.Targets[0].Localisation)
 			}
+			// The go profile's hello taught the kernel the path MTU during
+			// the connect test: the run says that the cache shaped it.
+			cached := strings.Contains(strings.Join(rep.Warnings, "\n"), "cached path MTU")
+			if cached != (profile == "go") {
+				t.Errorf("warnings %q: a cached-path-MTU warning %v, want %v", rep.Warnings, cached, profile == "go")
+			}
 			t.Logf("%s: findings %v, bracket %v, wall %v", profile, kindsOf(rep), f.MTUBracket, time.Since(start).Round(time.Second))
 		})
 	}

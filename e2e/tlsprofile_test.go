@@ -38,6 +38,9 @@ func TestTLSProfilePathMTULearned(t *testing.T) {
 				if c.Outcome != tcpcheck.OutcomeOK || c.Segment == nil {
 					t.Fatalf("connection %d: %s %s, segment %+v; want ok with TCP_INFO", c.ID, c.Outcome, c.Error, c.Segment)
 				}
+				if c.Segment.LinkMTU != 1500 {
+					t.Errorf("connection %d: link_mtu %d, want the client's 1500", c.ID, c.Segment.LinkMTU)
+				}
 				pmtus = append(pmtus, c.Segment.PathMTU)
 				adv = append(adv, c.Segment.AdvMSS)
 			}

@@ -22,6 +22,9 @@ type SegmentInfo struct {
 	AdvMSS  int `json:"adv_mss"`
 	SendMSS int `json:"snd_mss"`
 	PathMTU int `json:"pmtu"`
+	// LinkMTU is the MTU of the local interface the connection leaves by
+	// (0 unknown): a PathMTU below it was learned from a frag-needed.
+	LinkMTU int `json:"link_mtu,omitempty"`
 	// optLen is the TCP options every segment carries (12 with
 	// timestamps): TCP_INFO's MSS values are net of them, the SYN's MSS
 	// option is not.
@@ -45,7 +48,7 @@ func segmentInfo(c *net.TCPConn) *SegmentInfo {
 	}); err != nil || ierr != nil {
 		return nil
 	}
-	si := &SegmentInfo{AdvMSS: int(info.Advmss), SendMSS: int(info.Snd_mss), PathMTU: int(info.Pmtu)}
+	si := &SegmentInfo{AdvMSS: int(info.Advmss), SendMSS: int(info.Snd_mss), PathMTU: int(info.Pmtu), LinkMTU: linkMTU(c.LocalAddr())}
 	const tcpiOptTimestamps = 1 // TCPI_OPT_TIMESTAMPS (linux/tcp.h)
 	if info.Options&tcpiOptTimestamps != 0 {
 		si.optLen = 12
@@ -178,4 +181,48 @@ func (s *session) pmtuTowardClient(ctx context.Context) *Finding {
 	f.Advice = fmt.Sprintf("On the box where the path MTU drops to about %d, clamp the TCP MSS of forwarded SYNs to %d (iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu), and let ICMP fragmentation-needed / packet-too-big through toward the server. Meanwhile, on the client host, advertise a smaller MSS on the route to the server (ip route change <server prefix> via <gateway> advmss %d) or lower the interface MTU to %d.",
 		m.lo+hdr, m.lo, m.lo, m.lo+hdr)
 	return f
+}
+
+// linkMTU is the MTU of the interface holding local's address (0 when
+// none does).
+func linkMTU(local net.Addr) int {
+	ta, ok := local.(*net.TCPAddr)
+	if !ok {
+		return 0
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return 0
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(ta.IP) {
+				return ifc.MTU
+			}
+		}
+	}
+	return 0
+}
+
+// CachedPMTU reports whether the kernel's cached path MTU shaped res's
+// connections: the smallest pmtu below the link MTU (learned from a
+// frag-needed drawn by an earlier packet, of this test or another
+// program), and that link MTU. Connections then advertise a smaller MSS,
+// so that a PMTU black hole toward the client stays hidden until the
+// cache expires (net.ipv4.route.mtu_expires, 10 min by default).
+func CachedPMTU(res Result) (pmtu, link int, ok bool) {
+	for _, c := range res.Connections {
+		si := c.Segment
+		if si == nil || si.LinkMTU == 0 || si.PathMTU == 0 || si.PathMTU >= si.LinkMTU {
+			continue
+		}
+		if !ok || si.PathMTU < pmtu {
+			pmtu, link, ok = si.PathMTU, si.LinkMTU, true
+		}
+	}
+	return pmtu, link, ok
 }

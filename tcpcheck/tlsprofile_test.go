@@ -160,3 +160,28 @@ func TestMSSSearch(t *testing.T) {
 		}
 	}
 }
+
+func TestCachedPMTU(t *testing.T) {
+	rec := func(pmtu, link int) ConnRecord {
+		return ConnRecord{Segment: &SegmentInfo{AdvMSS: pmtu - 52, PathMTU: pmtu, LinkMTU: link}}
+	}
+	tests := []struct {
+		name       string
+		conns      []ConnRecord
+		pmtu, link int
+		ok         bool
+	}{
+		{"none learned", []ConnRecord{rec(1500, 1500), rec(1500, 1500)}, 0, 0, false},
+		{"learned during the test", []ConnRecord{rec(1500, 1500), rec(1400, 1500), rec(1400, 1500)}, 1400, 1500, true},
+		{"the smallest", []ConnRecord{rec(1400, 1500), rec(1280, 1500)}, 1280, 1500, true},
+		{"link unknown", []ConnRecord{rec(1400, 0)}, 0, 0, false},
+		{"no TCP_INFO", []ConnRecord{{Outcome: OutcomeTimeout}}, 0, 0, false},
+		{"loopback", []ConnRecord{rec(65536, 65536)}, 0, 0, false},
+	}
+	for _, tc := range tests {
+		pmtu, link, ok := CachedPMTU(Result{Connections: tc.conns})
+		if pmtu != tc.pmtu || link != tc.link || ok != tc.ok {
+			t.Errorf("%s: %d %d %v, want %d %d %v", tc.name, pmtu, link, ok, tc.pmtu, tc.link, tc.ok)
+		}
+	}
+}
