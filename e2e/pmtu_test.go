@@ -104,3 +104,26 @@ func TestRunPMTUBlackholeTowardClient(t *testing.T) {
 		})
 	}
 }
+
+// run's localisation probes the path MTU with DF packets (router 2
+// answers frag-needed, MTU 1400): the probes must not teach the client's
+// kernel that path MTU, or every connection to the server advertises a
+// smaller MSS for the next 10 minutes and a later test (the next
+// scheduled run) cannot see a black hole toward the client.
+func TestRunLeavesNoPathMTUCached(t *testing.T) {
+	t.Parallel()
+	rs := make([]lab.Router, 3)
+	rs[1].LinkMTU = 1400
+	l := buildLab(t, lab.Scenario{Name: "run-no-pmtu-cache", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "2s")
+	loc := rep.Targets[0].Localisation
+	if loc == nil || loc.PMTU == nil || loc.PMTU.MTU != 1400 || loc.PMTU.FragNeededHop != 2 {
+		t.Fatalf("localisation %+v: want the DF search to find MTU 1400 at hop 2", loc)
+	}
+	after, _ := tcpJSON(t, l, "connect", "--count", "1", "--ca-file", l.CAFile, fmt.Sprintf("https://%s", l.Server4))
+	si := after.Results[0].Connections[0].Segment
+	if si == nil || si.PathMTU != 1500 || si.AdvMSS < 1400 {
+		out, _ := l.Command(t.Context(), l.ClientNS, "ip", "route", "get", l.Server4.String()).CombinedOutput()
+		t.Fatalf("after run: segment %+v; want pmtu 1500 and a full MSS (route: %s)", si, out)
+	}
+}
