@@ -80,6 +80,7 @@ func dialFlags(vhost vhostSource) []ucli.Flag {
 	return []ucli.Flag{
 		&ucli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates to trust instead of the system roots"},
 		&ucli.BoolFlag{Name: "insecure", Usage: "do not verify server certificates"},
+		&ucli.StringFlag{Name: "tls-profile", Value: string(tcpcheck.DefaultTLSProfile), Usage: "TLS ClientHello to send: java (the UOF Java SDK's, a few hundred bytes), dotnet (the .NET SDK's, the same size), go (Go's own, about 1.5 KB with a post-quantum key share)"},
 		&ucli.StringFlag{Name: "token-file", Usage: "file holding the x-access-token (else $UOF_ACCESS_TOKEN); never printed"},
 		&ucli.StringFlag{Name: "amqp-vhost", Usage: vhostUsage},
 	}
@@ -91,6 +92,11 @@ func dialFlags(vhost vhostSource) []ucli.Flag {
 func dialConfigFromFlags(c *ucli.Context) (tcpcheck.DialConfig, error) {
 	d := tcpcheck.DefaultDialConfig()
 	d.Insecure = c.Bool("insecure")
+	profile, err := tcpcheck.ParseTLSProfile(c.String("tls-profile"))
+	if err != nil {
+		return d, usageErr("--tls-profile %q: %v", c.String("tls-profile"), err)
+	}
+	d.TLSProfile = profile
 	if c.IsSet("amqp-vhost") {
 		d.AMQPVHost = c.String("amqp-vhost")
 		if err := tcpcheck.CheckAMQPVHost(d.AMQPVHost); err != nil {

@@ -225,6 +225,11 @@ func parseRun(c *ucli.Context) (*reportRun[diagnose.Report], error) {
 		},
 		outcome: func(_ context.Context, rep diagnose.Report) error {
 			if !rep.Measured() {
+				for _, t := range rep.Targets {
+					if r := t.LoginRefused(); r != nil {
+						return cantRunErr("nothing could be measured: %s", r.Explain())
+					}
+				}
 				return cantRunErr("nothing could be measured toward any address (no network, or no privileges at all)")
 			}
 			if len(rep.Findings) > 0 {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -171,6 +172,9 @@ func parseSoak(c *ucli.Context) (*reportRun[soak.Report], error) {
 			return err
 		},
 		run: func(ctx context.Context) (soak.Report, error) {
+			if err := soakLoginCheck(ctx, req.opt.Dial, jobs); err != nil {
+				return soak.Report{}, err
+			}
 			var err error
 			warnings, err = prepareSoak(c, &req, jobs)
 			if err != nil {
@@ -296,4 +300,28 @@ func tuneSoakGC() (undo func()) {
 	}
 	old := debug.SetGCPercent(25)
 	return func() { debug.SetGCPercent(old) }
+}
+
+// soakLoginCheck logs in once to each amqps:// address before the soak: a
+// broker that refuses the login (wrong token or vhost) would refuse every
+// one of the soak's requests, hours of refused logins toward the real
+// broker. Exit 3 naming the broker's reply; other failures are left to
+// the soak to measure.
+func soakLoginCheck(ctx context.Context, d tcpcheck.DialConfig, jobs []tcpcheck.Job) error {
+	for _, j := range jobs {
+		if j.Target.App != tcpcheck.AppAMQPS {
+			continue
+		}
+		cfg := d
+		cfg.App, cfg.ServerName = j.Target.App, j.Target.ServerName()
+		dr := tcpcheck.Dial(ctx, cfg, j.Target.Endpoint(j.Addr))
+		if dr.Conn != nil {
+			dr.Conn.Close()
+		}
+		var le *tcpcheck.AMQPLoginError
+		if errors.As(dr.Err, &le) {
+			return cantRunErr("%s %s: %s", j.Target.Name(), j.Addr, le.Reply().Explain())
+		}
+	}
+	return nil
 }

@@ -145,6 +145,7 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 		return req, err
 	}
 	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token, opt.Dial.AMQPVHost = dial.Insecure, dial.RootCAs, dial.Token, dial.AMQPVHost
+	opt.Dial.TLSProfile = dial.TLSProfile
 	req.opt = opt
 	return req, nil
 }
@@ -179,11 +180,19 @@ func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error)
 			}
 			return tcpcheck.WriteText(out.w, report)
 		},
+		written: func(report tcpcheck.Report) {
+			for _, r := range report.Results {
+				if pmtu, link, ok := tcpcheck.CachedPMTU(r); ok {
+					warnf(c, "%s %s: the kernel's cached path MTU toward this address was %d (link %d), learned from a frag-needed an earlier packet drew: connections advertised a smaller MSS, so a PMTU black hole toward the client would stay hidden; run again after the cache expires (net.ipv4.route.mtu_expires, 10 min)", r.Target, r.Address, pmtu, link)
+				}
+			}
+		},
 		outcome: func(_ context.Context, report tcpcheck.Report) error {
 			failed := 0
 			for _, r := range report.Results {
 				// A data test whose download was an error page did not run either.
-				if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil)) {
+				// So did a test whose every AMQP login the broker refused.
+				if r.Error != "" && (len(r.Connections) == 0 || (report.Test == "data" && r.Transfer == nil) || r.LoginRefused != nil) {
 					failed++
 				}
 			}

@@ -100,6 +100,25 @@ func refine(f Finding, t TargetReport) Finding {
 			f.Origin = probe.OriginMiddlebox
 			f.Evidence = append(f.Evidence, fmt.Sprintf("DF probes above %d bytes vanish beyond hop %d without frag-needed: a PMTU black hole", p.MTU, p.BlackholeHop))
 		}
+	case tcpcheck.KindPMTUBlackhole:
+		// The connect test's black hole toward the client: the forward DF
+		// search says where the path MTU drops. Toward us the server's
+		// packets enter that link at its far end, whose frag-needed to
+		// the server is lost; the box reporting it toward us (or any
+		// between) is where to clamp the MSS.
+		p := loc.PMTU
+		if f.Direction != "toward-client" || p == nil {
+			break
+		}
+		switch {
+		case p.FragNeededHop > 0:
+			f.Hop, f.HopAddress, f.MTU, f.Origin = p.FragNeededHop, p.FragNeededHopAddress, p.MTU, probe.OriginMiddlebox
+			f.Evidence = append(f.Evidence, fmt.Sprintf("the forward DF search: hop %d (%s) reports a link of MTU %d beyond it (frag-needed toward the client arrives); toward the client the server's packets enter that link at its far end, and that router's frag-needed toward the server is lost",
+				p.FragNeededHop, orDash(p.FragNeededHopAddress), p.MTU))
+		case p.BlackholeHop > 0:
+			f.Hop, f.HopAddress, f.MTU, f.Origin = p.BlackholeHop, p.BlackholeHopAddress, p.MTU, probe.OriginMiddlebox
+			f.Evidence = append(f.Evidence, fmt.Sprintf("the forward DF search: packets above %d bytes vanish beyond hop %d without frag-needed, in this direction too", p.MTU, p.BlackholeHop))
+		}
 	}
 	return f
 }

@@ -197,3 +197,38 @@ func TestDiagnose(t *testing.T) {
 		})
 	}
 }
+
+// The connect test's pmtu-blackhole toward the client is placed by the
+// forward DF search: the hop that reports the small link.
+func TestRefinePMTUBlackholeTowardClient(t *testing.T) {
+	toward := tcpcheck.Finding{Kind: tcpcheck.KindPMTUBlackhole, Target: "https://x", Address: "198.18.9.2", Origin: probe.OriginMiddlebox,
+		Direction: "toward-client", MTUBracket: []int{1394, 1401}, Evidence: []string{"stalled"}}
+	tests := []struct {
+		name    string
+		pmtu    *PMTU
+		f       tcpcheck.Finding
+		wantHop int
+		wantMTU int
+	}{
+		{"frag-needed from hop 2", &PMTU{MTU: 1400, FragNeededHop: 2, FragNeededHopAddress: "198.18.1.1", FragNeededSeen: true}, toward, 2, 1400},
+		{"forward black hole at hop 3", &PMTU{MTU: 1280, BlackholeHop: 3, BlackholeHopAddress: "198.18.2.1"}, toward, 3, 1280},
+		{"no bottleneck found", &PMTU{MTU: 1500}, toward, 0, 0},
+		{"no localisation", nil, toward, 0, 0},
+	}
+	for _, tc := range tests {
+		tg := target()
+		tg.TestFindings = map[string][]tcpcheck.Finding{"connect": {tc.f}}
+		if tc.pmtu != nil {
+			tg.Localisation = &Localisation{PMTU: tc.pmtu}
+		}
+		var got *Finding
+		for _, f := range Diagnose([]TargetReport{tg}) {
+			if f.Kind == tcpcheck.KindPMTUBlackhole && f.Direction == "toward-client" {
+				got = &f
+			}
+		}
+		if got == nil || got.Hop != tc.wantHop || got.MTU != tc.wantMTU || len(got.MTUBracket) != 2 {
+			t.Errorf("%s: %+v; want hop %d mtu %d toward-client", tc.name, got, tc.wantHop, tc.wantMTU)
+		}
+	}
+}

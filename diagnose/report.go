@@ -25,6 +25,9 @@ type Report struct {
 	StartedAt     time.Time `json:"started_at"`
 	DurationS     float64   `json:"duration_s"`
 	Profile       string    `json:"profile"`
+	// TLSProfile is the client whose TLS ClientHello the connections
+	// imitated (java, dotnet, go).
+	TLSProfile tcpcheck.TLSProfile `json:"tls_profile"`
 	// Privilege is the probe tier ("raw" or "unprivileged").
 	Privilege  string         `json:"privilege"`
 	Targets    []TargetReport `json:"targets"`
@@ -37,9 +40,14 @@ type Report struct {
 }
 
 // Measured reports whether anything was measured: a hop answered on some
-// trace or some connection test made a connection.
+// trace or some connection test made a connection. A target whose AMQP
+// login the broker refused counts for nothing: its feed connection, what
+// it was tested for, could not be measured.
 func (r Report) Measured() bool {
 	for _, t := range r.Targets {
+		if t.LoginRefused() != nil {
+			continue // its feed connection, what it was there for, could not be tested
+		}
 		for _, tr := range t.Traces {
 			if len(tr.Hops) > 0 {
 				return true
@@ -63,6 +71,10 @@ type AMQPLogin struct {
 	Source string `json:"source"`
 	From   string `json:"from,omitempty"`  // whoami: the address asked
 	Error  string `json:"error,omitempty"` // whoami failed: why
+	// Refused is the broker's Connection.Close when it refused the login
+	// (403 wrong or expired token, 530 vhost not allowed); the run's
+	// warnings and the target's error say it in words.
+	Refused *tcpcheck.AMQPReply `json:"refused,omitempty"`
 }
 
 // TargetReport is everything measured toward one address of one target.
@@ -91,6 +103,9 @@ type TargetReport struct {
 	// confirmation's connection (its probes and their answers), for
 	// --evidence.
 	inFlowCapture *probe.FlowCapture
+	// loginRefused is the broker's refusal of this address's AMQP login
+	// (its tests stop at the first); nil when none.
+	loginRefused *tcpcheck.AMQPReply
 }
 
 // Localisation holds the probes that place a problem on a hop. Their
@@ -149,4 +164,17 @@ type Finding struct {
 	MTU      int    `json:"mtu,omitempty"`
 	Phase    string `json:"phase,omitempty"` // setup|transfer|idle
 	Severity string `json:"severity"`        // critical|warning|info
+}
+
+// LoginRefused is the broker's refusal when it refused the AMQP login of
+// every connection test of t that ran, nil otherwise.
+func (t TargetReport) LoginRefused() *tcpcheck.AMQPReply {
+	var reply *tcpcheck.AMQPReply
+	for _, res := range t.Tests {
+		if res.LoginRefused == nil {
+			return nil
+		}
+		reply = res.LoginRefused
+	}
+	return reply
 }

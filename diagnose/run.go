@@ -71,7 +71,7 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 		now = time.Now
 	}
 	start := now()
-	rep := Report{SchemaVersion: SchemaVersion, StartedAt: start.UTC(), Profile: opt.Profile.Name,
+	rep := Report{SchemaVersion: SchemaVersion, StartedAt: start.UTC(), Profile: opt.Profile.Name, TLSProfile: opt.TCP.Dial.TLSProfile.OrDefault(),
 		Targets: make([]TargetReport, len(jobs)), Findings: []Finding{}}
 	for i, job := range jobs {
 		rep.Targets[i] = TargetReport{Target: job.Target.Name(), Host: job.Target.Spec.Host, Address: job.Addr.String(),
@@ -130,6 +130,18 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 		}
 	}
 	for _, t := range rep.Targets {
+		for _, name := range tcpcheck.TestNames() {
+			if pmtu, link, ok := tcpcheck.CachedPMTU(t.Tests[name]); ok {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: the kernel's cached path MTU toward this address was %d (link %d), learned from a frag-needed an earlier packet drew: connections advertised a smaller MSS, so a PMTU black hole toward the client would stay hidden; run again after the cache expires (net.ipv4.route.mtu_expires, 10 min)", t.Target, t.Address, pmtu, link))
+				break
+			}
+		}
+		if t.loginRefused != nil {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: %s; its connection tests did not run", t.Target, t.Address, t.Error))
+			if rep.AMQP != nil && rep.AMQP.Refused == nil {
+				rep.AMQP.Refused = t.loginRefused
+			}
+		}
 		if idle, ok := t.Tests["idle"]; ok && idle.Idle != nil && idle.Idle.Cause != "" {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: AMQP idle not tested past %.0fs: %s", t.Target, t.Address, idle.Idle.BracketS[1], idle.Idle.Note))
 		}
@@ -249,10 +261,18 @@ func runTest(ctx context.Context, opt Options, name string, job tcpcheck.Job, t 
 	default:
 		return
 	}
+	if t.loginRefused != nil {
+		return // the broker refused this address's login already: no more refused logins
+	}
 	opt.logf("[%s] %s", job.Addr, name)
 	res, fs := run(ctx, o, job, start)
+	res = tcpcheck.CheckLoginRefused(res)
 	t.Tests[name] = res
 	t.TestFindings[name] = fs
+	if res.LoginRefused != nil {
+		t.loginRefused = res.LoginRefused
+		t.Error = res.LoginRefused.Explain()
+	}
 }
 
 // serverHop is the hop at which the server answered (0 unknown).

@@ -299,6 +299,7 @@ func TestRunBadInput(t *testing.T) {
 		{[]string{"run", "--target", "https://127.0.0.1", "--token-file", "/nonexistent/token"}, "/nonexistent/token"},
 		{[]string{"--format", "pdf", "run", "--target", "https://127.0.0.1"}, "pdf"},
 		{[]string{"run", "stray-arg"}, "stray-arg"},
+		{[]string{"run", "--target", "https://127.0.0.1", "--tls-profile", "java17"}, "java17"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

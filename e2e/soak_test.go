@@ -230,6 +230,7 @@ func TestSoakBadInput(t *testing.T) {
 		{[]string{"soak", "--pool", "40", "https://api.betradar.com"}, "--pool 40"},
 		{[]string{"soak", "amqps://198.18.0.1:5671"}, "amqps://198.18.0.1:5671"},
 		{[]string{"soak", "ftp://198.18.0.1"}, "ftp"},
+		{[]string{"soak", "--tls-profile", "schannel", "tcp://198.18.0.1:7"}, "schannel"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			r := runLocal(t, dir, append([]string{"-o", filepath.Join(dir, "soak.json")}, c.args...)...)

@@ -172,9 +172,14 @@ func TestTCPConnectResetBySYNResetter(t *testing.T) {
 }
 
 // Scenario 6: a PMTU black hole stalls a large transfer; it is no reset.
+// The hole is toward the client (router 3 drops the frag-needed it owes
+// the server), where an SDK meets it: the server's large segments die.
+// (It was toward the server, router 2 hiding its own frag-needed: only
+// hopcheck's former 1.5 KB ClientHello fell into it; a UOF client's
+// small packets pass.)
 func TestTCPDataStallOnPMTUBlackHole(t *testing.T) {
 	rs := make([]lab.Router, 3)
-	rs[1].LinkMTU, rs[1].HideFragNeeded = 1280, true
+	rs[1].LinkMTU, rs[2].HideFragNeeded = 1280, true
 	l := buildLab(t, lab.Scenario{Name: "pmtu-black-hole", Routers: rs})
 	target := fmt.Sprintf("https://%s", l.Server4)
 	rep, wall := tcpJSON(t, l, "data", "--stall", "3s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), target)
@@ -205,6 +210,7 @@ func TestTCPBadInput(t *testing.T) {
 		{"data over amqps", []string{"tcp", "data", "amqps://198.18.0.1:5671"}, "amqps://198.18.0.1:5671"},
 		{"unreadable ca-file", []string{"tcp", "connect", "--ca-file", unreadable, "https://198.18.0.1"}, unreadable},
 		{"unreadable token-file", []string{"tcp", "connect", "--token-file", unreadable, "https://198.18.0.1"}, unreadable},
+		{"unknown tls-profile", []string{"tcp", "connect", "--tls-profile", "openssl", "https://198.18.0.1"}, "openssl"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(dir, "report.json")

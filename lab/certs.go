@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,9 +17,17 @@ import (
 	"time"
 )
 
-// WriteCerts writes into dir a self-signed CA (ca.pem) and a server
-// certificate (server.pem) with key (server-key.pem, mode 0600), ECDSA
-// P-256, valid for the given addresses and ServerName.
+// WriteCerts writes into dir a self-signed CA (ca.pem, ECDSA P-256), a
+// server certificate chain (server.pem: the leaf, RSA 2048, valid for the
+// given addresses and ServerName, then an intermediate CA, ECDSA P-256)
+// and the leaf's key (server-key.pem, mode 0600).
+//
+// The chain is shaped like a public CA's, as api.betradar.com's and
+// mq.betradar.com's are: leaf plus intermediate, an RSA key, so that the
+// server's TLS flight (about 1.6 KB) does not fit one segment. A lab with
+// a one-certificate ECDSA chain (under 1 KB) completes every handshake
+// through a PMTU black hole toward the client that hangs the real
+// service's.
 func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string, err error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -33,7 +42,7 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            1,
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
@@ -43,7 +52,29 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 	if err != nil {
 		return "", "", "", fmt.Errorf("parsing CA certificate: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", fmt.Errorf("generating intermediate key: %w", err)
+	}
+	interTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "hopcheck lab intermediate CA", Organization: []string{"hopcheck lab"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	interDER, err := x509.CreateCertificate(rand.Reader, interTmpl, ca, &interKey.PublicKey, caKey)
+	if err != nil {
+		return "", "", "", fmt.Errorf("creating intermediate certificate: %w", err)
+	}
+	inter, err := x509.ParseCertificate(interDER)
+	if err != nil {
+		return "", "", "", fmt.Errorf("parsing intermediate certificate: %w", err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return "", "", "", fmt.Errorf("generating server key: %w", err)
 	}
@@ -52,14 +83,14 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 		Subject:      pkix.Name{CommonName: ServerName, Organization: []string{"hopcheck lab"}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{ServerName},
 	}
 	for _, ip := range ips {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(ip.AsSlice()))
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter, &key.PublicKey, interKey)
 	if err != nil {
 		return "", "", "", fmt.Errorf("creating server certificate: %w", err)
 	}
@@ -70,17 +101,23 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 	caFile = filepath.Join(dir, "ca.pem")
 	certFile = filepath.Join(dir, "server.pem")
 	keyFile = filepath.Join(dir, "server-key.pem")
+	pemOf := func(typ string, ders ...[]byte) []byte {
+		var out []byte
+		for _, d := range ders {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: d})...)
+		}
+		return out
+	}
 	for _, f := range []struct {
-		path, typ string
-		der       []byte
-		mode      os.FileMode
+		path string
+		data []byte
+		mode os.FileMode
 	}{
-		{caFile, "CERTIFICATE", caDER, 0o644},
-		{certFile, "CERTIFICATE", der, 0o644},
-		{keyFile, "PRIVATE KEY", keyDER, 0o600},
+		{caFile, pemOf("CERTIFICATE", caDER), 0o644},
+		{certFile, pemOf("CERTIFICATE", der, interDER), 0o644},
+		{keyFile, pemOf("PRIVATE KEY", keyDER), 0o600},
 	} {
-		data := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
-		if err := os.WriteFile(f.path, data, f.mode); err != nil {
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
 			return "", "", "", fmt.Errorf("writing %s: %w", f.path, err)
 		}
 	}

@@ -182,11 +182,16 @@ func serveEcho(c net.Conn, idleClose time.Duration) {
 
 // AMQP reply codes the lab broker closes with (AMQP 0-9-1 constants).
 const (
-	amqpReplyAccessRefused  = 403
-	amqpReplyNotAllowed     = 530
-	amqpReplyCommandInvalid = 503
-	amqpReplyFrameError     = 501
+	amqpReplyAccessRefused = 403
+	amqpReplyNotAllowed    = 530
+	amqpReplyFrameError    = 501
 )
+
+// amqpRefusalDelay is how long RabbitMQ keeps a connection it refuses
+// during the handshake before it drops the socket: its NORMAL_TIMEOUT
+// (3 s) before tuning, which is also its SILENT_CLOSE_DELAY for errors
+// that it answers with silence (rabbit_reader).
+const amqpRefusalDelay = 3 * time.Second
 
 // amqpLogin is where a connection stands in the AMQP handshake.
 type amqpLogin int
@@ -196,19 +201,30 @@ const (
 	awaitTuneOk
 	awaitOpen
 	loggedIn
+	closing // refused: waits for Close-Ok or the refusal delay, then drops the socket
 )
 
-// serveAMQP plays a RabbitMQ broker's connection handshake. The right
+// serveAMQP plays a RabbitMQ 3.x broker's connection handshake. The right
 // protocol header gets Connection.Start; Start-Ok with PLAIN and the lab
 // token as user name (password empty) gets Connection.Tune; after
-// Tune-Ok, Connection.Open of VHost gets Open-Ok. A wrong token or vhost
-// gets Connection.Close (403 / 530) and a close. A connection that has
-// not logged in within s.HandshakeTimeout of its accept is closed (FIN),
-// as RabbitMQ's handshake_timeout does. A logged-in connection is held,
-// heartbeat frames accepted, until the peer closes, s.IdleClose passes
-// without a frame, or, with a negotiated heartbeat h > 0, 2h pass without
-// one (RabbitMQ's missed-heartbeats close). The lab broker sends no
-// heartbeats of its own: hopcheck negotiates them off.
+// Tune-Ok, Connection.Open of VHost gets Open-Ok. Refusals are RabbitMQ's
+// (rabbit_reader's handle_exception):
+//   - a wrong token gets Connection.Close 403 ACCESS_REFUSED only when the
+//     client announced the authentication_failure_close capability in
+//     Start-Ok; otherwise nothing: the socket is dropped after 3 s;
+//   - a wrong vhost gets Connection.Close 530 NOT_ALLOWED, whatever the
+//     capabilities;
+//   - any other error before login (a frame or method out of place) gets
+//     silence and a dropped socket after 3 s.
+//
+// After a Close the broker drops the socket on Close-Ok or after 3 s.
+// A connection that has not logged in within s.HandshakeTimeout of its
+// accept is closed (FIN), as RabbitMQ's handshake_timeout does. A
+// logged-in connection is held, heartbeat frames accepted, until the peer
+// closes, s.IdleClose passes without a frame, or, with a negotiated
+// heartbeat h > 0, 2h pass without one (RabbitMQ's missed-heartbeats
+// close). The lab broker sends no heartbeats of its own: hopcheck
+// negotiates them off.
 func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
 	handshakeBy := time.Now().Add(s.HandshakeTimeout)
 	_ = c.SetReadDeadline(earliest(handshakeBy, time.Now().Add(s.IdleClose)))
@@ -238,6 +254,8 @@ func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
 	for {
 		deadline := time.Now().Add(s.IdleClose)
 		switch {
+		case st.state == closing:
+			deadline = st.dropAt
 		case st.state != loggedIn:
 			deadline = earliest(deadline, handshakeBy)
 		case st.heartbeat > 0:
@@ -246,23 +264,35 @@ func serveAMQP(c net.Conn, s Server, logger *log.Logger) {
 		_ = c.SetReadDeadline(deadline)
 		n, rerr := c.Read(tmp)
 		buf = append(buf, tmp[:n]...)
-		for {
+		for st.state != closing || len(buf) > 0 {
 			fr, used, err := amqp.DecodeFrame(buf)
 			if errors.Is(err, amqp.ErrShort) {
 				break
 			}
 			if err != nil {
+				if st.state == closing {
+					buf = nil // refused already: the rest is not read
+					break
+				}
 				logger.Printf("amqp %v: %v", c.RemoteAddr(), err)
-				_, _ = c.Write(amqp.EncodeClose(amqp.Close{Code: amqpReplyFrameError, Text: "FRAME_ERROR - " + err.Error()}))
-				return
+				if st.state == loggedIn {
+					_, _ = c.Write(amqp.EncodeClose(amqp.Close{Code: amqpReplyFrameError, Text: "FRAME_ERROR - " + err.Error()}))
+					return
+				}
+				st.refuseSilently()
+				buf = nil
+				break
 			}
+			buf = buf[used:]
 			if !st.handle(fr) {
 				return
 			}
-			buf = buf[used:]
 		}
 		if rerr != nil {
-			if st.state != loggedIn && time.Now().After(handshakeBy) {
+			switch {
+			case st.state == closing:
+				logger.Printf("amqp %v: refused: dropping the connection", c.RemoteAddr())
+			case st.state != loggedIn && time.Now().After(handshakeBy):
 				logger.Printf("amqp %v: handshake timeout %v: closing", c.RemoteAddr(), s.HandshakeTimeout)
 			}
 			return
@@ -284,10 +314,21 @@ type amqpConn struct {
 	logger    *log.Logger
 	state     amqpLogin
 	heartbeat time.Duration
+	// authFailureClose: the client announced authentication_failure_close.
+	authFailureClose bool
+	dropAt           time.Time // closing: when the socket is dropped
 }
 
 // handle acts on one frame; false ends the connection.
 func (a *amqpConn) handle(fr amqp.Frame) bool {
+	if a.state == closing {
+		// RabbitMQ, closing, reads on and acts only on Close-Ok.
+		if class, method, err := amqp.MethodOf(fr.Payload); err == nil && fr.Type == amqp.FrameMethod &&
+			class == amqp.ClassConnection && method == amqp.MethodCloseOk {
+			return false
+		}
+		return true
+	}
 	if fr.Type == amqp.FrameHeartbeat {
 		return true
 	}
@@ -295,11 +336,12 @@ func (a *amqpConn) handle(fr amqp.Frame) bool {
 		if a.state == loggedIn {
 			return true // no channels are open: nothing to do with it
 		}
-		return a.refuse(amqpReplyCommandInvalid, fmt.Sprintf("COMMAND_INVALID - frame type %d on channel %d before login", fr.Type, fr.Channel), 0, 0)
+		a.logger.Printf("amqp %v: frame type %d on channel %d before login", a.c.RemoteAddr(), fr.Type, fr.Channel)
+		return a.refuseSilently()
 	}
 	class, method, err := amqp.MethodOf(fr.Payload)
 	if err != nil {
-		return a.refuse(amqpReplyFrameError, "FRAME_ERROR - "+err.Error(), 0, 0)
+		return a.refuseSilently()
 	}
 	if class == amqp.ClassConnection && method == amqp.MethodClose {
 		_, _ = a.c.Write(amqp.EncodeCloseOk())
@@ -309,11 +351,16 @@ func (a *amqpConn) handle(fr amqp.Frame) bool {
 	case awaitStartOk:
 		so, err := amqp.DecodeStartOk(fr.Payload)
 		if err != nil {
-			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.start_ok: "+err.Error(), class, method)
+			a.logger.Printf("amqp %v: expected connection.start_ok: %v", a.c.RemoteAddr(), err)
+			return a.refuseSilently()
 		}
+		a.authFailureClose = amqp.Capability(so.ClientProperties, "authentication_failure_close")
 		want := "\x00" + a.s.Token + "\x00"
 		if so.Mechanism != "PLAIN" || subtle.ConstantTimeCompare([]byte(so.Response), []byte(want)) != 1 {
-			a.logger.Printf("amqp %v: login refused (mechanism %q)", a.c.RemoteAddr(), so.Mechanism)
+			a.logger.Printf("amqp %v: login refused (mechanism %q, authentication_failure_close %v)", a.c.RemoteAddr(), so.Mechanism, a.authFailureClose)
+			if !a.authFailureClose {
+				return a.refuseSilently()
+			}
 			return a.refuse(amqpReplyAccessRefused, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.", class, method)
 		}
 		a.state = awaitTuneOk
@@ -322,7 +369,8 @@ func (a *amqpConn) handle(fr amqp.Frame) bool {
 	case awaitTuneOk:
 		t, err := amqp.DecodeTuneOk(fr.Payload)
 		if err != nil {
-			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.tune_ok: "+err.Error(), class, method)
+			a.logger.Printf("amqp %v: expected connection.tune_ok: %v", a.c.RemoteAddr(), err)
+			return a.refuseSilently()
 		}
 		a.heartbeat = time.Duration(t.Heartbeat) * time.Second
 		a.state = awaitOpen
@@ -330,7 +378,8 @@ func (a *amqpConn) handle(fr amqp.Frame) bool {
 	case awaitOpen:
 		vhost, err := amqp.DecodeOpen(fr.Payload)
 		if err != nil {
-			return a.refuse(amqpReplyCommandInvalid, "COMMAND_INVALID - expected connection.open: "+err.Error(), class, method)
+			a.logger.Printf("amqp %v: expected connection.open: %v", a.c.RemoteAddr(), err)
+			return a.refuseSilently()
 		}
 		if vhost != VHost {
 			return a.refuse(amqpReplyNotAllowed, fmt.Sprintf("NOT_ALLOWED - vhost %s not found", vhost), class, method)
@@ -343,11 +392,23 @@ func (a *amqpConn) handle(fr amqp.Frame) bool {
 	return true // logged in: other connection methods are ignored
 }
 
-// refuse sends Connection.Close and ends the connection (RabbitMQ with
-// the authentication_failure_close capability closes the socket too).
+// refuse sends Connection.Close and waits for Close-Ok or the refusal
+// delay before the socket is dropped, as RabbitMQ does.
 func (a *amqpConn) refuse(code uint16, text string, class, method uint16) bool {
-	_, _ = a.c.Write(amqp.EncodeClose(amqp.Close{Code: code, Text: text, Class: class, Method: method}))
-	return false
+	if _, err := a.c.Write(amqp.EncodeClose(amqp.Close{Code: code, Text: text, Class: class, Method: method})); err != nil {
+		return false
+	}
+	a.state, a.dropAt = closing, time.Now().Add(amqpRefusalDelay)
+	return true
+}
+
+// refuseSilently sends nothing and drops the socket after the refusal
+// delay: RabbitMQ's answer, before login, to a client that did not ask
+// for a Close and to a connection error it does not trust the client
+// with.
+func (a *amqpConn) refuseSilently() bool {
+	a.state, a.dropAt = closing, time.Now().Add(amqpRefusalDelay)
+	return true
 }
 
 // WhoamiPath is the authenticated endpoint of the lab HTTPS server.

@@ -74,17 +74,35 @@ func TestWriteCertsVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(pair.Certificate) != 2 {
+		t.Fatalf("server.pem holds %d certificates, want leaf and intermediate", len(pair.Certificate))
+	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
 		t.Fatal(err)
 	}
+	inter, err := x509.ParseCertificate(pair.Certificate[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.PublicKeyAlgorithm != x509.RSA || !inter.IsCA {
+		t.Errorf("leaf key %v, intermediate CA %v: want an RSA leaf under an intermediate CA", leaf.PublicKeyAlgorithm, inter.IsCA)
+	}
+	// The server's flight must not fit one segment (as a public CA's
+	// does not): chain + RSA CertificateVerify (256 B) + the other
+	// messages (~200 B) above a 1460-byte segment.
+	if n := len(pair.Certificate[0]) + len(pair.Certificate[1]); n+256+200 < 1460 {
+		t.Errorf("chain of %d bytes: the server flight would fit one segment", n)
+	}
 	pool := caPool(t, caFile)
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
 	for _, name := range []string{"198.18.6.2", "2001:db8:0:6::2", ServerName} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: name}); err != nil {
 			t.Errorf("verify for %s: %v", name, err)
 		}
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "198.18.6.3"}); err == nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: "198.18.6.3"}); err == nil {
 		t.Error("verified for an address not in the SANs")
 	}
 	if st, err := os.Stat(keyFile); err != nil || st.Mode().Perm() != 0o600 {
@@ -522,26 +540,66 @@ func TestServeAMQPLogin(t *testing.T) {
 		c.method()
 		c.closedAfter(t, start, 400*time.Millisecond, 1500*time.Millisecond)
 	})
+	// Refusals as RabbitMQ's rabbit_reader makes them; each waits up to
+	// the 3 s refusal delay, so they run in parallel.
+	javaCaps := []amqp.Field{{Name: "capabilities", Value: []amqp.Field{{Name: "authentication_failure_close", Value: true}}}}
 	for _, tc := range []struct {
 		name, token, vhost string
-		code               uint16
+		props              []amqp.Field // Start-Ok's client-properties
+		code               uint16       // Connection.Close's reply code; 0: none, the socket is dropped
+		closeOk            bool         // answer the Close with Close-Ok
+		lo, hi             time.Duration
 	}{
-		{"wrong token", "toK", VHost, 403},
-		{"empty token", "", VHost, 403},
-		{"wrong vhost", "tok", "/unifiedfeed/1", 530},
+		{"wrong token, no capability: silence, dropped after 3s", "toK", VHost, nil, 0, false, 2500 * time.Millisecond, 4500 * time.Millisecond},
+		{"empty token, capability announced false", "", VHost, []amqp.Field{{Name: "capabilities", Value: []amqp.Field{{Name: "authentication_failure_close", Value: false}}}}, 0, false, 2500 * time.Millisecond, 4500 * time.Millisecond},
+		{"wrong token, authentication_failure_close: 403, dropped after 3s", "toK", VHost, javaCaps, 403, false, 2500 * time.Millisecond, 4500 * time.Millisecond},
+		{"wrong token, authentication_failure_close: 403, Close-Ok ends it", "toK", VHost, javaCaps, 403, true, 0, time.Second},
+		{"wrong vhost without capabilities: 530", "tok", "/unifiedfeed/1", nil, 530, true, 0, time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c := dialAMQP(t, s, pool)
-			_, method, payload := c.login(tc.token, tc.vhost, 0)
+			so, err := amqp.EncodeStartOk(amqp.StartOk{ClientProperties: tc.props, Mechanism: "PLAIN", Response: "\x00" + tc.token + "\x00", Locale: "en_US"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.send(so)
+			if tc.code == 0 {
+				start := time.Now()
+				fr, err := c.frame()
+				if err != io.EOF || time.Since(start) < tc.lo || time.Since(start) > tc.hi {
+					t.Fatalf("after a refused Start-Ok: frame %+v, %v after %v; want nothing, EOF after %v-%v", fr, err, time.Since(start), tc.lo, tc.hi)
+				}
+				return
+			}
+			_, method, payload := c.method()
+			if method == amqp.MethodTune {
+				c.send(tuneOkFrame(0))
+				c.send(openFrame(tc.vhost))
+				_, method, payload = c.method()
+			}
 			if method != amqp.MethodClose || len(payload) < 6 || uint16(payload[4])<<8|uint16(payload[5]) != tc.code {
 				t.Fatalf("method %d payload %q; want Connection.Close %d", method, payload, tc.code)
 			}
 			if strings.Contains(string(payload), "tok") {
 				t.Fatalf("reply text names the token: %q", payload)
 			}
-			if _, err := c.frame(); err != io.EOF {
-				t.Fatalf("after Connection.Close: %v, want EOF", err)
+			start := time.Now()
+			if tc.closeOk {
+				c.send(amqp.EncodeCloseOk())
+			}
+			if _, err := c.frame(); err != io.EOF || time.Since(start) < tc.lo || time.Since(start) > tc.hi {
+				t.Fatalf("after Connection.Close: %v after %v, want EOF after %v-%v", err, time.Since(start), tc.lo, tc.hi)
 			}
 		})
 	}
+	t.Run("channel frame before login: silence, dropped after 3s", func(t *testing.T) {
+		t.Parallel()
+		c := dialAMQP(t, s, pool)
+		c.send([]byte{1, 0, 1, 0, 0, 0, 4, 0, 20, 0, 10, 0xCE}) // channel.open on channel 1
+		start := time.Now()
+		if fr, err := c.frame(); err != io.EOF || time.Since(start) < 2500*time.Millisecond {
+			t.Fatalf("frame %+v, %v after %v; want EOF after 3s", fr, err, time.Since(start))
+		}
+	})
 }

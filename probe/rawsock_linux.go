@@ -86,14 +86,24 @@ func (s *rawSockets) open4(cfg rawSocketsConfig) error {
 	if cfg.dontFrag {
 		// Raw IP_HDRINCL packets still meet ip_fragment, which refuses
 		// DF packets above a cached path MTU (EMSGSIZE) unless the
-		// socket only probes: then the device MTU counts.
-		if err := setSockInt(s.sysICMP4, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_PROBE); err != nil {
+		// socket only probes: then the device MTU counts. INTERFACE, not
+		// PROBE: the frag-needed our probes draw must not feed the
+		// kernel's path MTU cache either (raw_err updates it for sockets
+		// that accept PMTU), or every later connection to the address
+		// advertises a smaller MSS for 10 min and hides a black hole
+		// toward the client (e2e TestRunLeavesNoPathMTUCached).
+		if err := setSockInt(s.sysICMP4, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_INTERFACE); err != nil {
 			return fmt.Errorf("ipv4 path MTU probing: %w", err)
 		}
 	}
 	if cfg.readTCP {
 		if s.tcp4, s.sysTCP4, err = listenIPv4Raw("ip4:tcp", s.src.String()); err != nil {
 			return err
+		}
+		// The reader of quoted TCP probes: frag-needed it receives must
+		// not feed the kernel's path MTU cache (see above).
+		if err := setSockInt(s.sysTCP4, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_INTERFACE); err != nil {
+			return fmt.Errorf("ipv4 raw tcp socket: path MTU discovery off: %w", err)
 		}
 	}
 	return nil

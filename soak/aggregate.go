@@ -84,9 +84,10 @@ func (p Phase) String() string {
 
 // outcomes are the tcpcheck outcomes, indexed for fixed-size counters.
 var outcomes = []tcpcheck.Outcome{tcpcheck.OutcomeOK, tcpcheck.OutcomeRefused, tcpcheck.OutcomeResetInHandshake,
-	tcpcheck.OutcomeReset, tcpcheck.OutcomeTimeout, tcpcheck.OutcomeClosed, tcpcheck.OutcomeTLSError, tcpcheck.OutcomeAppError}
+	tcpcheck.OutcomeReset, tcpcheck.OutcomeTimeout, tcpcheck.OutcomeClosed, tcpcheck.OutcomeTLSError, tcpcheck.OutcomeLoginRefused,
+	tcpcheck.OutcomeAppError}
 
-const numOutcomes = 8
+const numOutcomes = 9
 
 func outcomeIndex(o tcpcheck.Outcome) int {
 	for i, x := range outcomes {

@@ -31,12 +31,15 @@ type Report struct {
 	Pool          int       `json:"pool"` // pooled connections per address at most
 	// Evidence is "packets" when the flow observer attributed resets,
 	// "socket" when it could not run (no CAP_NET_RAW).
-	Evidence   string             `json:"evidence"`
-	Incomplete bool               `json:"incomplete"`
-	Checkpoint bool               `json:"checkpoint"`
-	Targets    []TargetReport     `json:"targets"`
-	Findings   []tcpcheck.Finding `json:"findings"`
-	Warnings   []string           `json:"warnings,omitempty"`
+	Evidence string `json:"evidence"`
+	// TLSProfile is the client whose TLS ClientHello the connections
+	// imitated (java, dotnet, go).
+	TLSProfile tcpcheck.TLSProfile `json:"tls_profile"`
+	Incomplete bool                `json:"incomplete"`
+	Checkpoint bool                `json:"checkpoint"`
+	Targets    []TargetReport      `json:"targets"`
+	Findings   []tcpcheck.Finding  `json:"findings"`
+	Warnings   []string            `json:"warnings,omitempty"`
 }
 
 // TargetReport is the soak of one address of one target.

@@ -87,7 +87,8 @@ func Run(ctx context.Context, opt Options, jobs []tcpcheck.Job) Report {
 	snapshot := func(final bool) Report {
 		r := Report{SchemaVersion: SchemaVersion, Kind: "soak", StartedAt: start.UTC(), UpdatedAt: time.Now().UTC(),
 			DurationS: math.Round(time.Since(start).Seconds()*10) / 10, PlannedS: opt.Duration.Seconds(), Rate: opt.Rate,
-			FreshShare: opt.FreshShare, Pool: opt.Pool, Evidence: "socket", Targets: []TargetReport{}, Findings: []tcpcheck.Finding{},
+			FreshShare: opt.FreshShare, Pool: opt.Pool, Evidence: "socket", TLSProfile: opt.Dial.TLSProfile.OrDefault(),
+			Targets: []TargetReport{}, Findings: []tcpcheck.Finding{},
 			Checkpoint: !final, Incomplete: !final || ctx.Err() != nil}
 		if opt.Observe {
 			r.Evidence = "packets"

@@ -1,11 +1,14 @@
 package tcpcheck
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hopcheck/hopcheck/internal/amqp"
@@ -154,6 +157,9 @@ func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
 			if err != nil {
 				return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
 			}
+			// Close-Ok, as RabbitMQ's clients answer: the broker then drops
+			// the connection at once instead of after its 3 s.
+			_ = r.cn.write(amqp.EncodeCloseOk(), r.deadline)
 			return nil, loginError(c, r.cn.cfg.Token)
 		}
 		return nil, &appError{fmt.Sprintf("waiting for %s: got connection method %d", what, method)}
@@ -174,18 +180,58 @@ func CheckConnectionStart(b []byte) error {
 	return nil
 }
 
-// startOk is hopcheck's Connection.Start-Ok: client properties naming
-// hopcheck, mechanism PLAIN with the token as user name and an empty
+// JavaClientCapabilities are the capabilities the RabbitMQ Java client
+// announces in Start-Ok's client-properties (AMQConnection's
+// defaultClientProperties; the .NET client sends the same set). They
+// change what a RabbitMQ broker does: without authentication_failure_close
+// it answers a refused login by waiting about 3 s and dropping the socket,
+// with it by Connection.Close 403 ACCESS_REFUSED. consumer_priorities,
+// per_consumer_qos and direct_reply_to are the broker's own capabilities
+// (its Connection.Start); no RabbitMQ client announces them.
+var JavaClientCapabilities = []string{
+	"publisher_confirms",
+	"exchange_exchange_bindings",
+	"basic.nack",
+	"consumer_cancel_notify",
+	"connection.blocked",
+	"authentication_failure_close",
+}
+
+// clientProperties is hopcheck's Start-Ok client-properties: what the UOF
+// Java SDK's connection sends through the RabbitMQ Java client (product,
+// version and platform of that client, its capabilities), so that the
+// broker treats hopcheck as it treats the SDK; information and
+// connection_name say that hopcheck it is, for whoever reads the broker's
+// connection list. The SDK's own SrUfSdk* entries are left out: hopcheck
+// is not the SDK and must not be counted as one.
+func clientProperties() []amqp.Field {
+	caps := make([]amqp.Field, 0, len(JavaClientCapabilities))
+	for _, c := range JavaClientCapabilities {
+		caps = append(caps, amqp.Field{Name: c, Value: true})
+	}
+	return []amqp.Field{
+		{Name: "product", Value: "RabbitMQ"},
+		{Name: "version", Value: javaClientVersion},
+		{Name: "platform", Value: "Java"},
+		{Name: "information", Value: "hopcheck connectivity check: logs in and idles, no channels"},
+		{Name: "connection_name", Value: "hopcheck"},
+		{Name: "capabilities", Value: caps},
+	}
+}
+
+// javaClientVersion is a current release of the RabbitMQ Java client,
+// which the UOF Java SDK builds on (the exact release follows the SDK's).
+const javaClientVersion = "5.21.0"
+
+// startOk is hopcheck's Connection.Start-Ok: the Java client's
+// properties, mechanism PLAIN with the token as user name and an empty
 // password (UOF's login).
 func startOk(token string) amqp.StartOk {
 	return amqp.StartOk{
-		ClientProperties: []amqp.Field{
-			{Name: "product", Value: "hopcheck"},
-			{Name: "information", Value: "connectivity check: logs in and idles, no channels"},
-		},
-		Mechanism: "PLAIN",
-		Response:  "\x00" + token + "\x00",
-		Locale:    "en_US",
+		ClientProperties: clientProperties(),
+		Mechanism:        "PLAIN",
+		Response:         "\x00" + token + "\x00",
+		Locale:           "en_US",
 	}
 }
 
@@ -269,3 +315,95 @@ func closedLifetime(cs []ConnRecord) float64 {
 
 // amqpDefaultHandshakeTimeout is RabbitMQ's default handshake_timeout.
 const amqpDefaultHandshakeTimeout = 10 * time.Second
+
+// AMQPReply is a broker's Connection.Close of a refused login, as the
+// reports carry it.
+type AMQPReply struct {
+	Reason string `json:"reason"` // AMQPAuthRefused, AMQPVHostNotAllowed, AMQPRefused
+	Code   uint16 `json:"code"`   // 403, 530, ...
+	Text   string `json:"text"`   // the broker's reply text, the token removed
+}
+
+// Reply is e as a report carries it.
+func (e *AMQPLoginError) Reply() *AMQPReply {
+	return &AMQPReply{Reason: e.Reason, Code: e.Code, Text: e.Text}
+}
+
+// Explain says in words what a refusal means for the user.
+func (r *AMQPReply) Explain() string {
+	hint := ""
+	switch r.Reason {
+	case AMQPAuthRefused:
+		hint = ": the access token (the AMQP user name) is wrong, expired or not allowed on this broker"
+	case AMQPVHostNotAllowed:
+		hint = ": the virtual host is not this token's (UOF: /unifiedfeed/<bookmaker_id>, whoami.xml's virtual_host)"
+	}
+	return fmt.Sprintf("AMQP login refused by the broker: %d %s%s", r.Code, r.Text, hint)
+}
+
+// CheckLoginRefused marks res when the broker refused the AMQP login of
+// every connection it records: nothing of the test could be measured.
+// LoginRefused carries the reply and Error says it in words (replacing a
+// generic "cannot be opened").
+func CheckLoginRefused(res Result) Result {
+	var reply *AMQPReply
+	for _, c := range res.Connections {
+		if c.Outcome != OutcomeLoginRefused || c.AMQPReply == nil {
+			return res
+		}
+		if reply == nil {
+			reply = c.AMQPReply
+		}
+	}
+	if reply == nil {
+		return res
+	}
+	res.LoginRefused = reply
+	if res.Error == "" || strings.HasPrefix(res.Error, "connections cannot be opened") {
+		res.Error = reply.Explain()
+	}
+	return res
+}
+
+// loginGate makes the first AMQP login of a test go alone: once a broker
+// has refused it, the test dials no more. A token or vhost does not change
+// during a test, and every refused login toward the real broker counts
+// against the account.
+type loginGate struct {
+	once    sync.Once
+	done    chan struct{} // closed when the first login has ended
+	refused atomic.Pointer[AMQPLoginError]
+}
+
+// dial opens one connection of the test; skipped is true when it was not
+// dialled because the broker refused the login already (or ctx ended
+// while the first login was under way).
+func (s *session) dial(ctx context.Context) (dr DialResult, skipped bool) {
+	d := s.opt.Dial
+	if d.App != AppAMQPS || d.Token == "" || d.AMQPVHost == "" {
+		return Dial(ctx, d, s.dst), false
+	}
+	first := false
+	s.login.once.Do(func() { s.login.done, first = make(chan struct{}), true })
+	if !first {
+		select {
+		case <-s.login.done:
+		case <-ctx.Done():
+			return DialResult{}, true
+		}
+		if s.login.refused.Load() != nil {
+			return DialResult{}, true
+		}
+		return Dial(ctx, d, s.dst), false
+	}
+	dr = Dial(ctx, d, s.dst)
+	var le *AMQPLoginError
+	if errors.As(dr.Err, &le) {
+		s.login.refused.Store(le)
+	}
+	close(s.login.done)
+	return dr, false
+}
+
+// loginRefused reports whether the broker refused this test's login.
+func (s *session) loginRefused() bool { return s.login.refused.Load() != nil }

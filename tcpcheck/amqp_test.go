@@ -1,7 +1,6 @@
 package tcpcheck
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,24 +19,56 @@ import (
 	"github.com/hopcheck/hopcheck/probe"
 )
 
-// hopcheck's Start-Ok: PLAIN with the token as user name and an empty
-// password, client properties naming hopcheck.
+// clientPropertiesFixture is hopcheck's Start-Ok client-properties table
+// as it goes on the wire: the RabbitMQ Java client's product, version,
+// platform and six capabilities, and hopcheck's name.
+const clientPropertiesFixture = "\x00\x00\x01\x41" + // 321 bytes
+	"\x07productS\x00\x00\x00\x08RabbitMQ" +
+	"\x07versionS\x00\x00\x00\x065.21.0" +
+	"\x08platformS\x00\x00\x00\x04Java" +
+	"\x0binformationS\x00\x00\x00\x3bhopcheck connectivity check: logs in and idles, no channels" +
+	"\x0fconnection_nameS\x00\x00\x00\x08hopcheck" +
+	"\x0ccapabilitiesF\x00\x00\x00\x8c" + // 140 bytes
+	"\x12publisher_confirmst\x01" +
+	"\x1aexchange_exchange_bindingst\x01" +
+	"\x0abasic.nackt\x01" +
+	"\x16consumer_cancel_notifyt\x01" +
+	"\x12connection.blockedt\x01" +
+	"\x1cauthentication_failure_closet\x01"
+
+// hopcheck's Start-Ok: the Java client's client-properties, PLAIN with the
+// token as user name and an empty password.
 func TestStartOkFrame(t *testing.T) {
 	so, err := amqp.EncodeStartOk(startOk("tok"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(so, []byte("\x05PLAIN\x00\x00\x00\x05\x00tok\x00\x05en_US\xce")) || !bytes.Contains(so, []byte("\x07productS\x00\x00\x00\x08hopcheck")) {
-		t.Errorf("start-ok % x", so)
+	want := "\x01\x00\x00\x00\x00\x01\x5e" + // method frame, channel 0, 350 bytes
+		"\x00\x0a\x00\x0b" + clientPropertiesFixture + "\x05PLAIN\x00\x00\x00\x05\x00tok\x00\x05en_US\xce"
+	if string(so) != want {
+		t.Fatalf("start-ok\ngot  %q\nwant %q", so, want)
 	}
-	if fr, n, err := amqp.DecodeFrame(so); err != nil || n != len(so) || fr.Type != amqp.FrameMethod {
-		t.Errorf("start-ok does not frame: %v", err)
+	fr, n, err := amqp.DecodeFrame(so)
+	if err != nil || n != len(so) || fr.Type != amqp.FrameMethod {
+		t.Fatalf("start-ok does not frame: %v", err)
+	}
+	got, err := amqp.DecodeStartOk(fr.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range JavaClientCapabilities {
+		if !amqp.Capability(got.ClientProperties, c) {
+			t.Errorf("capability %s not announced", c)
+		}
+	}
+	if len(JavaClientCapabilities) != 6 || amqp.Capability(got.ClientProperties, "direct_reply_to") {
+		t.Errorf("capabilities %v: want the Java client's six, none of the broker's", JavaClientCapabilities)
 	}
 }
 
 func TestLoginErrorRemovesToken(t *testing.T) {
 	e := loginError(amqp.Close{Code: 403, Text: "ACCESS_REFUSED - user 's3cret' unknown"}, "s3cret")
-	if e.Reason != AMQPAuthRefused || strings.Contains(e.Error(), "s3cret") || Classify(PhaseApp, e) != OutcomeAppError {
+	if e.Reason != AMQPAuthRefused || strings.Contains(e.Error(), "s3cret") || Classify(PhaseApp, e) != OutcomeLoginRefused {
 		t.Fatalf("%+v: %s", e, Classify(PhaseApp, e))
 	}
 	if loginError(amqp.Close{Code: 530}, "").Reason != AMQPVHostNotAllowed || loginError(amqp.Close{Code: 320}, "").Reason != AMQPRefused {
@@ -107,7 +139,7 @@ func TestDialAMQPLogin(t *testing.T) {
 			dr := Dial(t.Context(), cfg, ap)
 			if tc.reason != "" {
 				var le *AMQPLoginError
-				if dr.Conn != nil || !errors.As(dr.Err, &le) || le.Reason != tc.reason || dr.Phase != PhaseApp || dr.Outcome != OutcomeAppError {
+				if dr.Conn != nil || !errors.As(dr.Err, &le) || le.Reason != tc.reason || dr.Phase != PhaseApp || dr.Outcome != OutcomeLoginRefused {
 					t.Fatalf("dial: conn %v outcome %s phase %s err %v; want %s in the app phase", dr.Conn != nil, dr.Outcome, dr.Phase, dr.Err, tc.reason)
 				}
 				if tc.token != "" && strings.Contains(dr.Err.Error(), tc.token) {
@@ -157,6 +189,53 @@ func TestAMQPHandshakeClose(t *testing.T) {
 	for _, tc := range tests {
 		if got := amqpHandshakeClose(tc.d, tc.behaviour, tc.hi, tc.fs); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCheckLoginRefused(t *testing.T) {
+	r403 := &AMQPReply{Reason: AMQPAuthRefused, Code: 403, Text: "ACCESS_REFUSED - Login was refused"}
+	r530 := &AMQPReply{Reason: AMQPVHostNotAllowed, Code: 530, Text: "NOT_ALLOWED - vhost /x not found"}
+	refused := func(r *AMQPReply) ConnRecord {
+		return ConnRecord{Outcome: OutcomeLoginRefused, Phase: PhaseApp, AMQPReply: r}
+	}
+	tests := []struct {
+		name      string
+		in        Result
+		want      *AMQPReply
+		wantError string // substring
+	}{
+		{"all refused 403", Result{Error: "connections cannot be opened: see connections[]", Connections: []ConnRecord{refused(r403)}}, r403, "403 ACCESS_REFUSED - Login was refused: the access token"},
+		{"all refused 530", Result{Connections: []ConnRecord{refused(r530), refused(r530)}}, r530, "530 NOT_ALLOWED - vhost /x not found: the virtual host"},
+		{"one logged in", Result{Connections: []ConnRecord{refused(r403), {Outcome: OutcomeOK}}}, nil, ""},
+		{"a timeout", Result{Connections: []ConnRecord{refused(r403), {Outcome: OutcomeTimeout}}}, nil, ""},
+		{"no connections", Result{Error: "interrupted"}, nil, "interrupted"},
+		{"interrupted keeps its error", Result{Error: "interrupted", Connections: []ConnRecord{refused(r403)}}, r403, "interrupted"},
+	}
+	for _, tc := range tests {
+		got := CheckLoginRefused(tc.in)
+		if got.LoginRefused != tc.want || !strings.Contains(got.Error, tc.wantError) {
+			t.Errorf("%s: login_refused %+v error %q; want %+v, error with %q", tc.name, got.LoginRefused, got.Error, tc.want, tc.wantError)
+		}
+	}
+}
+
+// Against the lab broker, a refused login ends each test at its first
+// connection: one refused login per test, whatever its width or count.
+func TestLoginRefusedStopsTheTest(t *testing.T) {
+	ap, pool, _ := labBroker(t, "s3cret")
+	opt := Options{Dial: DefaultDialConfig(), Count: 10, Rate: 50, Width: 6, IdleMax: 3 * time.Second}
+	opt.Dial.RootCAs, opt.Dial.Token, opt.Dial.AMQPVHost = pool, "wrong", lab.VHost
+	target, err := ParseTarget("amqps://" + lab.ServerName + ":" + strconv.Itoa(int(ap.Port())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, test := range []string{"connect", "concurrency", "idle"} {
+		rep := Run(t.Context(), test, opt, []Job{{Target: target, Addr: ap.Addr()}})
+		res := rep.Results[0]
+		if len(res.Connections) != 1 || res.LoginRefused == nil || res.LoginRefused.Code != 403 || res.Connections[0].AMQPReply == nil ||
+			!strings.Contains(res.Error, "403") || len(rep.Findings) != 0 {
+			t.Errorf("%s: %d connections, login_refused %+v, error %q, findings %v; want one refused login, no finding", test, len(res.Connections), res.LoginRefused, res.Error, rep.Findings)
 		}
 	}
 }

@@ -32,8 +32,8 @@ func RunConcurrency(ctx context.Context, opt Options, job Job, start time.Time) 
 	limit := 0
 	extraFails := 0
 	for i := 1; i <= opt.Width && ctx.Err() == nil; i++ {
-		dr := Dial(ctx, s.opt.Dial, s.dst)
-		if dr.Conn == nil && ctx.Err() != nil {
+		dr, skipped := s.dial(ctx)
+		if skipped || (dr.Conn == nil && ctx.Err() != nil) {
 			break
 		}
 		rec := s.dialRecord(dr)

@@ -30,6 +30,9 @@ type DialConfig struct {
 	AMQPVHost string
 	RootCAs   *x509.CertPool // nil: system roots
 	Insecure  bool
+	// TLSProfile is the client whose ClientHello the connections imitate
+	// ("" = DefaultTLSProfile, the UOF Java SDK's).
+	TLSProfile TLSProfile
 
 	ConnectTimeout time.Duration // SYN to established
 	SetupTimeout   time.Duration // TLS handshake and first exchange
@@ -42,6 +45,9 @@ type DialConfig struct {
 	// lower TTL / hop limit (IP_MINTTL, IPV6_MINHOPCOUNT): the
 	// unprivileged A/B check of where a RST comes from.
 	MinTTL int
+	// ClampMSS, when set, limits the MSS the SYN advertises (TCP_MAXSEG):
+	// the PMTU black-hole cure check.
+	ClampMSS int
 	// TimeNow is the clock of timestamps and ages (nil: time.Now); tests
 	// inject their own.
 	TimeNow func() time.Time
@@ -138,6 +144,9 @@ type DialResult struct {
 	Phase     Phase // where it failed
 	Err       error
 	FailedAt  time.Time
+	// Segment is TCP_INFO's MSS and path MTU right after connect (nil
+	// when the TCP handshake failed).
+	Segment *SegmentInfo
 }
 
 // Dial connects to addr, does the TLS handshake and the first application
@@ -155,6 +164,9 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 			var cerr error
 			err := rc.Control(func(fd uintptr) {
 				localPort, cerr = prepareSocket(int(fd), addr.Addr().Is6(), cfg.UserTimeout, cfg.MinTTL)
+				if cerr == nil && cfg.ClampMSS > 0 {
+					cerr = clampMSS(int(fd), cfg.ClampMSS)
+				}
 			})
 			if err != nil {
 				return err
@@ -173,6 +185,7 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 		return fail(PhaseTCP, err)
 	}
 	tcp := nc.(*net.TCPConn)
+	res.Segment = segmentInfo(tcp)
 	cn := &Conn{cfg: cfg, proto: proto, tcp: tcp, c: tcp, events: make(chan event, 4)}
 	if ap, err := netip.ParseAddrPort(tcp.LocalAddr().String()); err == nil {
 		cn.Local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

@@ -26,7 +26,7 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	var mu sync.Mutex
 	var fails []failed
 	t0 := s.now()
-	for i := 0; i < opt.Count && ctx.Err() == nil; i++ {
+	for i := 0; i < opt.Count && ctx.Err() == nil && !s.loginRefused(); i++ {
 		if d := t0.Add(time.Duration(i) * interval).Sub(s.now()); d > 0 {
 			select {
 			case <-ctx.Done():
@@ -39,8 +39,8 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dr := Dial(ctx, s.opt.Dial, s.dst)
-			if dr.Conn == nil && ctx.Err() != nil {
+			dr, skipped := s.dial(ctx)
+			if skipped || (dr.Conn == nil && ctx.Err() != nil) {
 				return
 			}
 			rec := s.dialRecord(dr)
@@ -118,7 +118,14 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		}
 		findings = append(findings, f)
 	}
-	if k := s.res.Counts[OutcomeTimeout]; k > 0 {
+	// Handshakes that hung and complete with a smaller MSS are a PMTU
+	// black hole toward the client; that finding then explains the
+	// timeouts.
+	pmtu := s.pmtuTowardClient(ctx)
+	if pmtu != nil {
+		findings = append(findings, *pmtu)
+	}
+	if k := s.res.Counts[OutcomeTimeout]; k > 0 && pmtu == nil {
 		f := s.rateFinding(ctx, KindConnectTimeout, k, n, nil)
 		f.Evidence = append([]string{fmt.Sprintf("%d of %d connections timed out during setup", k, n)}, f.Evidence...)
 		f.Advice = "Some connection attempts get no answer: use a connect timeout of a few seconds with retries rather than the OS default (over 2 minutes)."

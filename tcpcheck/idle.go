@@ -80,8 +80,8 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 		if s.idleDials.Add(1) > int32(s.idleDialCap) {
 			return // the test's connection budget is spent
 		}
-		dr := Dial(ctx, s.opt.Dial, s.dst)
-		if dr.Conn == nil && ctx.Err() != nil {
+		dr, skipped := s.dial(ctx)
+		if skipped || (dr.Conn == nil && ctx.Err() != nil) {
 			return
 		}
 		rec := s.dialRecord(dr)

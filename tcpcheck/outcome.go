@@ -24,6 +24,10 @@ const (
 	OutcomeClosed           Outcome = "closed"             // FIN (EOF) where an answer was due
 	OutcomeTLSError         Outcome = "tls-error"
 	OutcomeAppError         Outcome = "app-error"
+	// OutcomeLoginRefused: the AMQP broker refused the login with
+	// Connection.Close (403 wrong or expired token, 530 vhost not
+	// allowed); the connection's record carries the reply.
+	OutcomeLoginRefused Outcome = "login-refused"
 )
 
 // Phase is the part of a connection an error happened in.
@@ -51,7 +55,7 @@ func Classify(phase Phase, err error) Outcome {
 	var le *AMQPLoginError
 	switch {
 	case errors.As(err, &le):
-		return OutcomeAppError
+		return OutcomeLoginRefused
 	case errors.Is(err, syscall.ECONNREFUSED):
 		if phase == PhaseTCP {
 			return OutcomeRefused

@@ -52,9 +52,13 @@ func protocolFor(app App) protocol {
 
 // clientTLSConfig is the one place where hopcheck's TLS client settings
 // are made, for every protocol that speaks TLS (and for the whoami
-// request).
+// request): server name, trust and the ClientHello of cfg.TLSProfile.
+// nextProtos is the protocol's ALPN, sent only by profiles whose client
+// sends one (go).
 func clientTLSConfig(cfg DialConfig, nextProtos []string) *tls.Config {
-	return &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure, NextProtos: nextProtos}
+	c := &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure}
+	profileTLS(c, cfg.TLSProfile, nextProtos)
+	return c
 }
 
 // transferSpec is what the data test asks a protocol to move.

@@ -25,10 +25,13 @@ type Report struct {
 	// Evidence is "packets" when the flow observer captured every
 	// connection's segments (raw socket), "socket" when only the kernel
 	// socket's errors were seen (weaker: no TTLs, origin unknown).
-	Evidence   string    `json:"evidence"`
-	Results    []Result  `json:"results"`
-	Findings   []Finding `json:"findings"`
-	Incomplete bool      `json:"incomplete"`
+	Evidence string `json:"evidence"`
+	// TLSProfile is the client whose TLS ClientHello the connections
+	// imitated (java, dotnet, go).
+	TLSProfile TLSProfile `json:"tls_profile"`
+	Results    []Result   `json:"results"`
+	Findings   []Finding  `json:"findings"`
+	Incomplete bool       `json:"incomplete"`
 }
 
 // Result is the test of one address of one target.
@@ -46,6 +49,10 @@ type Result struct {
 	Connections []ConnRecord    `json:"connections"`
 	Idle        *IdleResult     `json:"idle,omitempty"`
 	Concurrency *ConcResult     `json:"concurrency,omitempty"`
+	// LoginRefused is the broker's reply when it refused the AMQP login
+	// of every connection: nothing of the test could be measured (Error
+	// says why in words).
+	LoginRefused *AMQPReply `json:"login_refused,omitempty"`
 	// DNSMs is how long resolving the target's name took (0 for a
 	// literal address); the name is resolved once for all its addresses.
 	DNSMs float64 `json:"dns_ms"`
@@ -160,6 +167,12 @@ type ConnRecord struct {
 	// Capture is the observer's bounded packet history of a failed
 	// connection, for --evidence (not in the JSON; nil when not captured).
 	Capture *probe.FlowCapture `json:"-"`
+	// Segment is the MSS advertised and used and the path MTU, right
+	// after connect.
+	Segment *SegmentInfo `json:"segment,omitempty"`
+	// AMQPReply is the broker's Connection.Close of a refused login
+	// (outcome login-refused).
+	AMQPReply *AMQPReply `json:"amqp_reply,omitempty"`
 }
 
 // PacketRec is one FIN or RST as the flow observer saw it.
@@ -240,6 +253,11 @@ type Finding struct {
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`
 	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
+	// MTUBracket is a pmtu-blackhole's path MTU: the largest packet that
+	// passed and one less than the smallest that did not; Direction which
+	// way ("toward-client": the server's segments die).
+	MTUBracket []int  `json:"mtu_bracket,omitempty"`
+	Direction  string `json:"direction,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.

@@ -45,7 +45,8 @@ func LookupTest(name string) (Test, bool) {
 // report.
 func Run(ctx context.Context, test string, opt Options, jobs []Job) Report {
 	start := opt.Dial.now()
-	r := Report{SchemaVersion: SchemaVersion, Test: test, StartedAt: start.UTC(), Evidence: "socket", Results: []Result{}, Findings: []Finding{}}
+	r := Report{SchemaVersion: SchemaVersion, Test: test, StartedAt: start.UTC(), Evidence: "socket",
+		TLSProfile: opt.Dial.TLSProfile.OrDefault(), Results: []Result{}, Findings: []Finding{}}
 	if opt.Observe {
 		r.Evidence = "packets"
 	}
@@ -67,6 +68,7 @@ func Run(ctx context.Context, test string, opt Options, jobs []Job) Report {
 				delete(res.Counts, o)
 			}
 		}
+		res = CheckLoginRefused(res)
 		res.PhaseStats = phaseStats(res.Connections)
 		r.Results = append(r.Results, res)
 		r.Findings = append(r.Findings, fs...)

@@ -2,6 +2,7 @@ package tcpcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -63,6 +64,8 @@ type session struct {
 	// idleDialCap.
 	idleDials   atomic.Int32
 	idleDialCap int
+
+	login loginGate // the first AMQP login goes alone (amqp.go)
 
 	mu       sync.Mutex
 	res      Result
@@ -198,13 +201,18 @@ func (s *session) add(rec ConnRecord) int {
 
 // dialRecord turns a dial into a record.
 func (s *session) dialRecord(dr DialResult) ConnRecord {
-	rec := ConnRecord{LocalPort: dr.LocalPort, StartS: s.since(dr.Started), Phases: dr.Phases, Outcome: dr.Outcome, Phase: dr.Phase}
+	rec := ConnRecord{LocalPort: dr.LocalPort, StartS: s.since(dr.Started), Phases: dr.Phases, Outcome: dr.Outcome, Phase: dr.Phase,
+		Segment: dr.Segment}
 	if dr.Err != nil {
 		rec.Error = dr.Err.Error()
 		rec.EndS = s.since(dr.FailedAt)
 	}
 	if dr.Conn != nil {
 		rec.Status = dr.Conn.Status
+	}
+	var le *AMQPLoginError
+	if errors.As(dr.Err, &le) {
+		rec.AMQPReply = le.Reply()
 	}
 	return rec
 }

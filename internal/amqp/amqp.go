@@ -138,6 +138,27 @@ type Field struct {
 	Value any
 }
 
+// Capability reports whether a Start's server-properties or a Start-Ok's
+// client-properties announce capability name: a "capabilities" table
+// holding name as true. RabbitMQ acts on the client's: without
+// authentication_failure_close it answers a refused login with silence
+// and a dropped socket instead of Connection.Close.
+func Capability(props []Field, name string) bool {
+	for _, f := range props {
+		if f.Name != "capabilities" {
+			continue
+		}
+		caps, _ := f.Value.([]Field)
+		for _, c := range caps {
+			if c.Name == name {
+				v, _ := c.Value.(bool)
+				return v
+			}
+		}
+	}
+	return false
+}
+
 // Start is Connection.Start (broker).
 type Start struct {
 	VersionMajor, VersionMinor byte

@@ -161,6 +161,32 @@ var serverProperties = []Field{
 	{"capabilities", []Field{{"authentication_failure_close", true}}},
 }
 
+func TestCapability(t *testing.T) {
+	props := []Field{
+		{"product", "RabbitMQ"},
+		{"capabilities", []Field{{"basic.nack", true}, {"authentication_failure_close", true}, {"connection.blocked", false}, {"odd", "true"}}},
+	}
+	tests := []struct {
+		props []Field
+		name  string
+		want  bool
+	}{
+		{props, "authentication_failure_close", true},
+		{props, "basic.nack", true},
+		{props, "connection.blocked", false}, // announced as false
+		{props, "odd", false},                // not a bool
+		{props, "direct_reply_to", false},    // not announced
+		{props, "product", false},            // a property, not a capability
+		{[]Field{{"capabilities", "x"}}, "x", false},
+		{nil, "authentication_failure_close", false},
+	}
+	for _, tc := range tests {
+		if got := Capability(tc.props, tc.name); got != tc.want {
+			t.Errorf("Capability(%v, %q) = %v, want %v", tc.props, tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestDecodeStart(t *testing.T) {
 	withProps, err := EncodeStart(Start{VersionMinor: 9, ServerProperties: serverProperties, Mechanisms: "PLAIN", Locales: "en_US"})
 	if err != nil {

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"time"
+
+	"fmt"
+	"github.com/hopcheck/hopcheck/diagnose"
+	"strings"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+)
+
+// The link between routers 2 and 3 has an MTU of 1400 and router 3 drops
+// the frag-needed it owes the server: the server's full-size segments
+// toward the client die, and its TLS flight (a public-CA-sized chain,
+// more than one segment) never arrives. The Java profile's connections
+// all hang; the Go profile's first one does (its 1.5 KB hello teaches the
+// client's kernel the path MTU from router 2, which does answer, so later
+// connections advertise a smaller MSS and pass: the issue's "1 of N timed
+// out, origin unknown"). Either way a connection with a clamped MSS
+// completes: a pmtu-blackhole toward the client, its MTU bracket holding
+// 1400. With the frag-needed let through there is no finding.
+func TestTCPPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for stalled handshakes
+	for _, tc := range []struct {
+		profile string
+		hide    bool
+	}{
+		{"java", true},
+		{"go", true},
+		{"java", false},
+	} {
+		name := tc.profile + map[bool]string{true: "/frag-needed hidden", false: "/frag-needed allowed"}[tc.hide]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU = 1400
+			rs[2].HideFragNeeded = tc.hide
+			l := buildLab(t, lab.Scenario{Name: "pmtu-client-" + tc.profile, Routers: rs})
+			rep, wall := tcpJSON(t, l, "connect", "--count", "4", "--rate", "5", "--tls-profile", tc.profile,
+				"--ca-file", l.CAFile, "--token-file", l.TokenFile(), fmt.Sprintf("https://%s", l.Server4))
+			if !tc.hide {
+				if len(rep.Findings) != 0 {
+					t.Fatalf("findings %+v with frag-needed allowed; %s", rep.Findings, resultSummary(rep))
+				}
+				return
+			}
+			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
+			if f.Direction != "toward-client" || len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 ||
+				!strings.Contains(f.Advice, "MSS") {
+				t.Errorf("finding %+v: want toward-client, a bracket holding 1400, MSS clamping advice", f)
+			}
+			for _, other := range rep.Findings {
+				if other.Kind == tcpcheck.KindConnectTimeout {
+					t.Errorf("a connect-timeout finding beside the pmtu-blackhole that explains it: %+v", other)
+				}
+			}
+			t.Logf("%s: MTU bracket %v, wall %.1fs; %s", tc.profile, f.MTUBracket, wall.Seconds(), strings.Join(f.Evidence, " | "))
+		})
+	}
+}
+
+// run in the same lab (frag-needed hidden toward the server): the
+// connect phase's stalled handshakes become the pmtu-blackhole finding
+// toward the client, in the java and the go profile alike.
+func TestRunPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for stalled handshakes
+	for _, profile := range []string{"java", "go"} {
+		t.Run(profile, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, true
+			l := buildLab(t, lab.Scenario{Name: "run-pmtu-client-" + profile, Routers: rs})
+			start := time.Now()
+			rep, _ := runReport(t, l, "--idle-max", "2s", "--tls-profile", profile)
+			if rep.TLSProfile != tcpcheck.TLSProfile(profile) {
+				t.Errorf("tls_profile %q, want %s", rep.TLSProfile, profile)
+			}
+			var f *diagnose.Finding
+			for i := range rep.Findings {
+				if rep.Findings[i].Kind == tcpcheck.KindPMTUBlackhole && rep.Findings[i].Direction == "toward-client" {
+					f = &rep.Findings[i]
+				}
+			}
+			if f == nil {
+				t.Fatalf("no pmtu-blackhole toward the client: %v", kindsOf(rep))
+			}
+			if len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 {
+				t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
+			}
+			// The forward DF search places the small link: router 2 reports it.
+			if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
+				t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400 (localisation %+v)", f.Hop, f.HopAddress, f.MTU, l.Router4[1], rep.Targets[0].Localisation)
+			}
+			// The go profile's hello taught the kernel the path MTU during
+			// the connect test: the run says that the cache shaped it.
+			cached := strings.Contains(strings.Join(rep.Warnings, "\n"), "cached path MTU")
+			if cached != (profile == "go") {
+				t.Errorf("warnings %q: a cached-path-MTU warning %v, want %v", rep.Warnings, cached, profile == "go")
+			}
+			t.Logf("%s: findings %v, bracket %v, wall %v", profile, kindsOf(rep), f.MTUBracket, time.Since(start).Round(time.Second))
+		})
+	}
+}
+
+// run's localisation probes the path MTU with DF packets (router 2
+// answers frag-needed, MTU 1400): the probes must not teach the client's
+// kernel that path MTU, or every connection to the server advertises a
+// smaller MSS for the next 10 minutes and a later test (the next
+// scheduled run) cannot see a black hole toward the client.
+func TestRunLeavesNoPathMTUCached(t *testing.T) {
+	t.Parallel()
+	rs := make([]lab.Router, 3)
+	rs[1].LinkMTU = 1400
+	l := buildLab(t, lab.Scenario{Name: "run-no-pmtu-cache", Routers: rs})
+	rep, _ := runReport(t, l, "--idle-max", "2s")
+	loc := rep.Targets[0].Localisation
+	if loc == nil || loc.PMTU == nil || loc.PMTU.MTU != 1400 || loc.PMTU.FragNeededHop != 2 {
+		t.Fatalf("localisation %+v: want the DF search to find MTU 1400 at hop 2", loc)
+	}
+	after, _ := tcpJSON(t, l, "connect", "--count", "1", "--ca-file", l.CAFile, fmt.Sprintf("https://%s", l.Server4))
+	si := after.Results[0].Connections[0].Segment
+	if si == nil || si.PathMTU != 1500 || si.AdvMSS < 1400 {
+		out, _ := l.Command(t.Context(), l.ClientNS, "ip", "route", "get", l.Server4.String()).CombinedOutput()
+		t.Fatalf("after run: segment %+v; want pmtu 1500 and a full MSS (route: %s)", si, out)
+	}
+}
