@@ -38,6 +38,21 @@ type Router struct {
 	// included): the client's next packet draws a reset, and from then on
 	// so does every packet of the server. 0 = never.
 	ResetAfterBytes int64
+
+	// Attribution knobs (lab/attrib.go).
+	// ReturnDetour sends every packet this router passes toward the client,
+	// its own and those it forwards, through this many extra routers
+	// (1..3) before the router on its left: a return path longer than the
+	// way there, from this hop on. The forward path is unchanged. Router 2
+	// or later, at most one router per scenario.
+	ReturnDetour int
+	// InitialTTL is the TTL / hop limit this router's own packets (ICMP
+	// errors, resets) start from: 0 the kernel's 64, or 128 or 255.
+	// Forwarded packets keep theirs.
+	InitialTTL int
+	// ForgeServerTTL makes this router's own TCP resets start from the TTL
+	// that makes them arrive at the client with the server's TTL.
+	ForgeServerTTL bool
 }
 
 // Server configures the lab server. Zero values mean the defaults.
@@ -148,6 +163,8 @@ type Lab struct {
 	TwinNS                 string
 	Twin4, Twin6           netip.Addr
 	AfterTwin4, AfterTwin6 netip.Addr
+	// DetourNS are the namespaces of a Router.ReturnDetour's extra routers.
+	DetourNS []string
 
 	CAFile string // PEM CA of the server cert (SANs: server addresses, ServerName)
 	Server Server // the server configuration in force (defaults applied)
@@ -210,6 +227,7 @@ func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
 		Server: sc.Server.WithDefaults(),
 		log:    logf,
 	}
+	l.DetourNS = topo.detourNS
 	if err := l.build(ctx, topo, binary); err != nil {
 		if cerr := l.Close(); cerr != nil {
 			err = fmt.Errorf("%w (and tearing down: %v)", err, cerr)
@@ -518,6 +536,7 @@ func (l *Lab) Namespaces() []string {
 	if l.TwinNS != "" {
 		out = append(out, l.TwinNS)
 	}
+	out = append(out, l.DetourNS...)
 	return out
 }
 
