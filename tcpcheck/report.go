@@ -234,6 +234,13 @@ type Finding struct {
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`
 	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
+	// HopCandidates lists, nearest first, every hop the evidence allows
+	// when it cannot decide between them (Hop is the likelier); absent
+	// when Hop is decided.
+	HopCandidates []int `json:"hop_candidates,omitempty"`
+	// Observations name what the evidence shows of the sender:
+	// forged-ttl, on-path-injection, in-path-blocking, asymmetric-return.
+	Observations []string `json:"observations,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
