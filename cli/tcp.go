@@ -15,14 +15,6 @@ import (
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
-// tcpTests are the subcommands of `hopcheck tcp`.
-var tcpTests = []struct{ name, usage string }{
-	{"connect", "open N connections at a rate: failure rates with 95 % intervals, resets by origin"},
-	{"concurrency", "ramp simultaneously open connections up to --conns: where are new or open ones refused or reset"},
-	{"data", "a large transfer: mid-stream resets, stalls (PMTU black hole), retransmissions and MSS"},
-	{"idle", "find the idle timeout of the path or server: how long a pooled connection may idle, who kills it, how"},
-}
-
 func tcpFlags() []ucli.Flag {
 	return []ucli.Flag{
 		&ucli.IntFlag{Name: "count", Value: 50, Usage: "connect: connections to open"},
@@ -46,11 +38,11 @@ func tcpCommand() *ucli.Command {
 		Name:  "tcp",
 		Usage: "connection tests that say who reset the connection: connect, concurrency, data, idle",
 	}
-	for _, t := range tcpTests {
-		name := t.name
+	for _, t := range tcpcheck.Tests {
+		name := t.Name
 		cmd.Subcommands = append(cmd.Subcommands, &ucli.Command{
 			Name:      name,
-			Usage:     t.usage,
+			Usage:     t.Usage,
 			ArgsUsage: "TARGET...   (https://host[:port], amqps://host[:5671], tcp://host:port, host:port)",
 			Flags:     tcpFlags(),
 			Action:    func(c *ucli.Context) error { return runTCP(c, name) },

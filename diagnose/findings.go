@@ -40,7 +40,7 @@ func diagnoseTarget(t TargetReport) []Finding {
 			Evidence: []string{}}
 	}
 	// Connection-test findings, refined by localisation where it ran.
-	for _, name := range []string{"connect", "concurrency", "data", "idle"} {
+	for _, name := range tcpcheck.TestNames() {
 		for _, f := range t.TestFindings[name] {
 			out = append(out, refine(Finding{Finding: f}, t))
 		}

@@ -462,3 +462,28 @@ func TestTCPDataTruncatedByServer(t *testing.T) {
 		})
 	}
 }
+
+// tcp connect learns the server's SYN-ACK TTL for every protocol, with
+// packet capture (the SYN-ACK) and without it (IP_MINTTL search): the
+// server sits behind 2 routers, at hop 3.
+func TestTCPConnectLearnsServerTTL(t *testing.T) {
+	l := buildLab(t, lab.Scenario{Name: "connect-ttl", Routers: make([]lab.Router, 2)})
+	drop := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
+	for _, target := range []string{fmt.Sprintf("https://%s", l.Server4), fmt.Sprintf("amqps://%s:%d", l.Server4, l.Server.AMQPPort),
+		fmt.Sprintf("tcp://%s:%d", l.Server4, l.Server.EchoPort), fmt.Sprintf("amqps://[%s]:%d", l.Server6, l.Server.AMQPPort)} {
+		for _, privileged := range []bool{true, false} {
+			var prefix []string
+			if !privileged {
+				prefix = drop
+			}
+			r := runIn(t, l, l.ClientNS, prefix, "--format", "json", "tcp", "connect", "--count", "2", "--rate", "20", "--insecure", target)
+			if r.code != 0 {
+				t.Fatalf("%s (privileged %v): exit %d\nstdout:\n%s\nstderr:\n%s", target, privileged, r.code, r.stdout, r.stderr)
+			}
+			rep := decodeJSON[tcpcheck.Report](t, r)
+			if len(rep.Results) != 1 || rep.Results[0].ServerHop != 3 || rep.Results[0].ServerTTL != 62 {
+				t.Errorf("%s (privileged %v): %s; want server_ttl 62, server_hop 3", target, privileged, resultSummary(rep))
+			}
+		}
+	}
+}

@@ -20,7 +20,7 @@ import (
 )
 
 // testOrder is the order connection tests ran and are listed in.
-var testOrder = []string{"connect", "concurrency", "data", "idle"}
+var testOrder = tcpcheck.TestNames()
 
 // targetView is one address of one target with everything the renderers
 // need, derived once.

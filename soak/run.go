@@ -145,11 +145,10 @@ type worker struct {
 	job    tcpcheck.Job
 	dst    netip.AddrPort
 	budget chan struct{}
-	obs    *probe.Observer
+	attr   *tcpcheck.Attributor
 
 	mu       sync.Mutex
 	agg      *Aggregator
-	fp       probe.Fingerprint
 	hot      []*pconn // free hot connections, most recently used last
 	resting  []*pconn
 	pooled   int // pooled connections, free or busy
@@ -168,14 +167,11 @@ type forgetAt struct {
 func newWorker(opt Options, job tcpcheck.Job, budget chan struct{}) *worker {
 	opt.Dial.App, opt.Dial.ServerName = job.Target.App, job.Target.ServerName()
 	w := &worker{opt: opt, job: job, dst: job.Target.Endpoint(job.Addr), budget: budget, agg: NewAggregator(opt.MinuteRing)}
-	if opt.Observe {
-		o, err := probe.NewObserver(w.dst)
-		if err != nil {
-			opt.logf("flow observer for %s: %v", w.dst, err)
-		} else {
-			w.obs = o
-		}
+	a, err := tcpcheck.NewAttributor(w.dst, opt.Observe)
+	if err != nil {
+		opt.logf("flow observer for %s: %v", w.dst, err)
 	}
+	w.attr = a
 	return w
 }
 
@@ -185,8 +181,8 @@ func (w *worker) summary() TargetReport {
 	t := w.agg.Summarize()
 	t.Target, t.Address, t.Port, t.App = w.job.Target.Name(), w.job.Addr.String(), w.job.Target.Spec.Port, w.job.Target.App
 	t.Skipped, t.Error = w.skipped, w.errText
-	if w.fp.Known() {
-		t.ServerTTL, t.ServerHop = w.fp.TTL, probe.SenderHop(w.fp.TTL)
+	if fp := w.attr.Server(); fp.Known() {
+		t.ServerTTL, t.ServerHop = fp.TTL, probe.SenderHop(fp.TTL)
 	}
 	if w.opt.Evidence != nil {
 		t.EvidenceFiles = w.opt.Evidence.Files(w.job.Addr.String())
@@ -294,17 +290,13 @@ func (w *worker) release(pc *pconn, now, end time.Time) {
 func (w *worker) discard(pc *pconn) {
 	pc.c.Abort()
 	<-w.budget
-	if w.obs != nil {
+	if w.attr.Observing() {
 		w.forget = append(w.forget, forgetAt{pc.port, time.Now()})
 	}
 }
 
 func (w *worker) run(ctx, parent context.Context, end time.Time) {
-	defer func() {
-		if w.obs != nil {
-			w.obs.Close()
-		}
-	}()
+	defer w.attr.Close()
 	interval := time.Duration(float64(time.Second) / w.opt.Rate)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -358,7 +350,7 @@ func (w *worker) forgetOld(now time.Time) {
 		if now.Sub(f.at) < 3*time.Second {
 			break
 		}
-		w.obs.Forget(f.port)
+		w.attr.Forget(f.port)
 		n++
 	}
 	w.forget = append(w.forget[:0], w.forget[n:]...)
@@ -392,7 +384,7 @@ func (w *worker) fresh(ctx, parent context.Context, end time.Time) {
 		s.Phase = phase
 		s.Origin, s.Hop = w.attribute(dr.LocalPort, start, out, err, at)
 	} else {
-		w.learn(dr.LocalPort)
+		w.attr.Learn(dr.LocalPort)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -403,7 +395,7 @@ func (w *worker) fresh(ctx, parent context.Context, end time.Time) {
 		}
 		w.pooled--
 		<-w.budget
-		if w.obs != nil {
+		if w.attr.Observing() {
 			w.forget = append(w.forget, forgetAt{dr.LocalPort, time.Now()})
 		}
 		return
@@ -446,52 +438,19 @@ func (w *worker) reuse(ctx, parent context.Context, pc *pconn, end time.Time) {
 	w.release(pc, time.Now(), end)
 }
 
-// learn takes the server's fingerprint from a flow's SYN-ACK.
-func (w *worker) learn(port uint16) {
-	if w.obs == nil {
-		return
-	}
-	w.mu.Lock()
-	known := w.fp.Known()
-	w.mu.Unlock()
-	if known {
-		return
-	}
-	if f := w.obs.WaitSynAck(port, 100*time.Millisecond).Fingerprint(); f.Known() {
-		w.mu.Lock()
-		w.fp = f
-		w.mu.Unlock()
-	}
-}
-
 // attribute finds the FIN or RST that ended a failed request and who
 // sent it; evidence of the flow is written when asked for.
 func (w *worker) attribute(port uint16, since time.Time, out tcpcheck.Outcome, err error, at time.Time) (probe.Origin, int) {
-	if w.obs == nil || port == 0 {
+	if !w.attr.Observing() || port == 0 {
 		return probe.OriginUnknown, 0
 	}
-	var rec probe.FlowRecord
-	if out.IsReset() || out == tcpcheck.OutcomeClosed {
-		rec = w.obs.WaitFinRst(port, since, 300*time.Millisecond)
-	} else {
-		rec = w.obs.Flow(port)
-	}
-	fp := rec.Fingerprint()
-	if !fp.Known() {
-		w.mu.Lock()
-		fp = w.fp
-		w.mu.Unlock()
-	}
+	c := w.attr.Capture(port, since, out.IsReset() || out == tcpcheck.OutcomeClosed)
 	origin, hop := probe.OriginUnknown, 0
-	for _, seg := range rec.FinRst {
-		if !seg.At.Before(since) {
-			a := probe.Attribute(seg, fp)
-			origin, hop = a.Origin, a.Hop
-			break
-		}
+	if as := w.attr.Attribute(c); len(as) > 0 {
+		origin, hop = as[0].Attr.Origin, as[0].Attr.Hop
 	}
 	if w.opt.Evidence != nil {
-		w.opt.Evidence.Write(w.job.Addr.String(), string(out), rec, w.dst)
+		w.opt.Evidence.Write(w.job.Addr.String(), string(out), c.Flow, w.dst)
 	}
 	return origin, hop
 }

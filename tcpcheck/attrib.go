@@ -71,7 +71,7 @@ type reattribution struct {
 // return-path fingerprints (attrib.Attribute) instead of a symmetric
 // count; nil when it cannot (no capture, no lookup, packet not found).
 func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *reattribution {
-	if attr == nil || s.obs == nil || s.opt.HopPrints == nil {
+	if attr == nil || !s.observing() || s.opt.HopPrints == nil {
 		return nil
 	}
 	pkt, ok := s.packetOf(attr)
@@ -79,8 +79,9 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 		return nil
 	}
 	s.mu.Lock()
-	server, serverHop := s.fp, s.res.ServerHop
+	serverHop := s.res.ServerHop
 	s.mu.Unlock()
+	server := s.attr.Server()
 	maxHop := 30
 	if serverHop > 0 {
 		maxHop = min(serverHop+2, 30)

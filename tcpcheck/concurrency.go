@@ -25,6 +25,7 @@ func RunConcurrency(ctx context.Context, opt Options, job Job, start time.Time) 
 			o.cn.Abort()
 		}
 	}()
+	s.learnUnobserved(ctx)
 	cr := &ConcResult{Cap: opt.Width}
 	s.res.Concurrency = cr
 	var failAttrs []probe.Attribution

@@ -1,23 +1,18 @@
 package tcpcheck
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/hopcheck/hopcheck/internal/amqp"
 )
 
 // DialConfig is how every connection of a test is made and used.
@@ -47,6 +42,16 @@ type DialConfig struct {
 	// lower TTL / hop limit (IP_MINTTL, IPV6_MINHOPCOUNT): the
 	// unprivileged A/B check of where a RST comes from.
 	MinTTL int
+	// TimeNow is the clock of timestamps and ages (nil: time.Now); tests
+	// inject their own.
+	TimeNow func() time.Time
+}
+
+func (c DialConfig) now() time.Time {
+	if c.TimeNow != nil {
+		return c.TimeNow()
+	}
+	return time.Now()
 }
 
 // DefaultDialConfig returns the timeouts used unless a test overrides them.
@@ -88,6 +93,7 @@ type bodyCut struct {
 // it arrives.
 type Conn struct {
 	cfg    DialConfig
+	proto  protocol
 	tcp    *net.TCPConn
 	c      net.Conn // tcp, or TLS over it
 	Local  netip.AddrPort
@@ -117,7 +123,7 @@ func (r countingReader) Read(p []byte) (int, error) {
 	n, err := r.cn.c.Read(p)
 	if n > 0 {
 		r.cn.received.Add(int64(n))
-		r.cn.lastRead.Store(time.Now().UnixNano())
+		r.cn.lastRead.Store(r.cn.now().UnixNano())
 	}
 	return n, err
 }
@@ -138,7 +144,9 @@ type DialResult struct {
 // exchange (HTTP request; AMQP header, and the login when the config has a
 // token and a vhost), measuring each phase.
 func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
-	res := DialResult{Started: time.Now()}
+	proto := protocolFor(cfg.App)
+	res := DialResult{Started: cfg.now()}
+	since := func(t time.Time) float64 { return float64(cfg.now().Sub(t).Microseconds()) / 1000 }
 	var localPort uint16
 	d := net.Dialer{
 		Timeout:   cfg.ConnectTimeout,
@@ -155,68 +163,49 @@ func Dial(ctx context.Context, cfg DialConfig, addr netip.AddrPort) DialResult {
 		},
 	}
 	fail := func(phase Phase, err error) DialResult {
-		res.LocalPort, res.FailedAt = localPort, time.Now()
+		res.LocalPort, res.FailedAt = localPort, cfg.now()
 		res.Outcome, res.Phase, res.Err = Classify(phase, err), phase, err
 		return res
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr.String())
-	res.Phases.TCP = msSince(res.Started)
+	res.Phases.TCP = since(res.Started)
 	if err != nil {
 		return fail(PhaseTCP, err)
 	}
 	tcp := nc.(*net.TCPConn)
-	cn := &Conn{cfg: cfg, tcp: tcp, c: tcp, events: make(chan event, 4)}
+	cn := &Conn{cfg: cfg, proto: proto, tcp: tcp, c: tcp, events: make(chan event, 4)}
 	if ap, err := netip.ParseAddrPort(tcp.LocalAddr().String()); err == nil {
 		cn.Local = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		localPort = ap.Port()
 	}
-	deadline := time.Now().Add(cfg.SetupTimeout)
-	if cfg.App == AppHTTPS || cfg.App == AppAMQPS {
-		tstart := time.Now()
-		tc := tls.Client(tcp, &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, InsecureSkipVerify: cfg.Insecure,
-			NextProtos: nextProtos(cfg.App)})
+	deadline := cfg.now().Add(cfg.SetupTimeout)
+	if tc := proto.tlsConfig(cfg); tc != nil {
+		tstart := cfg.now()
+		tlsConn := tls.Client(tcp, tc)
 		hctx, cancel := context.WithDeadline(ctx, deadline)
-		err := tc.HandshakeContext(hctx)
+		err := tlsConn.HandshakeContext(hctx)
 		cancel()
-		res.Phases.TLS = msSince(tstart)
+		res.Phases.TLS = since(tstart)
 		if err != nil {
 			tcp.Close()
 			return fail(PhaseTLS, err)
 		}
-		cn.c = tc
+		cn.c = tlsConn
 	}
 	go cn.read()
-	switch cfg.App {
-	case AppHTTPS:
-		start := time.Now()
-		ev, err := cn.exchange(deadline)
-		res.Phases.FirstByte = msSince(start)
-		if err != nil {
-			cn.Close()
-			return fail(PhaseApp, err)
-		}
-		cn.Status = ev.status
-	case AppAMQPS:
-		start := time.Now()
-		err := cn.amqpStart(deadline)
-		res.Phases.FirstByte = msSince(start)
+	if st, ok := proto.(starter); ok {
+		astart := cfg.now()
+		err := st.start(cn, deadline)
+		res.Phases.FirstByte = since(astart)
 		if err != nil {
 			cn.Close()
 			return fail(PhaseApp, err)
 		}
 	}
-	cn.Fresh = time.Now()
+	cn.Fresh = cfg.now()
 	res.Conn, res.LocalPort, res.Outcome = cn, localPort, OutcomeOK
-	res.Phases = PhasesMs{TCP: res.Phases.TCP, TLS: res.Phases.TLS, FirstByte: res.Phases.FirstByte}
 	cn.Phases = res.Phases
 	return res
-}
-
-func nextProtos(app App) []string {
-	if app == AppHTTPS {
-		return []string{"http/1.1"}
-	}
-	return nil
 }
 
 // prepareSocket binds the socket to an ephemeral port before connect, so
@@ -257,77 +246,24 @@ func prepareSocket(fd int, v6 bool, userTimeout time.Duration, minTTL int) (uint
 	return 0, nil
 }
 
-func msSince(t time.Time) float64 {
-	return float64(time.Since(t).Microseconds()) / 1000
-}
+// now is the connection's clock.
+func (cn *Conn) now() time.Time { return cn.cfg.now() }
 
-// read delivers every answer and finally the end of the stream.
+// read runs the protocol's reader and closes events at the end.
 func (cn *Conn) read() {
 	defer close(cn.events)
-	switch cn.cfg.App {
-	case AppHTTPS:
-		br := bufio.NewReader(countingReader{cn})
-		for {
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				cn.events <- event{at: time.Now(), err: err}
-				return
-			}
-			at := time.Now()
-			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				cn.events <- event{at: time.Now(), err: err, body: n,
-					cut: &bodyCut{status: resp.StatusCode, got: n, want: resp.ContentLength}}
-				return
-			}
-			cn.events <- event{at: at, status: resp.StatusCode, body: n}
-		}
-	default:
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := countingReader{cn}.Read(buf)
-			at := time.Now()
-			if n > 0 {
-				cn.events <- event{at: at, data: append([]byte(nil), buf[:n]...)}
-			}
-			if err != nil {
-				cn.events <- event{at: at, err: err}
-				return
-			}
-		}
-	}
+	cn.proto.read(cn)
 }
 
 // Events delivers what arrives while the connection idles. The caller
 // that watches an idle connection reads it; exchanges read it too.
 func (cn *Conn) Events() <-chan event { return cn.events }
 
-// writeRequest sends one request (HTTP GET, echo line, AMQP heartbeat).
-func (cn *Conn) writeRequest(deadline time.Time) error {
+// write sends msg, giving up at deadline.
+func (cn *Conn) write(msg []byte, deadline time.Time) error {
 	_ = cn.c.SetWriteDeadline(deadline)
-	var msg []byte
-	switch cn.cfg.App {
-	case AppHTTPS:
-		req := "GET " + cn.cfg.Path + " HTTP/1.1\r\nHost: " + hostHeader(cn.cfg.ServerName) + "\r\nUser-Agent: hopcheck\r\nAccept: */*\r\n"
-		if cn.cfg.Token != "" {
-			req += "x-access-token: " + cn.cfg.Token + "\r\n"
-		}
-		msg = []byte(req + "\r\n")
-	case AppAMQPS:
-		msg = amqp.EncodeFrame(amqp.Frame{Type: amqp.FrameHeartbeat})
-	default:
-		msg = []byte("hopcheck\n")
-	}
 	_, err := cn.c.Write(msg)
 	return err
-}
-
-func hostHeader(h string) string {
-	if a, err := netip.ParseAddr(h); err == nil && a.Is6() {
-		return "[" + h + "]"
-	}
-	return h
 }
 
 // exchange sends one request and waits for its answer (HTTP response,
@@ -337,7 +273,7 @@ func (cn *Conn) exchange(deadline time.Time) (event, error) {
 	if cn.ended != nil {
 		return *cn.ended, cn.ended.err
 	}
-	if err := cn.writeRequest(deadline); err != nil {
+	if err := cn.write(cn.proto.request(cn.cfg), deadline); err != nil {
 		// The reader has probably seen why (RST): prefer its error.
 		select {
 		case ev, ok := <-cn.events:
@@ -347,12 +283,12 @@ func (cn *Conn) exchange(deadline time.Time) (event, error) {
 			}
 		case <-time.After(50 * time.Millisecond):
 		}
-		return event{at: time.Now(), err: err}, err
+		return event{at: cn.now(), err: err}, err
 	}
-	timer := time.NewTimer(time.Until(deadline))
+	timer := time.NewTimer(deadline.Sub(cn.now()))
 	defer timer.Stop()
 	var tick <-chan time.Time
-	if cn.cfg.App == AppAMQPS {
+	if cn.proto.ackOnly() {
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		tick = t.C
@@ -361,23 +297,23 @@ func (cn *Conn) exchange(deadline time.Time) (event, error) {
 		select {
 		case ev, ok := <-cn.events:
 			if !ok {
-				ev = event{at: time.Now(), err: io.EOF}
+				ev = event{at: cn.now(), err: io.EOF}
 			}
 			if ev.err != nil {
 				cn.ended = &ev
 				return ev, ev.err
 			}
-			if cn.cfg.App == AppAMQPS {
+			if cn.proto.ackOnly() {
 				continue
 			}
 			return ev, nil
 		case <-tick:
 			if cn.unacked() == 0 {
-				return event{at: time.Now()}, nil
+				return event{at: cn.now()}, nil
 			}
 		case <-timer.C:
 			err := fmt.Errorf("no answer within %v: %w", cn.cfg.RequestTimeout, errTimeout)
-			return event{at: time.Now(), err: err}, err
+			return event{at: cn.now(), err: err}, err
 		}
 	}
 }
@@ -417,144 +353,11 @@ func (cn *Conn) TCPInfo() (*unix.TCPInfo, error) {
 
 // Reuse does one request after idling and reports its outcome.
 func (cn *Conn) Reuse() (Outcome, time.Time, error) {
-	ev, err := cn.exchange(time.Now().Add(cn.cfg.RequestTimeout))
+	ev, err := cn.exchange(cn.now().Add(cn.cfg.RequestTimeout))
 	if err == nil {
-		cn.Fresh = time.Now()
+		cn.Fresh = cn.now()
 	}
 	return Classify(PhaseRequest, err), ev.at, err
-}
-
-// amqpStart sends the AMQP 0-9-1 protocol header and expects a
-// Connection.Start method frame (type 1, channel 0, class 10, method 10);
-// with a token and a vhost it then logs in.
-func (cn *Conn) amqpStart(deadline time.Time) error {
-	_ = cn.c.SetWriteDeadline(deadline)
-	if _, err := cn.c.Write([]byte(amqp.ProtocolHeader)); err != nil {
-		return err
-	}
-	r := amqpFrameReader{cn: cn, timer: time.NewTimer(time.Until(deadline))}
-	defer r.timer.Stop()
-	for len(r.got) < 11 {
-		if err := r.more("Connection.Start"); err != nil {
-			return err
-		}
-	}
-	if err := CheckConnectionStart(r.got); err != nil {
-		return err
-	}
-	if cn.cfg.Token == "" || cn.cfg.AMQPVHost == "" {
-		return nil
-	}
-	if _, err := r.method("Connection.Start", amqp.MethodStart); err != nil {
-		return err
-	}
-	startOkFrame, err := amqp.EncodeStartOk(startOk(cn.cfg.Token))
-	if err != nil {
-		return fmt.Errorf("encoding Connection.Start-Ok: %w", err)
-	}
-	if _, err := cn.c.Write(startOkFrame); err != nil {
-		return err
-	}
-	payload, err := r.method("Connection.Tune", amqp.MethodTune)
-	if err != nil {
-		return err
-	}
-	tune, err := amqp.DecodeTune(payload)
-	if err != nil {
-		return &appError{fmt.Sprintf("decoding Connection.Tune: %v", err)}
-	}
-	// Heartbeat 0 turns AMQP heartbeats off: the idle ladder must be able
-	// to hold a logged-in connection silent, as a box on the path sees an
-	// idle feed between messages.
-	tune.Heartbeat = 0
-	if _, err := cn.c.Write(append(amqp.EncodeTuneOk(tune), amqp.EncodeOpen(cn.cfg.AMQPVHost)...)); err != nil {
-		return err
-	}
-	if _, err := r.method("Connection.Open-Ok", amqp.MethodOpenOk); err != nil {
-		return err
-	}
-	cn.LoggedIn = true
-	return nil
-}
-
-// amqpFrameReader collects the broker's bytes from the reader goroutine
-// during the handshake.
-type amqpFrameReader struct {
-	cn    *Conn
-	got   []byte
-	timer *time.Timer
-}
-
-// more waits for the next bytes.
-func (r *amqpFrameReader) more(what string) error {
-	select {
-	case ev, ok := <-r.cn.events:
-		if !ok || ev.err != nil {
-			if ev.err == nil {
-				ev.err = io.EOF
-			}
-			r.cn.ended = &ev
-			return ev.err
-		}
-		r.got = append(r.got, ev.data...)
-		return nil
-	case <-r.timer.C:
-		return fmt.Errorf("no %s within %v: %w", what, r.cn.cfg.SetupTimeout, errTimeout)
-	}
-}
-
-// method returns the payload of the next connection method, which must
-// be want; Connection.Close instead is the typed login refusal.
-// Heartbeats are skipped.
-func (r *amqpFrameReader) method(what string, want uint16) ([]byte, error) {
-	for {
-		fr, n, err := amqp.DecodeFrame(r.got)
-		if errors.Is(err, amqp.ErrShort) {
-			if err := r.more(what); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil, fmt.Errorf("broker closed the connection while we waited for %s: %w", what, err)
-				}
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
-			return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
-		}
-		r.got = r.got[n:]
-		if fr.Type == amqp.FrameHeartbeat {
-			continue
-		}
-		class, method, err := amqp.MethodOf(fr.Payload)
-		if err != nil || fr.Type != amqp.FrameMethod || fr.Channel != 0 || class != amqp.ClassConnection {
-			return nil, &appError{fmt.Sprintf("waiting for %s: got frame type %d channel %d", what, fr.Type, fr.Channel)}
-		}
-		switch method {
-		case want:
-			return fr.Payload, nil
-		case amqp.MethodClose:
-			c, err := amqp.DecodeClose(fr.Payload)
-			if err != nil {
-				return nil, &appError{fmt.Sprintf("waiting for %s: %v", what, err)}
-			}
-			return nil, loginError(c, r.cn.cfg.Token)
-		}
-		return nil, &appError{fmt.Sprintf("waiting for %s: got connection method %d", what, method)}
-	}
-}
-
-// CheckConnectionStart validates the start of a broker's first frame.
-func CheckConnectionStart(b []byte) error {
-	if len(b) >= 8 && string(b[:4]) == "AMQP" {
-		return &appError{fmt.Sprintf("broker rejected the protocol header and offered %q", b[:8])}
-	}
-	if len(b) < 11 {
-		return &appError{"short AMQP frame"}
-	}
-	if b[0] != 1 || b[1] != 0 || b[2] != 0 || b[7] != 0 || b[8] != 10 || b[9] != 0 || b[10] != 10 {
-		return &appError{fmt.Sprintf("first AMQP frame is not Connection.Start (% x)", b[:11])}
-	}
-	return nil
 }
 
 // Close closes the connection (FIN).

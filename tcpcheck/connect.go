@@ -25,9 +25,9 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	}
 	var mu sync.Mutex
 	var fails []failed
-	t0 := time.Now()
+	t0 := s.now()
 	for i := 0; i < opt.Count && ctx.Err() == nil; i++ {
-		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+		if d := t0.Add(time.Duration(i) * interval).Sub(s.now()); d > 0 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(d):
@@ -62,6 +62,7 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 		}()
 	}
 	wg.Wait()
+	s.learnUnobserved(ctx)
 	// Attribute the failures now that the server's fingerprint is known.
 	attrs := map[Outcome][]probe.Attribution{}
 	for _, f := range fails {
@@ -142,7 +143,7 @@ func (s *session) rateFinding(ctx context.Context, kind string, k, n int, attrs 
 			f.Confidence = "high"
 		}
 		f.HopAddress = s.hopAddress(ctx, a)
-	} else if s.obs == nil {
+	} else if !s.observing() {
 		f.Confidence = "low"
 		f.Evidence = append(f.Evidence, "no packet capture (no CAP_NET_RAW): the sender of the resets is unknown")
 	}

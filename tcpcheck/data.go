@@ -12,9 +12,6 @@ import (
 	"github.com/hopcheck/hopcheck/probe"
 )
 
-// echoVolume is what a data test sends through a TCP echo target.
-const echoVolume = 4 << 20
-
 // DefaultDataPath is what the data test downloads from an HTTPS target:
 // the market descriptions both UOF SDKs fetch at start-up, several MB of
 // XML, the largest response a UOF client routinely gets (it needs the
@@ -50,33 +47,17 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		return s.res, nil
 	}
 	s.learn(dr.LocalPort)
+	s.learnUnobserved(ctx)
 	cn := dr.Conn
 	defer cn.Abort()
 	before := cn.received.Load()
-	xferStart := time.Now()
+	xferStart := s.now()
 	cn.lastRead.Store(xferStart.UnixNano())
-	var werr error
-	// echoWrite gets the echo writer's end (nil: all sent); nil channel
-	// for HTTPS, whose one request is written here.
-	var echoWrite chan error
-	if s.opt.Dial.App == AppHTTPS {
-		path := cn.cfg.Path
-		cn.cfg.Path = opt.DataPath
-		werr = cn.writeRequest(time.Now().Add(opt.Dial.RequestTimeout))
-		cn.cfg.Path = path
-	} else {
-		echoWrite = make(chan error, 1)
-		go func() {
-			chunk := make([]byte, 32<<10)
-			for sent := 0; sent < echoVolume; sent += len(chunk) {
-				_ = cn.c.SetWriteDeadline(time.Now().Add(opt.StallAfter + 5*time.Second))
-				if _, err := cn.c.Write(chunk); err != nil {
-					echoWrite <- err
-					return
-				}
-			}
-			echoWrite <- nil
-		}()
+	xfer, werr := cn.proto.transfer(cn, transferSpec{path: opt.DataPath, stallAfter: opt.StallAfter, timeout: opt.Dial.RequestTimeout})
+	if xfer == nil {
+		s.add(rec)
+		s.res.Error = fmt.Sprintf("data test not run: %v", werr)
+		return s.res, nil
 	}
 	outcome, stalled := OutcomeOK, false
 	var endErr error
@@ -99,39 +80,31 @@ loop:
 				outcome, endErr, endAt, cut = Classify(PhaseRequest, ev.err), ev.err, ev.at, ev.cut
 				break loop
 			}
-			if s.opt.Dial.App == AppHTTPS && ev.status != 0 {
-				status = ev.status
-				break loop
-			}
-			if s.opt.Dial.App != AppHTTPS && cn.received.Load()-before >= echoVolume {
+			if done, st := xfer.complete(ev, cn.received.Load()-before); done {
+				status = st
 				break loop
 			}
 		case <-tick.C:
-			if since := time.Since(time.Unix(0, cn.lastRead.Load())); since >= opt.StallAfter {
+			if since := s.now().Sub(time.Unix(0, cn.lastRead.Load())); since >= opt.StallAfter {
 				stalled, outcome = true, OutcomeTimeout
 				endErr = fmt.Errorf("no progress for %v after %d bytes", opt.StallAfter, cn.received.Load()-before)
-				endAt = time.Now()
+				endAt = s.now()
 				break loop
 			}
 		}
 	}
 	if werr != nil {
-		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, time.Now()
+		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, s.now()
 	}
 	moved := cn.received.Load() - before
 	rec.Uses = 1
 	var attr *probe.Attribution
 	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset() || outcome == OutcomeClosed)
 	if outcome == OutcomeClosed {
-		outcome, endErr = closedOrReset(endErr, echoWriteEnd(echoWrite), rec.Packets)
+		outcome, endErr = closedOrReset(endErr, xfer.writeEnd(), rec.Packets)
 	}
-	end := transferEnd{outcome: outcome, stalled: stalled, got: moved, want: echoVolume}
-	if s.opt.Dial.App == AppHTTPS {
-		end.got, end.want = 0, -1 // no response headers: nothing of the body is known
-		if cut != nil {
-			end.got, end.want = cut.got, cut.want
-		}
-	}
+	end := transferEnd{outcome: outcome, stalled: stalled}
+	end.got, end.want = xfer.due(moved, cut)
 	if outcome == OutcomeClosed && transferKind(end) == "" {
 		outcome = OutcomeOK // everything due arrived, then a normal close
 	}
@@ -147,10 +120,7 @@ loop:
 		return s.res, nil
 	}
 	var infoEv []string
-	tr := &Transfer{Path: opt.DataPath, Bytes: moved, DurationS: seconds(time.Since(xferStart)), Stalled: stalled}
-	if s.opt.Dial.App != AppHTTPS {
-		tr.Path = ""
-	}
+	tr := &Transfer{Path: xfer.path(), Bytes: moved, DurationS: seconds(s.now().Sub(xferStart)), Stalled: stalled}
 	s.res.Transfer = tr
 	if info, err := cn.TCPInfo(); err == nil {
 		tr.SendMSS, tr.RecvMSS, tr.PathMTU = int(info.Snd_mss), int(info.Rcv_mss), int(info.Pmtu)
@@ -180,7 +150,7 @@ loop:
 	case KindMidstreamClose:
 		f := Finding{Kind: KindMidstreamClose, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown,
 			Confidence: "low", TransferBytes: end.got, ExpectedBytes: max(end.want, 0)}
-		f.Evidence = append(f.Evidence, truncationEvidence(s.opt.Dial.App, end, cut))
+		f.Evidence = append(f.Evidence, xfer.truncation(end, cut))
 		if endErr != nil {
 			f.Evidence = append(f.Evidence, "the reader got: "+endErr.Error())
 		}
@@ -193,7 +163,7 @@ loop:
 			if attr.Origin != probe.OriginUnknown {
 				f.Confidence = "high"
 			}
-		case s.obs != nil:
+		case s.observing():
 			f.Confidence = "medium"
 			f.Evidence = append(f.Evidence, "the flow observer captured no FIN: who ended the transfer is unknown")
 		default:
@@ -238,19 +208,6 @@ func transferKind(e transferEnd) string {
 	return ""
 }
 
-// truncationEvidence says how much of the transfer arrived before the FIN.
-func truncationEvidence(app App, e transferEnd, cut *bodyCut) string {
-	switch {
-	case app != AppHTTPS:
-		return fmt.Sprintf("the transfer ended with a FIN (end of stream) after %d of %d bytes echoed", e.got, e.want)
-	case cut == nil:
-		return "the connection ended with a FIN (end of stream) before the response headers arrived"
-	case e.want < 0:
-		return fmt.Sprintf("the response (HTTP %d, chunked) ended with a FIN (end of stream) after %d body bytes, before its last chunk", cut.status, e.got)
-	}
-	return fmt.Sprintf("the response (HTTP %d) ended with a FIN (end of stream) after %d of %d bytes (Content-Length)", cut.status, e.got, e.want)
-}
-
 // closeAdvice fits the advice for a truncated transfer to who ended it.
 func closeAdvice(origin probe.Origin, hop int, hopAddress string) string {
 	const retry = " Clients: retry idempotent requests, and treat a body shorter than its Content-Length as a failure, not as data."
@@ -282,21 +239,6 @@ func tokenHint(status int) string {
 		return ", with a valid access token (--token-file or $UOF_ACCESS_TOKEN)"
 	}
 	return ""
-}
-
-// echoWriteEnd returns how the echo writer ended, waiting briefly: after
-// a RST it returns at once. nil when it is still writing, ended cleanly,
-// or there is none (HTTPS).
-func echoWriteEnd(echoWrite <-chan error) error {
-	if echoWrite == nil {
-		return nil
-	}
-	select {
-	case err := <-echoWrite:
-		return err
-	case <-time.After(100 * time.Millisecond):
-		return nil
-	}
 }
 
 // closedOrReset decides whether a transfer whose reader saw EOF was reset.

@@ -11,10 +11,30 @@ import (
 	"github.com/hopcheck/hopcheck/probe"
 )
 
+// slotEvent is what happened to a connection slot of the idle test.
+type slotEvent int
+
+// Slot events.
+const (
+	slotOpened     slotEvent = iota + 1 // a fresh connection is up
+	slotDialFailed                      // a fresh connection could not be made
+	slotSurvived                        // a reuse after idling worked
+	slotFailed                          // a reuse after idling failed
+	slotEnded                           // FIN or RST while idle
+	slotStopped                         // the slot's goroutine ended
+)
+
+// Idle failure behaviours (IdleResult.Behaviour).
+const (
+	behaviourReset = "reset"
+	behaviourDrop  = "drop"
+	behaviourClose = "close"
+)
+
 // slotMsg is what a connection slot of the idle test reports.
 type slotMsg struct {
 	slot int
-	kind string // "open", "dial-failed", "survived", "failed", "ended" (FIN/RST while idle)
+	kind slotEvent
 	// fresh is when the connection became fresh (open, survived).
 	fresh time.Time
 	age   time.Duration // idle age of the reuse or of the end
@@ -28,22 +48,22 @@ type slotMsg struct {
 func behaviourOf(o Outcome) string {
 	switch o {
 	case OutcomeTimeout:
-		return "drop"
+		return behaviourDrop
 	case OutcomeClosed:
-		return "close"
+		return behaviourClose
 	}
-	return "reset"
+	return behaviourReset
 }
 
 // endBehaviour names how the stream ended while idle.
 func endBehaviour(err error) string {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return "close"
+		return behaviourClose
 	}
 	if errors.Is(err, syscall.ETIMEDOUT) {
-		return "drop"
+		return behaviourDrop
 	}
-	return "reset"
+	return behaviourReset
 }
 
 // runSlot keeps one connection: dial, idle until its target age (or until
@@ -59,7 +79,7 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 		if dr.Conn == nil {
 			rec.Packets, _ = s.packets(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
 			idx := s.add(rec)
-			out <- slotMsg{slot: id, kind: "dial-failed", recIndex: idx}
+			out <- slotMsg{slot: id, kind: slotDialFailed, recIndex: idx}
 			failures++
 			if failures >= 3 {
 				return
@@ -75,7 +95,7 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 		s.learn(dr.LocalPort)
 		cn := dr.Conn
 		idx := s.add(rec)
-		out <- slotMsg{slot: id, kind: "open", fresh: cn.Fresh, recIndex: idx}
+		out <- slotMsg{slot: id, kind: slotOpened, fresh: cn.Fresh, recIndex: idx}
 		if !s.holdConn(ctx, id, cn, idx, ctl, out) {
 			return
 		}
@@ -87,16 +107,12 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <-chan time.Duration, out chan<- slotMsg) bool {
 	target := time.Duration(0)
 	port := cn.Local.Port()
-	defer func() {
-		if s.obs != nil {
-			s.obs.Forget(port)
-		}
-	}()
+	defer s.attr.Forget(port)
 	for {
 		var fire <-chan time.Time
 		var timer *time.Timer
 		if target > 0 {
-			timer = time.NewTimer(time.Until(cn.Fresh.Add(target)))
+			timer = time.NewTimer(cn.Fresh.Add(target).Sub(s.now()))
 			fire = timer.C
 		}
 		stop := func() {
@@ -138,18 +154,18 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 			s.res.Counts[r.Outcome]++
 			s.mu.Unlock()
 			cn.Abort()
-			out <- slotMsg{slot: id, kind: "ended", age: age, behaviour: endBehaviour(ev.err), attr: attr, recIndex: idx}
+			out <- slotMsg{slot: id, kind: slotEnded, age: age, behaviour: endBehaviour(ev.err), attr: attr, recIndex: idx}
 			return true
 		case <-fire:
-			age := time.Since(cn.Fresh)
-			reqStart := time.Now()
+			age := s.now().Sub(cn.Fresh)
+			reqStart := s.now()
 			o, at, err := cn.Reuse()
 			if err == nil {
 				s.mu.Lock()
 				s.res.Connections[idx].Uses++
 				s.mu.Unlock()
 				target = 0
-				out <- slotMsg{slot: id, kind: "survived", fresh: cn.Fresh, age: age, recIndex: idx}
+				out <- slotMsg{slot: id, kind: slotSurvived, fresh: cn.Fresh, age: age, recIndex: idx}
 				continue
 			}
 			pk, attr := s.packets(port, reqStart, o.IsReset() || o == OutcomeClosed)
@@ -163,7 +179,7 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 			s.res.Counts[o]++
 			s.mu.Unlock()
 			cn.Abort()
-			out <- slotMsg{slot: id, kind: "failed", age: age, behaviour: behaviourOf(o), attr: attr, recIndex: idx}
+			out <- slotMsg{slot: id, kind: slotFailed, age: age, behaviour: behaviourOf(o), attr: attr, recIndex: idx}
 			return true
 		}
 	}
@@ -201,7 +217,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	if opt.Verify {
 		extras++
 	}
-	if s.obs == nil {
+	if !s.observing() {
 		extras++
 	}
 	// --conns bounds all simultaneous connections, the checks included.
@@ -210,14 +226,12 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	}
 	// Without packet capture, learn the server's TTL with IP_MINTTL.
 	serverTTL := make(chan int, 2)
-	if s.obs == nil {
+	if !s.observing() {
 		go func() {
-			ttl := ServerTTLByMinTTL(ctx, s.dst, s.opt.Dial)
-			if ttl > 0 {
-				s.mu.Lock()
-				s.res.ServerTTL, s.res.ServerHop = ttl, probe.SenderHop(ttl)
-				s.mu.Unlock()
-			}
+			s.learnUnobserved(ctx)
+			s.mu.Lock()
+			ttl := s.res.ServerTTL
+			s.mu.Unlock()
 			serverTTL <- ttl
 		}()
 	}
@@ -232,7 +246,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		running++
 		go func() {
 			s.runSlot(ctx, i, slots[i].ctl, out)
-			out <- slotMsg{slot: i, kind: "stopped"}
+			out <- slotMsg{slot: i, kind: slotStopped}
 		}()
 	}
 	var failures []idleFailure
@@ -248,7 +262,7 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		}
 		var idx []int
 		var in []Slot
-		now := time.Now()
+		now := s.now()
 		for i, st := range slots {
 			if st.open && !st.busy && !st.done {
 				idx = append(idx, i)
@@ -279,21 +293,21 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		}
 		st := slots[m.slot]
 		switch m.kind {
-		case "stopped":
+		case slotStopped:
 			running--
 			st.done = true
 			continue
-		case "open":
+		case slotOpened:
 			st.open, st.busy, st.fresh, st.target = true, false, m.fresh, 0
-		case "dial-failed":
+		case slotDialFailed:
 			openFailed++
-		case "survived":
+		case slotSurvived:
 			st.fresh, st.target = m.fresh, 0
 			survivedN++
 			l.Survived(m.age)
-		case "failed", "ended":
+		case slotFailed, slotEnded:
 			st.open, st.busy, st.target = false, true, 0
-			f := idleFailure{age: m.age, behaviour: m.behaviour, attr: m.attr, whileIdle: m.kind == "ended"}
+			f := idleFailure{age: m.age, behaviour: m.behaviour, attr: m.attr, whileIdle: m.kind == slotEnded}
 			failures = append(failures, f)
 			l.Failed(m.age)
 			if f.whileIdle {
@@ -301,16 +315,16 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 				// the connection lived idle until just before.
 				l.Survived(m.age - minSpacing)
 			}
-			if s.obs == nil && !abStarted && f.behaviour == "reset" {
+			if !s.observing() && !abStarted && f.behaviour == behaviourReset {
 				abStarted = true
 				go s.minTTLCheck(serverTTL, abFinal, abRes)
 			}
-			if opt.Verify && !verifyStarted && f.behaviour != "close" {
+			if opt.Verify && !verifyStarted && f.behaviour != behaviourClose {
 				verifyStarted = true
 				go s.verify(l.Lo, verifyFinal, verifyRes)
 			}
 		}
-		if m.kind == "dial-failed" && openFailed >= 3*width && survivedN == 0 && len(failures) == 0 {
+		if m.kind == slotDialFailed && openFailed >= 3*width && survivedN == 0 && len(failures) == 0 {
 			s.res.Error = "connections cannot be opened: see connections[]"
 			cancel()
 		}
@@ -348,14 +362,10 @@ func RunIdle(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	var findings []Finding
 	if hi > 0 && len(failures) > 0 {
 		idle.Behaviour = majorityBehaviour(failures)
-		if amqpHandshakeClose(s.opt.Dial, idle.Behaviour, hi, failures) {
-			idle.Cause = IdleCauseAMQPHandshake
-			// The handshake timeout runs from connect, not from the last use:
-			// the connections' lifetimes show it, their idle ages do not.
-			idle.Note = fmt.Sprintf("the broker closed connections that had not logged in about %.0fs after they were opened: its AMQP handshake timeout "+
-				"(RabbitMQ handshake_timeout, 10 s by default), not an idle timeout; a logged-in feed connection is not subject to it. "+
-				"Give the access token (and --amqp-vhost, or an https:// API target in the same run) to test AMQP idle behaviour past it", closedLifetime(s.res.Connections))
-		} else {
+		if ic, ok := protocolFor(s.opt.Dial.App).(idleCauser); ok {
+			idle.Cause, idle.Note = ic.idleCause(s.opt.Dial, idle.Behaviour, hi, failures, s.res.Connections)
+		}
+		if idle.Cause == "" {
 			findings = append(findings, s.idleFinding(context.Background(), l, idle, failures))
 		}
 	}
@@ -394,7 +404,7 @@ func (s *session) verify(lo time.Duration, final <-chan time.Duration, res chan<
 
 // holdAndReuse keeps cn idle until just past hi, then reuses it.
 func holdAndReuse(cn *Conn, hi time.Duration) Outcome {
-	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
+	hold := time.NewTimer(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20)).Sub(cn.now()))
 	defer hold.Stop()
 	select {
 	case ev, ok := <-cn.Events():
@@ -423,7 +433,7 @@ func (s *session) minTTLCheck(ttl <-chan int, final <-chan time.Duration, res ch
 		return
 	}
 	cn := dr.Conn
-	hold := time.NewTimer(time.Until(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20))))
+	hold := time.NewTimer(cn.Fresh.Add(hi + max(500*time.Millisecond, hi/20)).Sub(cn.now()))
 	defer hold.Stop()
 	select {
 	case <-cn.Events():
@@ -439,38 +449,6 @@ func (s *session) minTTLCheck(ttl <-chan int, final <-chan time.Duration, res ch
 	res <- MinTTLVerdict(serverTTL, o)
 }
 
-// amqpHandshakeClose reports whether the idle failures of an AMQP target
-// are its broker's handshake timeout rather than an idle timeout: the
-// connections did not log in (no token or vhost), the other side closed
-// them (FIN) at most about twice RabbitMQ's default handshake_timeout,
-// and no close came from a box on the path.
-func amqpHandshakeClose(d DialConfig, behaviour string, hi time.Duration, fs []idleFailure) bool {
-	if d.App != AppAMQPS || (d.Token != "" && d.AMQPVHost != "") || behaviour != "close" || hi > 2*amqpDefaultHandshakeTimeout {
-		return false
-	}
-	for _, f := range fs {
-		if f.behaviour == "close" && f.attr != nil && f.attr.Origin == probe.OriginMiddlebox {
-			return false
-		}
-	}
-	return true
-}
-
-// closedLifetime is the longest life, from start to end, of connections
-// that were closed (FIN) after their first exchange.
-func closedLifetime(cs []ConnRecord) float64 {
-	longest := 0.0
-	for _, c := range cs {
-		if c.Outcome == OutcomeClosed && c.Phase == PhaseRequest && c.EndS > c.StartS {
-			longest = max(longest, c.EndS-c.StartS)
-		}
-	}
-	return longest
-}
-
-// amqpDefaultHandshakeTimeout is RabbitMQ's default handshake_timeout.
-const amqpDefaultHandshakeTimeout = 10 * time.Second
-
 // majorityBehaviour is the commonest failure behaviour.
 func majorityBehaviour(fs []idleFailure) string {
 	n := map[string]int{}
@@ -485,7 +463,7 @@ func majorityBehaviour(fs []idleFailure) string {
 }
 
 func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, fs []idleFailure) Finding {
-	kind := map[string]string{"reset": KindIdleReset, "drop": KindIdleDrop, "close": KindIdleClose}[idle.Behaviour]
+	kind := map[string]string{behaviourReset: KindIdleReset, behaviourDrop: KindIdleDrop, behaviourClose: KindIdleClose}[idle.Behaviour]
 	f := Finding{Kind: kind, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium",
 		IdleTimeoutS: idle.TimeoutS, IdleBracketS: []float64{idle.BracketS[0], idle.BracketS[1]}}
 	var attr *probe.Attribution
@@ -512,7 +490,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		f.Origin, f.Hop = attr.Origin, attr.Hop
 		f.Evidence = append(f.Evidence, attr.Reason)
 		switch {
-		case s.obs == nil:
+		case !s.observing():
 			f.Confidence = "low"
 		case attr.Origin != probe.OriginUnknown && sameBehaviour >= 2:
 			f.Confidence = "high"
@@ -525,7 +503,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 			f.Hop = s.res.ServerHop
 		}
 		ra.apply(&f)
-	} else if idle.Behaviour == "drop" {
+	} else if idle.Behaviour == behaviourDrop {
 		f.Evidence = append(f.Evidence, "no FIN or RST arrived: the request went unanswered until TCP_USER_TIMEOUT (a box on the path lost the flow's state, or the server vanished)")
 		if a := s.dropAttr; a != nil {
 			f.Evidence = append(f.Evidence, a.Reason)
@@ -534,7 +512,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 				f.HopAddress = s.hopAddress(ctx, a)
 			}
 		}
-	} else if s.obs == nil {
+	} else if !s.observing() {
 		f.Confidence = "low"
 		f.Evidence = append(f.Evidence, "no packet capture (no CAP_NET_RAW): the sender of the FIN/RST is unknown")
 	}

@@ -52,13 +52,12 @@ type session struct {
 	job   Job
 	dst   netip.AddrPort
 	start time.Time
-	obs   *probe.Observer
+	attr  *Attributor
 
 	dropOnce sync.Once
 	dropAttr *probe.Attribution // where the flow state was lost (in-flow trace), nil unknown
 
 	mu     sync.Mutex
-	fp     probe.Fingerprint // the server's, from the first SYN-ACK seen
 	res    Result
 	nextID int
 }
@@ -69,14 +68,11 @@ func newSession(opt Options, job Job, start time.Time) *session {
 	s.res = Result{Target: job.Target.Name(), Address: job.Addr.String(), Port: job.Target.Spec.Port,
 		App: job.Target.App, Counts: map[Outcome]int{}, Connections: []ConnRecord{},
 		DNSMs: float64(job.DNS.Microseconds()) / 1000}
-	if opt.Observe {
-		o, err := probe.NewObserver(s.dst)
-		if err == nil {
-			s.obs = o
-		} else {
-			s.logf("flow observer for %s: %v", s.dst, err)
-		}
+	a, err := NewAttributor(s.dst, opt.Observe)
+	if err != nil {
+		s.logf("flow observer for %s: %v", s.dst, err)
 	}
+	s.attr = a
 	return s
 }
 
@@ -86,11 +82,13 @@ func (s *session) logf(format string, a ...any) {
 	}
 }
 
-func (s *session) close() {
-	if s.obs != nil {
-		s.obs.Close()
-	}
-}
+func (s *session) close() { s.attr.Close() }
+
+// observing reports whether the flow observer captures packets.
+func (s *session) observing() bool { return s.attr.Observing() }
+
+// now is the session's clock (Options.Dial.TimeNow).
+func (s *session) now() time.Time { return s.opt.Dial.now() }
 
 func (s *session) since(t time.Time) float64 {
 	if t.IsZero() {
@@ -101,80 +99,46 @@ func (s *session) since(t time.Time) float64 {
 
 // learn takes the server fingerprint from a flow's SYN-ACK.
 func (s *session) learn(port uint16) {
-	if s.obs == nil || port == 0 {
+	if f, now := s.attr.Learn(port); now {
+		s.setServerTTL(f.TTL)
+	}
+}
+
+// learnUnobserved learns the server's SYN-ACK TTL by IP_MINTTL when no
+// packets are captured (with capture, learn has done it).
+func (s *session) learnUnobserved(ctx context.Context) {
+	if s.observing() {
 		return
 	}
+	if ttl := s.attr.LearnByMinTTL(ctx, s.opt.Dial); ttl > 0 {
+		s.setServerTTL(ttl)
+	}
+}
+
+func (s *session) setServerTTL(ttl int) {
 	s.mu.Lock()
-	known := s.fp.Known()
+	s.res.ServerTTL, s.res.ServerHop = ttl, probe.SenderHop(ttl)
 	s.mu.Unlock()
-	if known {
-		return
-	}
-	r := s.obs.WaitSynAck(port, 100*time.Millisecond)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.fp.Known() {
-		if f := r.Fingerprint(); f.Known() {
-			s.fp = f
-			s.res.ServerTTL, s.res.ServerHop = f.TTL, probe.SenderHop(f.TTL)
-		}
-	}
 }
 
-func (s *session) fingerprint(own probe.FlowRecord) probe.Fingerprint {
-	if f := own.Fingerprint(); f.Known() {
-		return f
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.fp
-}
-
-// capture is what the observer saw toward port: FINs and RSTs from
-// since on (after waiting briefly for the capture to catch up when wait is
-// set) and the flow's own fingerprint, if it has one.
-type capture struct {
-	segs []probe.Segment
-	fp   probe.Fingerprint
-}
+// capture is what the observer saw toward a port.
+type capture = Capture
 
 func (s *session) capture(port uint16, since time.Time, wait bool) capture {
-	if s.obs == nil || port == 0 {
-		return capture{}
-	}
-	var r probe.FlowRecord
-	if wait {
-		r = s.obs.WaitFinRst(port, since, 300*time.Millisecond)
-	} else {
-		r = s.obs.Flow(port)
-	}
-	c := capture{fp: r.Fingerprint()}
-	for _, seg := range r.FinRst {
-		if !seg.At.Before(since) {
-			c.segs = append(c.segs, seg)
-		}
-	}
-	return c
+	return s.attr.Capture(port, since, wait)
 }
 
 // attribute classifies captured FINs and RSTs against the flow's own
 // fingerprint or the server's, and returns them with the attribution of
 // the first one (nil if none).
 func (s *session) attribute(c capture) ([]PacketRec, *probe.Attribution) {
-	fp := c.fp
-	if !fp.Known() {
-		s.mu.Lock()
-		fp = s.fp
-		s.mu.Unlock()
-	}
 	var out []PacketRec
 	var first *probe.Attribution
-	for _, seg := range c.segs {
-		a := probe.Attribute(seg, fp)
+	for _, x := range s.attr.Attribute(c) {
+		seg, a := x.Seg, x.Attr
 		out = append(out, PacketRec{Flags: flagString(seg.Flags), AtS: s.since(seg.At), TTL: seg.TTL, IPID: seg.IPID,
 			DF: seg.DF, Seq: seg.Seq, Hop: a.Hop, Origin: a.Origin, Reason: a.Reason})
 		if first == nil {
-			a := a
 			first = &a
 		}
 	}
@@ -219,7 +183,7 @@ func (s *session) hopAddress(ctx context.Context, a *probe.Attribution) string {
 }
 
 func (s *session) evidenceMode() string {
-	if s.obs != nil {
+	if s.observing() {
 		return "packets"
 	}
 	return "socket"
@@ -229,10 +193,10 @@ func (s *session) evidenceMode() string {
 // unanswered: the last hop that still answers with time-exceeded for the
 // flow's own segments is the box that drops them.
 func (s *session) locateDrop(ctx context.Context, cn *Conn) {
-	if s.obs == nil || !s.dst.Addr().Is4() {
+	if !s.observing() || !s.dst.Addr().Is4() {
 		return
 	}
-	flow := s.obs.Flow(cn.Local.Port())
+	flow := s.attr.Flow(cn.Local.Port())
 	if !flow.Seen {
 		return
 	}

@@ -2,7 +2,6 @@ package tcpcheck
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -56,12 +55,13 @@ func CheckAMQPVHost(v string) error {
 // token goes only into the request header.
 func FetchAMQPVHost(ctx context.Context, d DialConfig, job Job) (string, error) {
 	dst := job.Target.Endpoint(job.Addr)
+	d.ServerName = job.Target.ServerName()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var nd net.Dialer
 			return nd.DialContext(ctx, "tcp", dst.String())
 		},
-		TLSClientConfig:   &tls.Config{ServerName: job.Target.ServerName(), RootCAs: d.RootCAs, InsecureSkipVerify: d.Insecure},
+		TLSClientConfig:   clientTLSConfig(d, nil),
 		DisableKeepAlives: true,
 	}
 	defer tr.CloseIdleConnections()
