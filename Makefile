@@ -44,7 +44,7 @@ bench-soak:
 # Short fuzzing of every decoder in every package that has fuzz targets
 # (each package's seed corpus lives in its testdata/fuzz).
 FUZZTIME ?= 20s
-FUZZPKGS ?= ./probe ./trace ./internal/amqp ./tcpcheck
+FUZZPKGS ?= ./probe ./localise ./trace ./internal/amqp ./tcpcheck
 fuzz:
 	@for p in $(FUZZPKGS); do \
 		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \

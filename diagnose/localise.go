@@ -3,15 +3,17 @@ package diagnose
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/localise"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
@@ -44,19 +46,22 @@ func NewLocaliser(cfg LocaliseConfig) Localiser {
 		if serverHop > 0 {
 			maxTTL = serverHop
 		}
-		opt := probe.LocaliseOptions{Timeout: 2 * time.Second, Attempts: 2, Log: cfg.Log}
+		opt := localise.Options{Timeout: 2 * time.Second, Attempts: 2, Log: cfg.Log}
 		loc := &Localisation{}
 		dst := netip.AddrPortFrom(addr, uint16(t.Port))
-		if hops, err := probe.ProbeRewrites(ctx, dst, maxTTL, opt); err == nil {
-			loc.Rewrites = hopRewrites(hops)
-		} else if cfg.Log != nil {
-			cfg.Log("[%s] rewrites: %v", t.Address, err)
+		if hops, err := localise.RawRewrites(ctx, dst, maxTTL, opt); err == nil {
+			loc.Rewrites, loc.RewritesStatus = hops, localise.RewritesFound(hops)
+		} else {
+			loc.RewritesStatus, loc.RewritesError = tri.NotTested, err.Error()
+			if cfg.Log != nil {
+				cfg.Log("[%s] rewrites: %v", t.Address, err)
+			}
 		}
-		if res, err := probe.ProbePMTU(ctx, addr, probe.PMTUOptions{Protocol: probe.TCP, Port: uint16(t.Port), MaxTTL: maxTTL}); err == nil {
-			loc.PMTU = pmtuOf(res)
-		} else if cfg.Log != nil {
+		pmtu, err := localise.RawPMTU(ctx, addr, localise.PMTUOptions{Protocol: probe.TCP, Port: uint16(t.Port), MaxTTL: maxTTL})
+		if err != nil && cfg.Log != nil {
 			cfg.Log("[%s] pmtu: %v", t.Address, err)
 		}
+		loc.PMTU = &pmtu
 		if cfg.PeerURL != "" {
 			loc.NAT = natOf(ctx, cfg, addr, maxTTL, opt)
 		}
@@ -74,89 +79,19 @@ func NewLocaliser(cfg LocaliseConfig) Localiser {
 	}
 }
 
-// hopRewrites turns the per-TTL answers into the rewrites made by each
-// box (not the changes every later quote repeats).
-func hopRewrites(hops []probe.HopRewrite) []HopRewrite {
-	addrOf := map[int]string{}
-	for _, h := range hops {
-		if h.From.IsValid() {
-			addrOf[h.TTL] = h.From.String()
-		}
-	}
-	byHop := map[int]*HopRewrite{}
-	for _, h := range hops {
-		for _, r := range h.Rewrites {
-			hr := byHop[r.Hop]
-			if hr == nil {
-				hr = &HopRewrite{Hop: r.Hop, Address: addrOf[r.Hop], HopUpTo: r.UpTo, Changes: []string{}}
-				byHop[r.Hop] = hr
-			}
-			hr.Changes = append(hr.Changes, r.Change().String())
-		}
-	}
-	var out []HopRewrite
-	for _, h := range hops {
-		row := HopRewrite{Hop: h.TTL, Address: addrOf[h.TTL], Answer: string(h.Answer), Quote: string(h.Quote), Changes: []string{}}
-		for _, c := range h.Changes {
-			row.Seen = append(row.Seen, c.String())
-		}
-		if hr := byHop[h.TTL]; hr != nil {
-			row.Changes, row.HopUpTo = hr.Changes, hr.HopUpTo
-			delete(byHop, h.TTL)
-		}
-		out = append(out, row)
-	}
-	// Rewrites attributed to a hop that had no row of its own.
-	var rest []int
-	for hop := range byHop {
-		rest = append(rest, hop)
-	}
-	sort.Ints(rest)
-	for _, hop := range rest {
-		out = append(out, *byHop[hop])
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Hop < out[j].Hop })
-	return out
-}
-
-func pmtuOf(r probe.PMTUResult) *PMTU {
-	p := &PMTU{MTU: r.MTU, Verdict: string(r.Verdict), Blackhole: string(r.Blackhole),
-		FragNeededSeen: r.FragNeededSeen == probe.TriYes, FragNeededHop: r.FragNeededHop,
-		LocalMTU: r.LocalMTU, Protocol: string(r.Protocol), Reason: r.Reason}
-	if r.Blackhole == probe.TriYes {
-		p.BlackholeHop, p.BlackholeHopUpTo = r.BlackholeHop, r.BlackholeUpTo
-		if r.BlackholeAddress.IsValid() {
-			p.BlackholeHopAddress = r.BlackholeAddress.String()
-		}
-	}
-	if r.FragNeededAddress.IsValid() {
-		p.FragNeededHopAddress = r.FragNeededAddress.String()
-	}
-	return p
-}
-
 // natOf asks the peer URL how the server sees us and locates the box that
 // translated our address.
-func natOf(ctx context.Context, cfg LocaliseConfig, dst netip.Addr, maxTTL int, opt probe.LocaliseOptions) *NAT {
-	n := &NAT{Translated: string(probe.TriNotTested)}
+func natOf(ctx context.Context, cfg LocaliseConfig, dst netip.Addr, maxTTL int, opt localise.Options) *NAT {
 	sent, seen, err := peerView(ctx, cfg, dst)
 	if err != nil {
-		n.Evidence = fmt.Sprintf("no server view of our address: %v", err)
-		return n
+		n := localise.NATFailed(err)
+		return &n
 	}
-	res, err := probe.ProbeNAT(ctx, sent, seen, dst, maxTTL, opt)
-	if err != nil {
-		n.Evidence = fmt.Sprintf("locating the translation: %v", err)
-		return n
+	n, err := localise.RawNAT(ctx, sent, seen, dst, maxTTL, opt)
+	if err != nil && cfg.Log != nil {
+		cfg.Log("[%s] nat: %v", dst, err)
 	}
-	n.Translated, n.Sent, n.Seen, n.Hop, n.Evidence = string(res.Translated), res.Sent.String(), res.Seen.String(), res.Hop, res.Evidence
-	if res.HopAddress.IsValid() {
-		n.HopAddress = res.HopAddress.String()
-	}
-	for _, c := range res.Changes {
-		n.Changes = append(n.Changes, c.String())
-	}
-	return n
+	return &n
 }
 
 // peerView fetches PeerURL over one TLS connection to dst and returns our
@@ -212,25 +147,23 @@ func peerView(ctx context.Context, cfg LocaliseConfig, dst netip.Addr) (sent, se
 // take that long again, so it is not run unless asked for (--in-flow-max).
 const DefaultMaxInFlowWait = 15 * time.Minute
 
-// InFlowNotTested is the in-flow behaviour when the confirmation was not
-// run although an idle reset or drop asked for it.
-const InFlowNotTested = "not-tested"
-
 // inFlowSkipped returns the not-tested record when a flow that must idle
 // for idle to expire is beyond the wait allowed (limit: 0 default, < 0
 // never), else nil: run it.
 func inFlowSkipped(idle, limit time.Duration) *InFlow {
 	switch {
 	case limit < 0:
-		return &InFlow{Behaviour: InFlowNotTested, Reason: "in-flow confirmation disabled (--in-flow-max 0)"}
+		in := localise.InFlowSkipped("in-flow confirmation disabled (--in-flow-max 0)")
+		return &in
 	case limit == 0:
 		limit = DefaultMaxInFlowWait
 	}
 	if idle <= limit {
 		return nil
 	}
-	return &InFlow{Behaviour: InFlowNotTested, Reason: fmt.Sprintf("the flow must idle %s to expire, beyond --in-flow-max %s (raise it to confirm the hop in-flow)",
-		idle.Round(time.Second), limit)}
+	in := localise.InFlowSkipped(fmt.Sprintf("the flow must idle %s to expire, beyond --in-flow-max %s (raise it to confirm the hop in-flow)",
+		idle.Round(time.Second), limit))
+	return &in
 }
 
 // idleToConfirm returns how long a flow must idle to expire on this
@@ -258,12 +191,14 @@ func idleToConfirm(t *TargetReport) time.Duration {
 // RST after expiry, or after which time-exceeded replies stop, lost the
 // flow's state. It confirms or corrects the TTL-based attribution (a NAT
 // that remaps the port after expiry makes the server send the RST).
-func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst netip.AddrPort, idle time.Duration, maxTTL int, opt probe.LocaliseOptions) *InFlow {
-	in := &InFlow{Behaviour: string(probe.LossUndetermined)}
+func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst netip.AddrPort, idle time.Duration, maxTTL int, opt localise.Options) *InFlow {
+	failed := func(flow, reason string, err error) *InFlow {
+		in := localise.InFlowFailed(flow, reason, err)
+		return &in
+	}
 	obs, err := probe.NewObserver(dst)
 	if err != nil {
-		in.Reason = fmt.Sprintf("flow observer: %v", err)
-		return in
+		return failed("", fmt.Sprintf("flow observer: %v", err), err)
 	}
 	defer obs.Close()
 	d := cfg.Dial
@@ -283,59 +218,39 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 		}
 	}
 	if res.Conn == nil {
-		in.Reason = fmt.Sprintf("connection: %s %v", res.Outcome, res.Err)
-		return in
+		err := res.Err
+		if err == nil {
+			err = fmt.Errorf("connection: %s", res.Outcome)
+		}
+		return failed("", fmt.Sprintf("connection: %s %v", res.Outcome, res.Err), err)
 	}
 	defer res.Conn.Abort()
-	in.Flow = fmt.Sprintf("%s > %s", res.Conn.Local, dst)
+	flowName := fmt.Sprintf("%s > %s", res.Conn.Local, dst)
 	// Let the first exchange's last ACKs pass before reading the state.
 	if !sleepCtx(ctx, 300*time.Millisecond) {
-		return in
+		return failed(flowName, "", ctx.Err())
 	}
 	rec := obs.Flow(res.LocalPort)
 	if rec.SynAck == nil {
-		in.Reason = "the flow observer saw no SYN-ACK"
-		return in
+		return failed(flowName, "the flow observer saw no SYN-ACK", errors.New("the flow observer saw no SYN-ACK"))
 	}
-	flow, err := probe.FlowStateFromConn(res.Conn.TCP(), *rec.SynAck)
+	flow, err := localise.FlowStateFromConn(res.Conn.TCP(), *rec.SynAck)
 	if err != nil {
-		in.Reason = err.Error()
-		return in
+		return failed(flowName, err.Error(), err)
 	}
-	healthy, err := probe.ProbeInFlow(ctx, flow, maxTTL, opt)
+	healthy, err := localise.RawInFlow(ctx, flow, maxTTL, opt)
 	if err != nil {
-		in.Reason = fmt.Sprintf("healthy probes: %v", err)
-		return in
+		return failed(flowName, fmt.Sprintf("healthy probes: %v", err), err)
 	}
 	if !sleepCtx(ctx, idle) {
-		return in
+		return failed(flowName, "", ctx.Err())
 	}
-	expired, err := probe.ProbeInFlow(ctx, flow, maxTTL, opt)
+	expired, err := localise.RawInFlow(ctx, flow, maxTTL, opt)
 	if err != nil {
-		in.Reason = fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err)
-		return in
+		return failed(flowName, fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err), err)
 	}
-	in.Healthy, in.Expired = inFlowAnswers(healthy), inFlowAnswers(expired)
-	loss := probe.ExplainStateLoss(healthy, expired)
-	in.Behaviour, in.Hop, in.HopUpTo, in.Reason = string(loss.Behaviour), loss.Hop, loss.UpTo, loss.Reason
-	for _, a := range healthy {
-		if a.TTL == loss.Hop && a.From.IsValid() {
-			in.HopAddress = a.From.String()
-		}
-	}
-	return in
-}
-
-func inFlowAnswers(as []probe.InFlowAnswer) []InFlowAnswer {
-	out := []InFlowAnswer{}
-	for _, a := range as {
-		x := InFlowAnswer{TTL: a.TTL, Kind: string(a.Kind), ReplyTTL: a.ReplyTTL, SenderHop: a.SenderHop}
-		if a.From.IsValid() {
-			x.From = a.From.String()
-		}
-		out = append(out, x)
-	}
-	return out
+	in := localise.NewInFlow(flowName, healthy, expired)
+	return &in
 }
 
 // sleepCtx sleeps d unless ctx ends first (then it returns false).

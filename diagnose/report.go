@@ -6,6 +6,8 @@ package diagnose
 import (
 	"time"
 
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/localise"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 	"github.com/hopcheck/hopcheck/trace"
 )
@@ -86,112 +88,42 @@ type TargetReport struct {
 	amqpVHost string
 }
 
-// Localisation holds the probes that place a problem on a hop.
+// Localisation holds the probes that place a problem on a hop. Their
+// results are the localise package's own types, as a trace is
+// trace.Trace: each carries a tri-state status and the error of a probe
+// that failed, so a report tells "failed" from "found nothing".
 type Localisation struct {
 	// InFlow: TTL-limited segments of an existing flow, while healthy and
 	// after it lost its state (intrace/0trace technique).
-	InFlow *InFlow `json:"in_flow,omitempty"`
+	InFlow *localise.InFlow `json:"in_flow,omitempty"`
 	// Rewrites: per hop, how the quoted TCP SYN differed from what was sent
-	// (tracebox's method).
-	Rewrites []HopRewrite `json:"rewrites,omitempty"`
+	// (tracebox's method). RewritesStatus is yes when a box rewrote it, no
+	// when none did, not-tested when the probe failed (RewritesError).
+	Rewrites       []localise.HopRewrite `json:"rewrites,omitempty"`
+	RewritesStatus tri.State             `json:"rewrites_status,omitempty"`
+	RewritesError  string                `json:"rewrites_error,omitempty"`
 	// PMTU: where big packets die.
-	PMTU *PMTU `json:"pmtu,omitempty"`
+	PMTU *localise.PMTU `json:"pmtu,omitempty"`
 	// NAT: address translation seen by comparing our end of a connection
 	// with the server's view of it, located by the hop that owns the
-	// translated address (probe.ProbeNAT). Linux NAT translates the quotes
-	// of ICMP errors back, so Rewrites alone miss it.
-	NAT *NAT `json:"nat,omitempty"`
+	// translated address (localise.ProbeNAT). Linux NAT translates the
+	// quotes of ICMP errors back, so Rewrites alone miss it.
+	NAT *localise.NAT `json:"nat,omitempty"`
 }
 
-// NAT is the evidence of address translation on the path.
-type NAT struct {
-	Translated string `json:"translated"` // yes|no|not-tested
-	Sent       string `json:"sent"`       // our end as we sent from it
-	Seen       string `json:"seen"`       // our end as the server saw it ("" unknown)
-	// Changes are "src address A→B" / "src port P→Q".
-	Changes []string `json:"changes,omitempty"`
-	// Hop owns the translated address (0: not located); HopAddress is the
-	// address it answers time-exceeded from toward the target.
-	Hop        int    `json:"hop"`
-	HopAddress string `json:"hop_address"`
-	Evidence   string `json:"evidence"`
-}
+// The localisation results under the names the report writers and their
+// tests know them by: aliases of the localise types, not copies.
+type (
+	InFlow       = localise.InFlow
+	InFlowAnswer = localise.InFlowAnswer
+	HopRewrite   = localise.HopRewrite
+	PMTU         = localise.PMTU
+	NAT          = localise.NAT
+)
 
-// InFlow compares, per TTL, what answered a segment of the flow before
-// and after the flow went idle past the timeout.
-type InFlow struct {
-	Flow    string         `json:"flow"` // "client:port > server:port"
-	Healthy []InFlowAnswer `json:"healthy"`
-	Expired []InFlowAnswer `json:"expired"`
-	// Hop is where the state was lost (probe.ExplainStateLoss): the box
-	// that resets (the RST's TTL places it; else the last hop answering
-	// time-exceeded before the first RST), or the last hop that still
-	// answered time-exceeded before the silence (drop).
-	Hop        int    `json:"hop"`
-	HopAddress string `json:"hop_address"`
-	// HopUpTo: when the evidence allows several hops (silent routers, a RST
-	// of unknown TTL), the box is one of Hop..HopUpTo; equal when exact.
-	HopUpTo   int    `json:"hop_up_to,omitempty"`
-	Behaviour string `json:"behaviour"` // reset|reject|drop|server-reset|undetermined|"" (not found)
-	Reason    string `json:"reason,omitempty"`
-}
-
-// InFlowAnswer is what came back for the segment sent with one TTL.
-type InFlowAnswer struct {
-	TTL  int    `json:"ttl"`
-	From string `json:"from"` // "" nothing
-	Kind string `json:"kind"` // time-exceeded|rst|ack|unreachable|none
-	// ReplyTTL is the IP TTL of the answer as received (0: none/unknown);
-	// SenderHop the hop it implies for a RST or ACK (0 unknown).
-	ReplyTTL  int `json:"reply_ttl,omitempty"`
-	SenderHop int `json:"sender_hop,omitempty"`
-}
-
-// HopRewrite is what a hop's time-exceeded quote shows of the probe.
-type HopRewrite struct {
-	Hop     int    `json:"hop"`
-	Address string `json:"address"`
-	// Changes are the rewrites attributed to the box at this hop (e.g.
-	// "mss 1460→1200", "src port 40000→1024"; probe.Rewrite): Linux
-	// forwarders rewrite after their TTL check, so they show first in the
-	// next hop's quote.
-	Changes []string `json:"changes"`
-	// HopUpTo: with silent hops after it, the rewriting box is one of
-	// Hop..HopUpTo (0 or Hop: exact).
-	HopUpTo int `json:"hop_up_to,omitempty"`
-	// Answer is time-exceeded|unreachable|destination|none; Quote how much
-	// of the probe it quoted: full|partial|none.
-	Answer string `json:"answer,omitempty"`
-	Quote  string `json:"quote,omitempty"`
-	// Seen are the differences from the probe visible in this hop's quote:
-	// everything rewritten before it.
-	Seen []string `json:"seen,omitempty"`
-}
-
-// PMTU is the path MTU search.
-type PMTU struct {
-	MTU int `json:"mtu"` // largest size that reached the destination
-	// BlackholeHop is the first hop beyond which packets above MTU vanish
-	// without frag-needed/packet-too-big (0: none, ICMP was seen).
-	BlackholeHop        int    `json:"blackhole_hop"`
-	BlackholeHopAddress string `json:"blackhole_hop_address"`
-	FragNeededSeen      bool   `json:"frag_needed_seen"`
-	// Verdict: no-bottleneck|frag-needed|blackhole|undetermined
-	// (probe.PMTUVerdict); Blackhole the tri-state behind BlackholeHop:
-	// yes|no|not-tested.
-	Verdict   string `json:"verdict,omitempty"`
-	Blackhole string `json:"blackhole,omitempty"`
-	// BlackholeHopUpTo: with silent routers after it, the small link is
-	// behind one of BlackholeHop..BlackholeHopUpTo.
-	BlackholeHopUpTo int `json:"blackhole_hop_up_to,omitempty"`
-	// FragNeededHop is the router that reports the small link (healthy
-	// PMTUD), FragNeededHopAddress its address.
-	FragNeededHop        int    `json:"frag_needed_hop,omitempty"`
-	FragNeededHopAddress string `json:"frag_needed_hop_address,omitempty"`
-	LocalMTU             int    `json:"local_mtu,omitempty"` // the largest packet tried
-	Protocol             string `json:"protocol,omitempty"`  // of the probes: icmp|udp|tcp
-	Reason               string `json:"reason,omitempty"`
-}
+// InFlowNotTested is the in-flow behaviour when the confirmation was not
+// run although an idle reset or drop asked for it.
+const InFlowNotTested = localise.InFlowNotTested
 
 // Finding kinds added by the run diagnosis (tcpcheck's kinds apply too).
 const (

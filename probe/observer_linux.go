@@ -1,10 +1,8 @@
 package probe
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -248,77 +246,4 @@ func (o *Observer) Close() error {
 	close(o.done)
 	o.wg.Wait()
 	return unix.Close(o.fd)
-}
-
-// InFlowTrace locates the box that lost a flow's state (intrace/0trace):
-// it sends ACK segments of the flow local → remote (valid sequence
-// numbers seq/ack, no payload) with TTL 1..maxTTL and returns, by TTL,
-// the routers that answered with ICMP time-exceeded quoting the flow.
-// A box that drops the flow's packets still answers for the TTL that
-// expires at it (the TTL check comes before forwarding) but nothing
-// beyond it answers. IPv4 only; needs CAP_NET_RAW.
-func InFlowTrace(ctx context.Context, local, remote netip.AddrPort, seq, ack uint32, maxTTL int, wait time.Duration) (map[int]netip.Addr, error) {
-	if !local.Addr().Is4() || !remote.Addr().Is4() {
-		return nil, fmt.Errorf("in-flow trace: IPv4 only")
-	}
-	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-	if err != nil {
-		return nil, fmt.Errorf("in-flow trace: icmp socket: %w", err)
-	}
-	defer c.Close()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-	if err != nil {
-		return nil, fmt.Errorf("in-flow trace: raw socket: %w", err)
-	}
-	defer unix.Close(fd)
-	const idBase = 0x4800 // IP ID = idBase + TTL: the quote tells which probe
-	dst := &unix.SockaddrInet4{Addr: remote.Addr().As4()}
-	for ttl := 1; ttl <= maxTTL; ttl++ {
-		seg, err := BuildTCPSegment(local.Addr(), remote.Addr(), local.Port(), remote.Port(), seq, ack, FlagACK, 502, nil)
-		if err != nil {
-			return nil, fmt.Errorf("in-flow trace: %w", err)
-		}
-		pkt, err := BuildIPv4(local.Addr(), remote.Addr(), 6, ttl, uint16(idBase+ttl), true, seg)
-		if err != nil {
-			return nil, fmt.Errorf("in-flow trace: %w", err)
-		}
-		if err := unix.Sendto(fd, pkt, 0, dst); err != nil {
-			return nil, fmt.Errorf("in-flow trace: send ttl %d: %w", ttl, err)
-		}
-	}
-	found := map[int]netip.Addr{}
-	deadline := time.Now().Add(wait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	buf := make([]byte, 1500)
-	for {
-		if err := c.SetReadDeadline(deadline); err != nil {
-			return found, nil
-		}
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return found, nil // deadline
-		}
-		m, err := DecodeICMPv4(buf[:n])
-		if err != nil || m.Kind != KindTimeExceeded || m.Quoted == nil {
-			continue
-		}
-		q := m.Quoted
-		if q.Protocol != 6 || q.SrcPort != local.Port() || q.DstPort != remote.Port() || q.Dst != remote.Addr() {
-			continue
-		}
-		ttl := int(q.IPID) - idBase
-		if ttl < 1 || ttl > maxTTL {
-			continue
-		}
-		if ip, ok := from.(*net.IPAddr); ok {
-			if a, ok := netip.AddrFromSlice(ip.IP); ok {
-				found[ttl] = a.Unmap()
-			}
-		}
-		if len(found) == maxTTL {
-			return found, nil
-		}
-	}
 }

@@ -42,7 +42,7 @@ type rawSockets struct {
 }
 
 type rawSocketsConfig struct {
-	dst, src netip.Addr // of one family (openPath fills in a zero src)
+	dst, src netip.Addr // of one family (OpenRawPath fills in a zero src)
 	proto    int        // protoTCP, protoUDP, protoICMP (ICMPv6 for an IPv6 dst)
 	readTCP  bool       // read TCP segments from dst
 	// icmp6AllLocal leaves the ICMPv6 socket unbound, so that it reads what
@@ -55,17 +55,6 @@ type rawSocketsConfig struct {
 	// kernelStamps: events carry the kernel's receive time (SIOCGSTAMPNS)
 	// rather than the time the reader got them.
 	kernelStamps bool
-}
-
-// pathEvent is one ICMP message, or one TCP segment from the destination,
-// read from rawSockets.
-type pathEvent struct {
-	At        time.Time
-	From      netip.Addr
-	ReplyTTL  int // TTL / hop limit of the received packet, -1 unknown
-	ReplyIPID int // IPv4 ID of the received packet, -1 for IPv6
-	ICMP      *ICMPMessage
-	TCP       *TCPSegment
 }
 
 // openRawSockets opens the sockets of cfg; on failure it closes those it

@@ -563,7 +563,12 @@ func localisationLines(loc *diagnose.Localisation) []string {
 		}
 		out = append(out, s+" rewrites the TCP SYN: "+strings.Join(rw.Changes, ", "))
 	}
-	if p := loc.PMTU; p != nil {
+	if loc.RewritesError != "" {
+		out = append(out, "header rewrite probe failed: "+loc.RewritesError)
+	}
+	if p := loc.PMTU; p != nil && p.Error != "" && p.MTU == 0 {
+		out = append(out, "path MTU search failed: "+p.Error)
+	} else if p != nil {
 		s := fmt.Sprintf("path MTU %d", p.MTU)
 		switch {
 		case p.BlackholeHop > 0:
@@ -616,7 +621,7 @@ func inFlowRows(in *diagnose.InFlow) []inFlowRow {
 }
 
 func answerText(a diagnose.InFlowAnswer) string {
-	kind := a.Kind
+	kind := string(a.Kind)
 	if kind == "" {
 		kind = "none"
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hopcheck/hopcheck/localise"
 	"github.com/hopcheck/hopcheck/probe"
 )
 
@@ -210,11 +211,13 @@ func (s *session) locateDrop(ctx context.Context, cn *Conn) {
 	if maxTTL < 1 {
 		return
 	}
-	found, err := probe.InFlowTrace(ctx, cn.Local, s.dst, flow.LastAck, flow.NextSeq, maxTTL, time.Second)
+	answers, err := localise.RawInFlow(ctx, localise.FlowState{Local: cn.Local, Remote: s.dst, Seq: flow.LastAck, Ack: flow.NextSeq},
+		maxTTL, localise.Options{Timeout: time.Second, MaxSilentTTLs: 3})
 	if err != nil {
 		s.logf("in-flow trace: %v", err)
 		return
 	}
+	found := localise.TimeExceededFrom(answers)
 	last := 0
 	for ttl := range found {
 		last = max(last, ttl)

@@ -1,12 +1,15 @@
-package probe
+package localise
 
 // Path MTU search and black-hole localisation: result types and the pure
-// planning and analysis; pmtu_linux.go sends and receives.
+// planning and analysis; pmtu_probe.go sends and receives.
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 // PMTUVerdict sums up a path MTU search.
@@ -81,42 +84,48 @@ type PMTUSignal struct {
 	TTL  int        `json:"ttl"`  // the probe's TTL
 }
 
-// PMTUResult is a path MTU search toward one destination and, when the
-// path MTU is below this host's, where it drops.
-type PMTUResult struct {
-	Dst      netip.Addr `json:"dst"`
-	Protocol Protocol   `json:"protocol"`
-	// LocalMTU is the outgoing interface's MTU (or the size cap given):
-	// the largest packet tried.
-	LocalMTU int `json:"local_mtu"`
+// PMTU is a path MTU search toward one destination and, when the path MTU
+// is below this host's, where packets above it die, as the run report
+// holds it (docs/schema-run.md, PMTU).
+type PMTU struct {
 	// MTU is the largest packet (IP total length) that reached the
-	// destination; 0 when it answered nothing.
-	MTU     int         `json:"mtu"`
-	Verdict PMTUVerdict `json:"verdict"`
-	// FragNeededSeen: did any router report a smaller link?
-	FragNeededSeen Tri          `json:"frag_needed_seen"`
-	FragNeeded     []PMTUSignal `json:"frag_needed,omitempty"`
-	// FragNeededHop is the router that reports the bottleneck (0:
-	// none, or not located), FragNeededAddress the address it sends from.
-	FragNeededHop     int        `json:"frag_needed_hop"`
-	FragNeededAddress netip.Addr `json:"frag_needed_address"`
-	// Blackhole: do packets above MTU vanish silently? Not tested when
-	// there is no bottleneck or the destination did not answer.
-	Blackhole Tri `json:"blackhole"`
+	// destination with DF set; 0 when it answered nothing.
+	MTU int `json:"mtu"`
 	// BlackholeHop is the router at the black hole: the last hop that
 	// still answered a packet above the MTU (time-exceeded), beyond which
 	// such packets vanish although packets of the MTU pass. It is the
 	// router whose next link is the small one and whose frag-needed never
 	// reaches us (it hides it, or a filter on the way back drops it). With
 	// silent routers after it, the small link is behind one of
-	// BlackholeHop..BlackholeUpTo.
-	BlackholeHop     int        `json:"blackhole_hop"`
-	BlackholeUpTo    int        `json:"blackhole_up_to"`
-	BlackholeAddress netip.Addr `json:"blackhole_address"`
-	// Hops are the TTL-limited probes of the localisation (empty when
-	// there is no bottleneck).
-	Hops   []PMTUHop `json:"hops,omitempty"`
-	Reason string    `json:"reason"`
+	// BlackholeHop..BlackholeHopUpTo. 0: no black hole.
+	BlackholeHop        int    `json:"blackhole_hop"`
+	BlackholeHopAddress string `json:"blackhole_hop_address"`
+	// FragNeededSeen: did any router report a smaller link (frag-needed /
+	// packet-too-big)? Meaningful when Status is not not-tested.
+	FragNeededSeen bool        `json:"frag_needed_seen"`
+	Verdict        PMTUVerdict `json:"verdict,omitempty"`
+	// Blackhole: do packets above MTU vanish silently? Not tested when
+	// there is no bottleneck or the destination did not answer.
+	Blackhole        tri.State `json:"blackhole,omitempty"`
+	BlackholeHopUpTo int       `json:"blackhole_hop_up_to,omitempty"`
+	// FragNeededHop is the router that reports the bottleneck (0: none,
+	// or not located), FragNeededHopAddress the address it sends from.
+	FragNeededHop        int    `json:"frag_needed_hop,omitempty"`
+	FragNeededHopAddress string `json:"frag_needed_hop_address,omitempty"`
+	// LocalMTU is the outgoing interface's MTU (or the size cap given):
+	// the largest packet tried.
+	LocalMTU int            `json:"local_mtu,omitempty"`
+	Protocol probe.Protocol `json:"protocol,omitempty"`
+	Reason   string         `json:"reason,omitempty"`
+	// Outcome: yes when the path MTU is below this host's (frag-needed or
+	// black hole), no when it is not, not-tested when undetermined or
+	// failed (Error).
+	Outcome
+	// FragNeeded are the frag-needed reports that arrived and Hops the
+	// TTL-limited probes of the localisation (empty when there is no
+	// bottleneck): the evidence behind the verdict, for logs and tests.
+	FragNeeded []PMTUSignal `json:"-"`
+	Hops       []PMTUHop    `json:"-"`
 }
 
 // pmtuLadder are the sizes tried first: the MTUs of common links and
@@ -194,7 +203,7 @@ type bottleneck struct {
 	fragHop                     int
 	fragAddr                    netip.Addr
 	fragMTU                     int
-	blackhole                   Tri
+	blackhole                   tri.State
 	blackholeHop, blackholeUpTo int
 	blackholeAddr               netip.Addr
 	reason                      string
@@ -226,14 +235,14 @@ func locateBottleneck(hops []PMTUHop) bottleneck {
 				break
 			}
 		}
-		b.blackhole = TriNo
+		b.blackhole = tri.No
 		b.reason = fmt.Sprintf("%s (hop %d) answers packets above the path MTU with frag-needed, next-hop MTU %d", b.fragAddr, b.fragHop, b.fragMTU)
 		return b
 	}
 	last, next := 0, 0
 	for _, h := range hops {
 		if h.Big.Kind == PMTUReply {
-			b.blackhole = TriNo
+			b.blackhole = tri.No
 			b.reason = fmt.Sprintf("a packet above the path MTU reached the destination at TTL %d: the bottleneck did not show again", h.TTL)
 			return b
 		}
@@ -249,11 +258,11 @@ func locateBottleneck(hops []PMTUHop) bottleneck {
 		}
 	}
 	if next == 0 {
-		b.blackhole = TriNotTested
+		b.blackhole = tri.NotTested
 		b.reason = fmt.Sprintf("packets of the path MTU got no answer beyond TTL %d either: the black hole cannot be placed", last)
 		return b
 	}
-	b.blackhole = TriYes
+	b.blackhole = tri.Yes
 	b.blackholeHop, b.blackholeUpTo = max(last, 1), next-1
 	if nextKind == PMTUReply {
 		b.blackholeUpTo = next // the destination's own link may be the small one

@@ -1,8 +1,9 @@
-package probe
+package localise
 
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -15,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/lab"
 	"github.com/hopcheck/hopcheck/lab/labtest"
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 // buildLab builds a lab for a localisation test; -short (make unit)
@@ -40,14 +43,14 @@ func inClient(t *testing.T, l *lab.Lab, fn func() error) {
 
 // labOptions are the localisation options of the lab tests: answers come
 // within a millisecond there.
-func labOptions(t *testing.T) LocaliseOptions {
-	return LocaliseOptions{Timeout: 700 * time.Millisecond, Log: t.Logf}
+func labOptions(t *testing.T) Options {
+	return Options{Timeout: 700 * time.Millisecond, Log: t.Logf}
 }
 
 func logRewrites(t *testing.T, rows []HopRewrite) {
 	t.Helper()
 	for _, r := range rows {
-		t.Logf("ttl %d %-13s %-15s quote %-7s changes %v rewrites %v", r.TTL, r.Answer, r.From, r.Quote, r.Changes, r.Rewrites)
+		t.Logf("hop %d %-13s %-15s quote %-7s seen %v changes %v (up to %d)", r.Hop, r.Answer, r.Address, r.Quote, r.Seen, r.Changes, r.HopUpTo)
 	}
 }
 
@@ -60,60 +63,58 @@ func TestLabRewritesMSSClamp(t *testing.T) {
 		name   string
 		server netip.Addr
 		hop2   netip.Addr
-	}{{"v4", l.Server4, l.Router4[1]}, {"v6", l.Server6, l.Router6[1]}} {
+		// spent: every router's ICMP burst toward us is spent just before
+		// (as by a trace): the probe must ask again, not see silence.
+		spent bool
+	}{
+		{"v4", l.Server4, l.Router4[1], false}, {"v4 after the routers' ICMP burst was spent", l.Server4, l.Router4[1], true},
+		{"v6", l.Server6, l.Router6[1], false}, {"v6 after the routers' ICMP burst was spent", l.Server6, l.Router6[1], true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var rows []HopRewrite
 			inClient(t, l, func() (err error) {
-				rows, err = ProbeRewrites(ctx, netip.AddrPortFrom(tc.server, 443), 8, labOptions(t))
+				if tc.spent {
+					spendICMPBurst(t, tc.server, 4)
+				}
+				rows, err = RawRewrites(ctx, netip.AddrPortFrom(tc.server, 443), 8, labOptions(t))
 				return err
 			})
 			logRewrites(t, rows)
-			if len(rows) != 5 || rows[4].Answer != AnswerDestination || rows[4].From != tc.server {
+			if len(rows) != 5 || rows[4].Answer != AnswerDestination || rows[4].Address != tc.server.String() {
 				t.Fatalf("want 4 routers and the server at TTL 5, got %d rows", len(rows))
 			}
-			var all []Rewrite
 			for i, r := range rows[:4] {
-				if r.Answer != AnswerTimeExceeded || r.From != l.Router4[i] && r.From != l.Router6[i] || r.Quote != QuoteFull {
-					t.Errorf("ttl %d: %s from %s quote %s, want time-exceeded from router %d with a full quote", r.TTL, r.Answer, r.From, r.Quote, i+1)
+				if r.Answer != AnswerTimeExceeded || r.Address != l.Router4[i].String() && r.Address != l.Router6[i].String() || r.Quote != QuoteFull {
+					t.Errorf("ttl %d: %s from %s quote %s, want time-exceeded from router %d with a full quote", r.Hop, r.Answer, r.Address, r.Quote, i+1)
 				}
-				all = append(all, r.Rewrites...)
-				wantChanges := ""
-				if r.TTL >= 3 {
+				wantSeen, wantChanges := "", ""
+				if r.Hop >= 3 {
+					wantSeen = "[mss 1460→1200]"
+				}
+				if r.Hop == 2 {
 					wantChanges = "[mss 1460→1200]"
 				}
-				if got := changesText(r.Changes); got != wantChanges {
-					t.Errorf("ttl %d: changes %s, want %q", r.TTL, got, wantChanges)
+				if got := listText(r.Seen); got != wantSeen {
+					t.Errorf("ttl %d: seen %s, want %q", r.Hop, got, wantSeen)
+				}
+				if got := listText(r.Changes); got != wantChanges {
+					t.Errorf("ttl %d: rewrites %s, want %q", r.Hop, got, wantChanges)
 				}
 			}
-			if len(all) != 1 || len(rows[1].Rewrites) != 1 {
-				t.Fatalf("rewrites %v, want exactly one at hop 2", all)
-			}
-			rw := rows[1].Rewrites[0]
-			if rw.String() != "mss 1460→1200 at hop 2" || rw.SeenAt != 3 || rows[1].From != tc.hop2 {
-				t.Errorf("rewrite %s (seen at %d) from %s, want mss 1460→1200 at hop 2 seen at 3 from %s", rw, rw.SeenAt, rows[1].From, tc.hop2)
+			if rows[1].Address != tc.hop2.String() || rows[1].HopUpTo > 2 || RewritesFound(rows) != tri.Yes {
+				t.Errorf("rewrite at hop 2 from %s (up to %d), want %s exactly", rows[1].Address, rows[1].HopUpTo, tc.hop2)
 			}
 			// No NAT on this path: the server sees us as we are.
 			sent, seen := serverView(t, l, tc.server)
-			var nat NATResult
-			inClient(t, l, func() (err error) { nat, err = ProbeNAT(ctx, sent, seen, tc.server, 6, labOptions(t)); return err })
-			if nat.Translated != TriNo || nat.Hop != 0 || len(nat.Changes) != 0 {
+			var nat NAT
+			inClient(t, l, func() (err error) { nat, err = RawNAT(ctx, sent, seen, tc.server, 6, labOptions(t)); return err })
+			if nat.Translated != tri.No || nat.Status != tri.No || nat.Hop != 0 || len(nat.Changes) != 0 || nat.Error != "" {
 				t.Errorf("nat %+v, want no translation", nat)
 			}
 		})
 	}
-}
-
-func changesText(cs []FieldChange) string {
-	if len(cs) == 0 {
-		return ""
-	}
-	s := make([]string, len(cs))
-	for i, c := range cs {
-		s[i] = c.String()
-	}
-	return "[" + strings.Join(s, " ") + "]"
 }
 
 // serverView fetches /peer from the lab server over one TLS connection
@@ -170,26 +171,26 @@ func TestLabNATMasquerade(t *testing.T) {
 			defer cancel()
 			sent, seen := serverView(t, l, tc.server)
 			t.Logf("sent from %s, server saw %s", sent, seen)
-			var nat NATResult
+			var nat NAT
 			var rows []HopRewrite
 			inClient(t, l, func() (err error) {
-				if rows, err = ProbeRewrites(ctx, netip.AddrPortFrom(tc.server, 443), 6, labOptions(t)); err != nil {
+				if rows, err = RawRewrites(ctx, netip.AddrPortFrom(tc.server, 443), 6, labOptions(t)); err != nil {
 					return err
 				}
-				nat, err = ProbeNAT(ctx, sent, seen, tc.server, 6, labOptions(t))
+				nat, err = RawNAT(ctx, sent, seen, tc.server, 6, labOptions(t))
 				return err
 			})
 			logRewrites(t, rows)
 			t.Logf("nat: %+v", nat)
 			for _, r := range rows {
-				if len(r.Changes) != 0 {
-					t.Errorf("ttl %d: quote changed %v; Linux NAT should have translated it back", r.TTL, r.Changes)
+				if len(r.Seen)+len(r.Changes) != 0 {
+					t.Errorf("hop %d: quote changed %v; Linux NAT should have translated it back", r.Hop, r.Seen)
 				}
 			}
-			if nat.Translated != TriYes || nat.Hop != 1 || nat.HopAddress != tc.hop1 {
+			if nat.Translated != tri.Yes || nat.Status != tri.Yes || nat.Hop != 1 || nat.HopAddress != tc.hop1.String() {
 				t.Fatalf("nat %+v, want translated at hop 1 (%s)", nat, tc.hop1)
 			}
-			if len(nat.Changes) == 0 || nat.Changes[0].Field != FieldSrcAddr || nat.Changes[0].Seen != seen.Addr().String() {
+			if want := "src address " + sent.Addr().String() + "→" + seen.Addr().String(); len(nat.Changes) == 0 || nat.Changes[0] != want {
 				t.Errorf("changes %v, want src-addr %s→%s", nat.Changes, sent.Addr(), seen.Addr())
 			}
 		})
@@ -229,8 +230,8 @@ func TestLabInFlowStateLoss(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 					defer cancel()
 					remote := netip.AddrPortFrom(fam.server, uint16(l.Server.EchoPort))
-					var obs *Observer
-					inClient(t, l, func() (err error) { obs, err = NewObserver(remote); return err })
+					var obs *probe.Observer
+					inClient(t, l, func() (err error) { obs, err = probe.NewObserver(remote); return err })
 					defer obs.Close()
 					nc, err := l.Dial(ctx, l.ClientNS, "tcp", remote.String())
 					if err != nil {
@@ -247,17 +248,23 @@ func TestLabInFlowStateLoss(t *testing.T) {
 					}
 					flow := flowOf(t, obs, conn)
 					var healthy, expired []InFlowAnswer
-					inClient(t, l, func() (err error) { healthy, err = ProbeInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
+					// The routers' ICMP burst toward us spent first: every
+					// router must still show in the healthy run.
+					inClient(t, l, func() (err error) {
+						spendICMPBurst(t, fam.server, serverTTL-1)
+						healthy, err = RawInFlow(ctx, flow, serverTTL, labOptions(t))
+						return err
+					})
 					logInFlow(t, "healthy", healthy)
 					if len(healthy) != serverTTL {
 						t.Fatalf("healthy run: %d answers, want %d", len(healthy), serverTTL)
 					}
 					for i, a := range healthy[:serverTTL-1] {
-						if a.Kind != InFlowTimeExceeded || a.From != fam.routers[i] {
+						if a.Kind != InFlowTimeExceeded || a.From != fam.routers[i].String() {
 							t.Errorf("healthy ttl %d: %s from %s, want time-exceeded from %s", a.TTL, a.Kind, a.From, fam.routers[i])
 						}
 					}
-					if a := healthy[serverTTL-1]; a.Kind != InFlowACK || a.From != fam.server || a.SenderHop != serverTTL {
+					if a := healthy[serverTTL-1]; a.Kind != InFlowACK || a.From != fam.server.String() || a.SenderHop != serverTTL {
 						t.Errorf("healthy ttl %d: %+v, want the server's ACK from hop %d", serverTTL, a, serverTTL)
 					}
 
@@ -266,7 +273,7 @@ func TestLabInFlowStateLoss(t *testing.T) {
 					if again != flow {
 						t.Errorf("flow state moved while idle: %+v, then %+v", flow, again)
 					}
-					inClient(t, l, func() (err error) { expired, err = ProbeInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
+					inClient(t, l, func() (err error) { expired, err = RawInFlow(ctx, flow, serverTTL, labOptions(t)); return err })
 					logInFlow(t, "expired", expired)
 					loss := ExplainStateLoss(healthy, expired)
 					t.Logf("state loss: %+v", loss)
@@ -287,10 +294,10 @@ func TestLabInFlowStateLoss(t *testing.T) {
 
 // flowOf reads the flow state of an idle connection from its SYN-ACK
 // (as the observer captured it) and TCP_INFO.
-func flowOf(t *testing.T, obs *Observer, conn *net.TCPConn) FlowState {
+func flowOf(t *testing.T, obs *probe.Observer, conn *net.TCPConn) FlowState {
 	t.Helper()
 	port := uint16(conn.LocalAddr().(*net.TCPAddr).Port)
-	var rec FlowRecord
+	var rec probe.FlowRecord
 	for deadline := time.Now().Add(2 * time.Second); rec.SynAck == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		rec = obs.Flow(port)
 	}
@@ -316,5 +323,56 @@ func logInFlow(t *testing.T, run string, as []InFlowAnswer) {
 	t.Helper()
 	for _, a := range as {
 		t.Logf("%s ttl %d: %s from %s reply ttl %d sender hop %d", run, a.TTL, a.Kind, a.From, a.ReplyTTL, a.SenderHop)
+	}
+}
+
+// spendICMPBurst sends a burst of echo requests toward dst expiring at
+// each of the first hops routers, so that their ICMP rate limit toward us
+// (Linux: a burst of about 6, then 1 per second) is spent, and fails the
+// test if every one was answered: the lab must keep the kernel's limits.
+func spendICMPBurst(t *testing.T, dst netip.Addr, hops int) {
+	t.Helper()
+	const perHop = 12
+	path, err := probe.OpenRawPath(probe.RawPathConfig{Dst: dst, Protocol: probe.ICMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer path.Close()
+	ident, err := probe.NewIdent(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	family := 4
+	if dst.Is6() {
+		family = 6
+	}
+	for i := 0; i < perHop; i++ {
+		for ttl := 1; ttl <= hops; ttl++ {
+			idx := uint16(ttl*100 + i)
+			b, err := probe.BuildICMPEcho(family, path.Src(), dst, ident.ICMPID(), idx, ident.FlowChecksum(int(idx)), ident.Payload(idx, 16))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := path.Send(dst, b, ttl, idx, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	answered := map[netip.Addr]int{}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for {
+		ev, ok := path.Next(context.Background(), deadline)
+		if !ok {
+			break
+		}
+		if ev.ICMP != nil && ev.ICMP.Kind == probe.KindTimeExceeded {
+			answered[ev.From]++
+		}
+	}
+	t.Logf("ICMP burst: %d echo requests expiring at each of %d routers; time-exceeded per router: %v", perHop, hops, answered)
+	for from, n := range answered {
+		if n >= perHop {
+			t.Fatalf("%s answered all %d: no ICMP rate limit in the lab", from, n)
+		}
 	}
 }

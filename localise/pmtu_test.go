@@ -1,4 +1,4 @@
-package probe
+package localise
 
 import (
 	"fmt"
@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 func TestFirstSizes(t *testing.T) {
@@ -108,19 +111,19 @@ func TestLocateBottleneck(t *testing.T) {
 		name          string
 		hops          string
 		fragHop       int
-		blackhole     Tri
+		blackhole     tri.State
 		bhHop, bhUpTo int
 		bhAddr        netip.Addr
 	}{
-		{"black hole behind router 3 of 4", "T/T T/T T/T T/- R/-", 0, TriYes, 3, 3, routerAddr(3)},
-		{"frag-needed from router 3 of 4 (Linux: from TTL 4 on)", "T/T T/T T/T T/F3 R/F3", 3, TriNo, 0, 0, netip.Addr{}},
-		{"frag-needed from a router that never answers time-exceeded", "T/T T/T -/- T/F3 R/F3", 3, TriNo, 0, 0, netip.Addr{}},
-		{"frag-needed from a router before its TTL check", "T/T T/T T/F3 T/F3 R/F3", 3, TriNo, 0, 0, netip.Addr{}},
-		{"black hole, silent router 4 widens the range", "T/T T/T T/T -/- T/- R/-", 0, TriYes, 3, 4, routerAddr(3)},
-		{"black hole at the last link: the server's own link may be it", "T/T T/T T/T R/-", 0, TriYes, 3, 4, routerAddr(3)},
-		{"big probes die at once", "T/- T/- R/-", 0, TriYes, 1, 1, netip.Addr{}},
-		{"control dies too", "T/T T/T -/- -/-", 0, TriNotTested, 0, 0, netip.Addr{}},
-		{"big reached the server after all", "T/T T/T R/R", 0, TriNo, 0, 0, netip.Addr{}},
+		{"black hole behind router 3 of 4", "T/T T/T T/T T/- R/-", 0, tri.Yes, 3, 3, routerAddr(3)},
+		{"frag-needed from router 3 of 4 (Linux: from TTL 4 on)", "T/T T/T T/T T/F3 R/F3", 3, tri.No, 0, 0, netip.Addr{}},
+		{"frag-needed from a router that never answers time-exceeded", "T/T T/T -/- T/F3 R/F3", 3, tri.No, 0, 0, netip.Addr{}},
+		{"frag-needed from a router before its TTL check", "T/T T/T T/F3 T/F3 R/F3", 3, tri.No, 0, 0, netip.Addr{}},
+		{"black hole, silent router 4 widens the range", "T/T T/T T/T -/- T/- R/-", 0, tri.Yes, 3, 4, routerAddr(3)},
+		{"black hole at the last link: the server's own link may be it", "T/T T/T T/T R/-", 0, tri.Yes, 3, 4, routerAddr(3)},
+		{"big probes die at once", "T/- T/- R/-", 0, tri.Yes, 1, 1, netip.Addr{}},
+		{"control dies too", "T/T T/T -/- -/-", 0, tri.NotTested, 0, 0, netip.Addr{}},
+		{"big reached the server after all", "T/T T/T R/R", 0, tri.No, 0, 0, netip.Addr{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := locateBottleneck(hopsOf(c.hops))
@@ -141,20 +144,19 @@ func TestLocateBottleneck(t *testing.T) {
 // the routers' and the server's answers (fixtures captured from Linux)
 // are matched to them.
 func TestPMTUProbeBuildAndMatch(t *testing.T) {
-	newProber := func(proto Protocol, dst netip.Addr) *pmtuProber {
+	newProber := func(proto probe.Protocol, dst netip.Addr) *pmtuProber {
 		src := client4
 		if dst.Is6() {
 			src = client6
 		}
-		p := &pmtuProber{opt: PMTUOptions{Protocol: proto}.withDefaults(), ident: fixtureIdent, sport: 40000,
-			path: &rawPath{rawSockets: &rawSockets{dst: dst, src: src}}}
-		if proto == TCP {
+		p := &pmtuProber{opt: PMTUOptions{Protocol: proto}.withDefaults(), ident: fixtureIdent, sport: 40000, src: src, dst: dst}
+		if proto == probe.TCP {
 			p.sport = 40018
 			p.opt.Port = 81
 		}
 		return p
 	}
-	for _, proto := range []Protocol{ICMP, UDP, TCP} {
+	for _, proto := range []probe.Protocol{probe.ICMP, probe.UDP, probe.TCP} {
 		for _, dst := range []netip.Addr{server4, server6} {
 			p := newProber(proto, dst)
 			hdr := 20
@@ -169,12 +171,12 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 			}
 		}
 	}
-	decode4 := func(pkt []byte) (netip.Addr, *ICMPMessage) {
-		h, payload, err := DecodeIPv4Packet(pkt)
+	decode4 := func(pkt []byte) (netip.Addr, *probe.ICMPMessage) {
+		h, payload, err := probe.DecodeIPv4Packet(pkt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := DecodeICMPv4(payload)
+		m, err := probe.DecodeICMPv4(payload)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,35 +184,35 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name  string
-		proto Protocol
-		ev    func() pathEvent
+		proto probe.Protocol
+		ev    func() probe.PathEvent
 		index uint16
 		kind  PMTUAnswerKind
 		mtu   int
 	}{
-		{"frag-needed quoting a UDP probe", UDP, func() pathEvent {
+		{"frag-needed quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
 			from, m := decode4(fxFragNeeded4)
-			return pathEvent{From: from, ICMP: m}
+			return probe.PathEvent{From: from, ICMP: m}
 		}, 16, PMTUTooBig, 1280},
-		{"port unreachable from the server", UDP, func() pathEvent {
+		{"port unreachable from the server", probe.UDP, func() probe.PathEvent {
 			from, m := decode4(fxPortUnreach4)
-			return pathEvent{From: from, ICMP: m}
+			return probe.PathEvent{From: from, ICMP: m}
 		}, 12, PMTUReply, 0},
-		{"time-exceeded quoting a UDP probe", UDP, func() pathEvent {
+		{"time-exceeded quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
 			from, m := decode4(fxTE4UDPProbe)
-			return pathEvent{From: from, ICMP: m}
+			return probe.PathEvent{From: from, ICMP: m}
 		}, 8, PMTUTimeExceeded, 0},
-		{"echo reply", ICMP, func() pathEvent {
+		{"echo reply", probe.ICMP, func() probe.PathEvent {
 			from, m := decode4(fxEchoReply4)
-			return pathEvent{From: from, ICMP: m}
+			return probe.PathEvent{From: from, ICMP: m}
 		}, 14, PMTUReply, 0},
-		{"RST answering a SYN", TCP, func() pathEvent {
-			h, payload, _ := DecodeIPv4Packet(fxRST4)
-			s, err := DecodeTCPSegment(payload)
+		{"RST answering a SYN", probe.TCP, func() probe.PathEvent {
+			h, payload, _ := probe.DecodeIPv4Packet(fxRST4)
+			s, err := probe.DecodeTCPSegment(payload)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return pathEvent{From: h.Src, TCP: &s}
+			return probe.PathEvent{From: h.Src, TCP: &s}
 		}, 18, PMTUReply, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -220,9 +222,9 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 			}
 			// Another protocol's prober, or one toward another address,
 			// must not take the answer.
-			other := UDP
-			if c.proto == UDP {
-				other = ICMP
+			other := probe.UDP
+			if c.proto == probe.UDP {
+				other = probe.ICMP
 			}
 			if _, _, ok := newProber(other, server4).match(c.ev()); ok {
 				t.Errorf("matched by a %s prober", other)
