@@ -268,6 +268,14 @@ func byFingerprint(in Input, kind string) Result {
 	}
 	b := in.Bracket
 	hasBracket := b != nil && b.FirstBlocked > 0
+	if len(matched) == 0 && atServerPosition(in) && (!hasBracket || slices.Contains(b.Candidates(), in.ServerHop)) {
+		ev := fmt.Sprintf("the %s arrives with TTL %d: as many routers on the way back as the server's answers (TTL %d), but from initial TTL %d, the server's %d: a box at the server's position (its host firewall, or a box in front of it that does not count as a hop), not the server's TCP stack",
+			kind, p.TTL, in.Server.TTL, p.Initial(), in.Server.Initial())
+		if hasBracket {
+			ev += "; " + bracketText(*b)
+		}
+		return Result{Origin: OriginMiddlebox, Hop: in.ServerHop, Confidence: ConfidenceMedium, Method: MethodFingerprint, Evidence: []string{ev}}
+	}
 	if len(matched) == 0 {
 		if hasBracket {
 			return fromBracket(in, kind, fmt.Sprintf("no hop's ICMP answers arrive with TTL %d (return distance %d) like the %s: the box sends no ICMP, or forges its TTL",
@@ -335,6 +343,13 @@ func fromBracket(in Input, kind, why string) Result {
 		conf = ConfidenceHigh
 	}
 	return Result{Origin: OriginMiddlebox, Hop: hop, Candidates: cands, Confidence: conf, Method: MethodBracket, Evidence: ev}
+}
+
+// atServerPosition: the packet comes back over as many routers as the
+// server's answers, from another initial TTL.
+func atServerPosition(in Input) bool {
+	return in.Server.Known() && in.ServerHop > 0 && in.Packet.Known() &&
+		in.Packet.Return() == in.Server.Return() && in.Packet.Initial() != in.Server.Initial()
 }
 
 func isServerTTL(in Input) bool { return in.Server.Known() && in.Packet.TTL == in.Server.TTL }

@@ -84,7 +84,7 @@ func attributeInFlowReset(f Finding, t TargetReport) (Finding, bool) {
 func inFlowAttribAnswers(as []InFlowAnswer) []attrib.Answer {
 	out := make([]attrib.Answer, 0, len(as))
 	for _, a := range as {
-		out = append(out, attrib.Answer{Hop: a.TTL, From: a.From, Kind: a.Kind, TTL: a.ReplyTTL, IPID: -1})
+		out = append(out, attrib.Answer{Hop: a.TTL, From: a.From, Kind: string(a.Kind), TTL: a.ReplyTTL, IPID: -1})
 	}
 	return out
 }
