@@ -1,78 +1,133 @@
 package diagnose
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/hopcheck/hopcheck/evidence"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
-func TestWriteEvidenceWritesReadablePcapPerFailedConnection(t *testing.T) {
-	start := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+// testFlow builds a capture of client:port > 198.18.5.2:443.
+type testFlow struct {
+	t *testing.T
+	c probe.FlowCapture
+}
+
+func newTestFlow(t *testing.T, port uint16) *testFlow {
+	return &testFlow{t: t, c: probe.FlowCapture{Local: netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), port),
+		Remote: netip.AddrPortFrom(netip.MustParseAddr("198.18.5.2"), 443)}}
+}
+
+func (f *testFlow) seg(at time.Duration, out bool, ttl int, flags probe.TCPFlags, seq uint32, payload int) *testFlow {
+	f.t.Helper()
+	src, dst := f.c.Remote, f.c.Local
+	if out {
+		src, dst = dst, src
+	}
+	tcp, err := probe.BuildTCPSegment(src.Addr(), dst.Addr(), src.Port(), dst.Port(), seq, 1, flags, 500, make([]byte, payload))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pkt, err := probe.BuildIPv4(src.Addr(), dst.Addr(), 6, ttl, uint16(len(f.c.Packets)), true, tcp)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	start := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	f.c.Packets = append(f.c.Packets, probe.CapturedPacket{At: start.Add(at), Out: out, Data: pkt, Length: len(pkt)})
+	return f
+}
+
+func TestWriteEvidenceWritesCapturesAndIndex(t *testing.T) {
+	s := time.Second
+	reset := newTestFlow(t, 40002).seg(0, true, 64, probe.FlagSYN, 10, 0).seg(2*time.Millisecond, false, 61, probe.FlagSYN|probe.FlagACK, 90, 0).
+		seg(3*time.Millisecond, true, 64, probe.FlagACK|probe.FlagPSH, 11, 100).seg(12*s, true, 64, probe.FlagACK|probe.FlagPSH, 111, 100).
+		seg(12*s+time.Millisecond, false, 62, probe.FlagRST, 91, 0).c
+	inflow := newTestFlow(t, 40009).seg(0, true, 64, probe.FlagSYN, 10, 0).seg(2*time.Millisecond, false, 61, probe.FlagSYN|probe.FlagACK, 90, 0).
+		seg(3*time.Millisecond, true, 1, probe.FlagACK, 11, 1).seg(13*s, true, 3, probe.FlagACK, 11, 1).c
 	idle := tcpcheck.Result{Address: "198.18.5.2", Connections: []tcpcheck.ConnRecord{
 		{ID: 1, LocalPort: 40001, Outcome: tcpcheck.OutcomeOK},
-		{ID: 2, LocalPort: 40002, Outcome: "reset", Packets: []tcpcheck.PacketRec{{Flags: "RST", AtS: 12.5, TTL: 62, IPID: 0, DF: true, Seq: 1234}}},
-		{ID: 3, LocalPort: 40003, Outcome: "reset"}, // no packets captured: no file
+		{ID: 2, LocalPort: 40002, Outcome: "reset", IdleS: 12, Capture: &reset},
+		{ID: 3, LocalPort: 40003, Outcome: "reset", IdleS: 12}, // nothing captured: no file
 	}}
-	rep := Report{StartedAt: start, Targets: []TargetReport{{Target: "https://lab", Address: "198.18.5.2", Port: 443,
-		Tests: map[string]tcpcheck.Result{"idle": idle}}},
-		Findings: []Finding{{Finding: tcpcheck.Finding{Kind: tcpcheck.KindIdleReset, Target: "https://lab", Address: "198.18.5.2"}},
-			{Finding: tcpcheck.Finding{Kind: KindPathLoss, Target: "https://lab", Address: "198.18.5.2"}}}}
+	rep := Report{Targets: []TargetReport{{Target: "https://lab", Address: "198.18.5.2", Port: 443,
+		Tests:        map[string]tcpcheck.Result{"idle": idle},
+		Localisation: &Localisation{InFlow: &InFlow{Flow: "198.18.0.1:40009 > 198.18.5.2:443"}}, inFlowCapture: &inflow}},
+		Findings: []Finding{{Finding: tcpcheck.Finding{Kind: KindPathLoss, Target: "https://lab", Address: "198.18.5.2"}},
+			{Finding: tcpcheck.Finding{Kind: tcpcheck.KindIdleReset, Target: "https://lab", Address: "198.18.5.2", Hop: 3}}}}
 	dir := t.TempDir()
 	files, err := WriteEvidence(dir, &rep, func(netip.Addr) netip.Addr { return netip.MustParseAddr("198.18.0.1") })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 1 || !strings.HasSuffix(files[0], "198_18_5_2-443-idle-reset-conn2.pcap") {
-		t.Fatalf("files %v, want one for connection 2", files)
+	want := []string{filepath.Join(dir, "198_18_5_2-443-idle-reset-conn2.pcapng"), filepath.Join(dir, "198_18_5_2-443-idle-reset-inflow.pcapng")}
+	if strings.Join(files, ",") != strings.Join(want, ",") {
+		t.Fatalf("files %v, want %v", files, want)
 	}
-	if ev := rep.Findings[0].Evidence; len(ev) != 1 || !strings.Contains(ev[0], files[0]) {
-		t.Fatalf("finding evidence %q should name the pcap", ev)
+	if ev := rep.Findings[1].Evidence; len(ev) != 2 || !strings.Contains(ev[0], want[0]) || !strings.Contains(ev[0], "SYN-ACK 2 (TTL 61), trigger 4, RST 5") {
+		t.Errorf("finding evidence %q should name the files and key frames", ev)
 	}
-	f, err := os.Open(files[0])
+	if len(rep.Findings[0].Evidence) != 0 {
+		t.Errorf("path finding got evidence %q", rep.Findings[0].Evidence)
+	}
+	for i, c := range []probe.FlowCapture{reset, inflow} {
+		data, err := os.ReadFile(files[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := pcapgo.NewNgReader(bytes.NewReader(data), pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatalf("%s: %v", files[i], err)
+		}
+		for k := range c.Packets {
+			if got, _, err := r.ReadPacketData(); err != nil || !bytes.Equal(got, c.Packets[k].Data) {
+				t.Errorf("%s packet %d: %v", files[i], k+1, err)
+			}
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
+	var idx evidence.Index
+	if err := json.Unmarshal(raw, &idx); err != nil {
 		t.Fatal(err)
 	}
-	data, ci, err := r.ReadPacketData()
-	if err != nil {
-		t.Fatal(err)
+	if len(idx.Findings) != 1 || idx.Findings[0].Finding != 2 || idx.Findings[0].Hop != 3 || len(idx.Findings[0].Captures) != 2 {
+		t.Fatalf("index %+v", idx)
 	}
-	if want := start.Add(12500 * time.Millisecond); !ci.Timestamp.Equal(want) {
-		t.Errorf("timestamp %v, want %v", ci.Timestamp, want)
+	conn, in := idx.Findings[0].Captures[0], idx.Findings[0].Captures[1]
+	if conn.File != filepath.Base(want[0]) || conn.Role != evidence.RoleFailedConnection || conn.Connection != 2 || conn.Frames.SynAck != 2 ||
+		conn.Frames.Trigger != 4 || len(conn.Frames.Resets) != 1 || conn.Frames.Resets[0] != 5 || conn.Flow != "198.18.0.1:40002 > 198.18.5.2:443" {
+		t.Errorf("connection capture %+v", conn)
 	}
-	pkt := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
-	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-	tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
-	if ip == nil || tcp == nil {
-		t.Fatalf("not an IPv4 TCP packet: %v", pkt)
+	if in.Role != evidence.RoleInFlowConfirmation || len(in.Frames.InFlowProbes) != 2 {
+		t.Errorf("in-flow capture %+v", in)
 	}
-	if ip.TTL != 62 || ip.SrcIP.String() != "198.18.5.2" || ip.DstIP.String() != "198.18.0.1" || ip.Flags&layers.IPv4DontFragment == 0 {
-		t.Errorf("IP header %+v", ip)
-	}
-	if !tcp.RST || tcp.SrcPort != 443 || tcp.DstPort != 40002 || tcp.Seq != 1234 {
-		t.Errorf("TCP header %+v", tcp)
+	if txt, err := os.ReadFile(filepath.Join(dir, evidence.IndexText)); err != nil || !strings.Contains(string(txt), "finding 2: idle-reset") {
+		t.Errorf("index.txt %q %v", txt, err)
 	}
 }
 
-func TestFlagsOf(t *testing.T) {
-	if f := flagsOf("RST+ACK"); !f.Has(probe.FlagRST|probe.FlagACK) || f.Has(probe.FlagFIN) {
-		t.Fatalf("RST+ACK -> %v", f)
+// No finding: an empty index says so.
+func TestWriteEvidenceEmptyIndex(t *testing.T) {
+	dir := t.TempDir()
+	files, err := WriteEvidence(dir, &Report{}, func(a netip.Addr) netip.Addr { return a })
+	if err != nil || len(files) != 0 {
+		t.Fatalf("files %v, %v", files, err)
 	}
-	if f := flagsOf("FIN+PSH+ACK"); !f.Has(probe.FlagFIN | probe.FlagPSH | probe.FlagACK) {
-		t.Fatalf("FIN+PSH+ACK -> %v", f)
+	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	if err != nil || !strings.Contains(string(raw), `"findings": []`) {
+		t.Errorf("index %s %v", raw, err)
 	}
 }
 

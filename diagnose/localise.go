@@ -249,6 +249,9 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	if err != nil {
 		return failed(flowName, fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err), err)
 	}
+	if c := obs.Capture(res.LocalPort); len(c.Packets) > 0 {
+		t.inFlowCapture = &c // the evidence hook: the probes and answers as captured
+	}
 	in := localise.NewInFlow(flowName, healthy, expired)
 	return &in
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/localise"
+	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 	"github.com/hopcheck/hopcheck/trace"
 )
@@ -86,6 +87,10 @@ type TargetReport struct {
 	// amqpVHost is the virtual host AMQP connections of this target log
 	// in to (the localiser's connections too).
 	amqpVHost string
+	// inFlowCapture is the flow observer's packet history of the in-flow
+	// confirmation's connection (its probes and their answers), for
+	// --evidence.
+	inFlowCapture *probe.FlowCapture
 }
 
 // Localisation holds the probes that place a problem on a hop. Their

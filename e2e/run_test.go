@@ -69,7 +69,7 @@ func TestRunIdleResetNamesHop3(t *testing.T) {
 	if f == nil {
 		t.Fatalf("no idle-reset finding: %v", kindsOf(rep))
 	}
-	pcaps, _ := filepath.Glob(filepath.Join(evidence, "*-idle-reset-conn*.pcap"))
+	pcaps, _ := filepath.Glob(filepath.Join(evidence, "*-idle-reset-conn*.pcapng"))
 	if len(pcaps) == 0 || !strings.Contains(strings.Join(f.Evidence, "\n"), pcaps[0]) {
 		t.Errorf("--evidence: pcaps %v, finding evidence %q", pcaps, f.Evidence)
 	}
@@ -83,6 +83,7 @@ func TestRunIdleResetNamesHop3(t *testing.T) {
 		t.Errorf("culprit hop %d, want 3", rep.Targets[0].CulpritHop)
 	}
 	wantInFlow(t, rep, 3, "reset", l.Router4[2].String())
+	wantEvidence(t, evidence, rep, "idle-reset", 3)
 	if len(f.Evidence) == 0 || f.Advice == "" || f.Severity == "" || f.Phase != "idle" {
 		t.Errorf("finding lacks evidence/advice/severity/phase: %+v", f)
 	}
@@ -93,7 +94,8 @@ func TestRunIdleDropNamesHop2(t *testing.T) {
 	rs := make([]lab.Router, 4)
 	rs[1].IdleTimeout, rs[1].IdleAction = 8*time.Second, "drop"
 	l := buildLab(t, lab.Scenario{Name: "run-idle-drop", Routers: rs})
-	rep, _ := runReport(t, l, "--idle-max", "30s")
+	evidence := t.TempDir()
+	rep, _ := runReport(t, l, "--idle-max", "30s", "--evidence", evidence)
 	f := findKind(rep, "idle-drop")
 	if f == nil {
 		t.Fatalf("no idle-drop finding: %v", kindsOf(rep))
@@ -105,6 +107,7 @@ func TestRunIdleDropNamesHop2(t *testing.T) {
 		t.Errorf("idle timeout %.2fs, true 8s", f.IdleTimeoutS)
 	}
 	wantInFlow(t, rep, 2, "drop", l.Router4[1].String())
+	wantEvidence(t, evidence, rep, "idle-drop", 2)
 }
 
 // A flow that must idle longer than --in-flow-max to expire is not held
@@ -378,7 +381,8 @@ func TestRunMidstreamResetAtHop2(t *testing.T) {
 	rs[1].ResetAfterBytes = 1_000_000
 	l := buildLab(t, lab.Scenario{Name: "run-midstream-reset", Routers: rs})
 	start := time.Now()
-	rep, r := runReport(t, l, "--idle-max", "2s")
+	evidence := t.TempDir()
+	rep, r := runReport(t, l, "--idle-max", "2s", "--evidence", evidence)
 	f := findKind(rep, "midstream-reset")
 	if f == nil {
 		t.Fatalf("no midstream-reset finding: %v\n%s", kindsOf(rep), r.stderr)
@@ -394,5 +398,6 @@ func TestRunMidstreamResetAtHop2(t *testing.T) {
 	if len(rep.Findings) != 1 {
 		t.Errorf("findings %v, want only the midstream reset", kindsOf(rep))
 	}
+	wantEvidence(t, evidence, rep, "midstream-reset", 2)
 	t.Logf("run: %v, wall %v", kindsOf(rep), time.Since(start).Round(100*time.Millisecond))
 }

@@ -149,11 +149,7 @@ func TestSoakIdleResetOnlyAboveTimeout(t *testing.T) {
 	if len(tr.EvidenceFiles) == 0 {
 		t.Errorf("no evidence files")
 	}
-	for _, f := range tr.EvidenceFiles {
-		if b, err := os.ReadFile(f); err != nil || len(b) < 24+16+40 {
-			t.Errorf("evidence %s: %d bytes, %v", f, len(b), err)
-		}
-	}
+	wantSoakEvidence(t, evidence, tr.EvidenceFiles, tr.Address, 2)
 	t.Logf("idle soak: %d requests; <30s %d ok; 30-60s %d/%d failed; 1-5m %d/%d failed; bracket %v; by hop %+v; %d pcap files",
 		tr.Requests, hot.Requests, idle.Failures.Count, idle.Requests, long.Failures.Count, long.Requests, tr.IdleBracketS, tr.ResetsByHop, len(tr.EvidenceFiles))
 }

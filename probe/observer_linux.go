@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -25,6 +26,13 @@ type Observer struct {
 	mu    sync.Mutex
 	flows map[uint16]*FlowRecord
 	err   error // last read error other than timeouts
+
+	// capFd is a packet socket that sees the flows' packets in both
+	// directions and the ICMP errors quoting them, for evidence (-1 when
+	// it could not be opened: capErr says why); hist keeps them, bounded.
+	capFd  int
+	capErr error
+	hist   *flowHistories
 }
 
 // observerReadTimeout bounds each blocking read so that Close is noticed.
@@ -44,14 +52,114 @@ func NewObserver(remote netip.AddrPort) (*Observer, error) {
 		}
 		return nil, fmt.Errorf("flow observer: raw tcp socket: %w", err)
 	}
-	o := &Observer{remote: remote, fd: fd, done: make(chan struct{}), flows: map[uint16]*FlowRecord{}}
+	o := &Observer{remote: remote, fd: fd, done: make(chan struct{}), flows: map[uint16]*FlowRecord{},
+		capFd: -1, hist: newFlowHistories(remote)}
 	if err := o.setup(v6); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("flow observer: %w", err)
 	}
 	o.wg.Add(1)
 	go o.read(v6)
+	if cfd, err := openFlowCapture(remote, v6); err != nil {
+		o.capErr = err
+	} else {
+		o.capFd = cfd
+		o.wg.Add(1)
+		go o.readCapture()
+	}
 	return o, nil
+}
+
+// openFlowCapture opens a packet socket (cooked: packets from the IP
+// header on, both directions) whose filter keeps the TCP packets between
+// this host and remote and every ICMP message; the user-space side keeps
+// the ICMP errors that quote a flow toward remote. Needs CAP_NET_RAW.
+func openFlowCapture(remote netip.AddrPort, v6 bool) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return -1, fmt.Errorf("flow capture: packet socket: %w", err)
+	}
+	prog, err := bpf.Assemble(captureFilter(remote, v6, HistorySnapLen))
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("flow capture: assemble filter: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("flow capture: attach filter: %w", err)
+	}
+	tv := unix.NsecToTimeval(observerReadTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("flow capture: receive timeout: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) // kernel receive times; time.Now() otherwise
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 2<<20)
+	return fd, nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// readCapture files every captured packet in its flow's history.
+func (o *Observer) readCapture() {
+	defer o.wg.Done()
+	buf := make([]byte, HistorySnapLen)
+	oob := make([]byte, 128)
+	for {
+		select {
+		case <-o.done:
+			return
+		default:
+		}
+		n, oobn, _, from, err := unix.Recvmsg(o.capFd, buf, oob, 0)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			select {
+			case <-o.done:
+				return
+			default:
+			}
+			if errors.Is(err, unix.EBADF) {
+				return
+			}
+			continue
+		}
+		at := packetTime(oob[:oobn])
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING && ll.Hatype == unix.ARPHRD_LOOPBACK {
+			continue // loopback shows each packet twice: keep the incoming copy
+		}
+		o.mu.Lock()
+		o.hist.ingest(at, buf[:n])
+		o.mu.Unlock()
+	}
+}
+
+// packetTime is the kernel's receive time from an SCM_TIMESTAMPNS control
+// message, or now.
+func packetTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Now()
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_TIMESTAMPNS {
+			continue
+		}
+		switch len(m.Data) {
+		case 16:
+			return time.Unix(int64(binary.NativeEndian.Uint64(m.Data[0:8])), int64(binary.NativeEndian.Uint64(m.Data[8:16])))
+		case 8:
+			return time.Unix(int64(int32(binary.NativeEndian.Uint32(m.Data[0:4]))), int64(int32(binary.NativeEndian.Uint32(m.Data[4:8]))))
+		}
+	}
+	return time.Now()
 }
 
 func (o *Observer) setup(v6 bool) error {
@@ -229,12 +337,27 @@ func (o *Observer) WaitSynAck(port uint16, wait time.Duration) FlowRecord {
 	}
 }
 
-// Forget drops the record of port (after its connection is done).
+// Forget drops the record and the packet history of port (after its
+// connection is done).
 func (o *Observer) Forget(port uint16) {
 	o.mu.Lock()
 	delete(o.flows, port)
+	o.hist.forget(port)
 	o.mu.Unlock()
 }
+
+// Capture returns the bounded packet history of the flow on local port
+// port: both directions and the ICMP errors quoting it (see HistoryFirst
+// and the other bounds). Empty when the capture socket could not be
+// opened (CaptureErr) or nothing was seen.
+func (o *Observer) Capture(port uint16) FlowCapture {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.hist.snapshot(port)
+}
+
+// CaptureErr says why the flows' packets are not captured (nil: they are).
+func (o *Observer) CaptureErr() error { return o.capErr }
 
 // Close stops the capture.
 func (o *Observer) Close() error {
@@ -245,5 +368,8 @@ func (o *Observer) Close() error {
 	}
 	close(o.done)
 	o.wg.Wait()
+	if o.capFd >= 0 {
+		unix.Close(o.capFd)
+	}
 	return unix.Close(o.fd)
 }

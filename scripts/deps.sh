@@ -8,6 +8,8 @@ command -v ip >/dev/null         || need+=(iproute2)
 command -v traceroute >/dev/null || need+=(traceroute)
 command -v setpriv >/dev/null    || need+=(util-linux)
 command -v make >/dev/null       || need+=(make)
+# tshark: the e2e tests open every --evidence capture with it (about 16 s to install).
+command -v tshark >/dev/null     || need+=(tshark)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -5,13 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
-
-	"bytes"
-	"net/netip"
-
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
@@ -198,35 +191,6 @@ func TestNextRestFitsBandsAndEnd(t *testing.T) {
 	}
 	if _, ok := w.nextRest(now, now.Add(30*time.Second)); ok {
 		t.Errorf("a rest in a 30 s soak")
-	}
-}
-
-func TestPcapOfRoundTrip(t *testing.T) {
-	src := netip.MustParseAddrPort("198.18.1.2:443")
-	dst := netip.MustParseAddrPort("198.18.0.1:40000")
-	segs := []probe.Segment{
-		{At: t0, Src: src, Dst: dst, TTL: 62, IPID: 7, DF: true, Flags: probe.FlagSYN | probe.FlagACK, Seq: 1, Ack: 2},
-		{At: t0.Add(time.Second), Src: src, Dst: dst, TTL: 63, IPID: 0, Flags: probe.FlagRST, Seq: 5},
-	}
-	data, err := PcapOf(segs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := pcapgo.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range segs {
-		b, ci, err := r.ReadPacketData()
-		if err != nil {
-			t.Fatalf("packet %d: %v", i, err)
-		}
-		p := gopacket.NewPacket(b, layers.LayerTypeIPv4, gopacket.Default)
-		ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-		if ip == nil || tcp == nil || int(ip.TTL) != segs[i].TTL || tcp.RST != segs[i].Flags.Has(probe.FlagRST) || !ci.Timestamp.Equal(segs[i].At) {
-			t.Errorf("packet %d: %v", i, p)
-		}
 	}
 }
 

@@ -450,7 +450,7 @@ func (w *worker) attribute(port uint16, since time.Time, out tcpcheck.Outcome, e
 		origin, hop = as[0].Attr.Origin, as[0].Attr.Hop
 	}
 	if w.opt.Evidence != nil {
-		w.opt.Evidence.Write(w.job.Addr.String(), string(out), c.Flow, w.dst)
+		w.opt.Evidence.Write(w.job.Addr.String(), string(out), w.attr.History(port))
 	}
 	return origin, hop
 }

@@ -159,6 +159,15 @@ func (a *Attributor) Flow(port uint16) probe.FlowRecord {
 	return a.obs.Flow(port)
 }
 
+// History is the observer's bounded packet history of the flow on port,
+// for evidence (empty without capture).
+func (a *Attributor) History(port uint16) probe.FlowCapture {
+	if a.obs == nil {
+		return probe.FlowCapture{}
+	}
+	return a.obs.Capture(port)
+}
+
 // Forget drops the record of port.
 func (a *Attributor) Forget(port uint16) {
 	if a.obs != nil {

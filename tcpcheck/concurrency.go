@@ -57,7 +57,7 @@ func RunConcurrency(ctx context.Context, opt Options, job Job, start time.Time) 
 		}
 		if !ok {
 			pk, a := s.packets(failPort, failSince, true)
-			rec.Packets = pk
+			rec.Packets, rec.Capture = pk, s.flowCapture(failPort)
 			if a != nil {
 				failAttrs = append(failAttrs, *a)
 			}

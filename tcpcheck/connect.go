@@ -68,8 +68,12 @@ func RunConnect(ctx context.Context, opt Options, job Job, start time.Time) (Res
 	for _, f := range fails {
 		pk, a := s.attribute(f.cap)
 		s.mu.Lock()
+		port := s.res.Connections[f.idx].LocalPort
+		s.mu.Unlock()
+		flow := s.flowCapture(port)
+		s.mu.Lock()
 		r := &s.res.Connections[f.idx]
-		r.Packets = pk
+		r.Packets, r.Capture = pk, flow
 		o := r.Outcome
 		s.mu.Unlock()
 		if a != nil {

@@ -35,7 +35,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 	rec := s.dialRecord(dr)
 	if dr.Conn == nil {
 		pk, _ := s.packets(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
-		rec.Packets = pk
+		rec.Packets, rec.Capture = pk, s.flowCapture(dr.LocalPort)
 		s.add(rec)
 		if dr.Outcome == OutcomeTimeout && dr.Phase != PhaseTCP {
 			// The TCP handshake worked and the first full-size answer
@@ -100,6 +100,9 @@ loop:
 	rec.Uses = 1
 	var attr *probe.Attribution
 	rec.Packets, attr = s.packets(cn.Local.Port(), xferStart, outcome.IsReset() || outcome == OutcomeClosed)
+	if outcome != OutcomeOK {
+		rec.Capture = s.flowCapture(cn.Local.Port())
+	}
 	if outcome == OutcomeClosed {
 		outcome, endErr = closedOrReset(endErr, xfer.writeEnd(), rec.Packets)
 	}

@@ -78,6 +78,7 @@ func (s *session) runSlot(ctx context.Context, id int, ctl <-chan time.Duration,
 		rec := s.dialRecord(dr)
 		if dr.Conn == nil {
 			rec.Packets, _ = s.packets(dr.LocalPort, dr.Started, dr.Outcome.IsReset())
+			rec.Capture = s.flowCapture(dr.LocalPort)
 			idx := s.add(rec)
 			out <- slotMsg{slot: id, kind: slotDialFailed, recIndex: idx}
 			failures++
@@ -146,8 +147,10 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 			}
 			age := ev.at.Sub(cn.Fresh)
 			pk, attr := s.packets(port, cn.Fresh, true)
+			flow := s.flowCapture(port)
 			s.mu.Lock()
 			r := &s.res.Connections[idx]
+			r.Capture = flow
 			r.Outcome, r.Phase, r.Error, r.IdleS, r.EndS = Classify(PhaseRequest, ev.err), PhaseRequest, "while idle: "+ev.err.Error(), seconds(age), s.since(ev.at)
 			r.Packets = pk
 			s.res.Counts[OutcomeOK]--
@@ -172,8 +175,10 @@ func (s *session) holdConn(ctx context.Context, id int, cn *Conn, idx int, ctl <
 			if o == OutcomeTimeout {
 				s.dropOnce.Do(func() { s.locateDrop(ctx, cn) })
 			}
+			flow := s.flowCapture(port) // after the in-flow trace: its probes and answers are the flow's
 			s.mu.Lock()
 			r := &s.res.Connections[idx]
+			r.Capture = flow
 			r.Outcome, r.Phase, r.Error, r.IdleS, r.EndS, r.Packets = o, PhaseRequest, err.Error(), seconds(age), s.since(at), pk
 			s.res.Counts[OutcomeOK]--
 			s.res.Counts[o]++

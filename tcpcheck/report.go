@@ -157,6 +157,9 @@ type ConnRecord struct {
 	// EndS is when it ended, since the test started.
 	EndS    float64     `json:"end_s,omitempty"`
 	Packets []PacketRec `json:"packets,omitempty"` // FINs and RSTs the observer saw
+	// Capture is the observer's bounded packet history of a failed
+	// connection, for --evidence (not in the JSON; nil when not captured).
+	Capture *probe.FlowCapture `json:"-"`
 }
 
 // PacketRec is one FIN or RST as the flow observer saw it.

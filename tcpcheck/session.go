@@ -58,10 +58,15 @@ type session struct {
 	dropOnce sync.Once
 	dropAttr *probe.Attribution // where the flow state was lost (in-flow trace), nil unknown
 
-	mu     sync.Mutex
-	res    Result
-	nextID int
+	mu       sync.Mutex
+	res      Result
+	nextID   int
+	captures int // flow captures kept for evidence so far
 }
+
+// maxFlowCaptures bounds the failed connections whose packet history a
+// session keeps for evidence (a few per finding are written).
+const maxFlowCaptures = 16
 
 func newSession(opt Options, job Job, start time.Time) *session {
 	opt.Dial.App, opt.Dial.ServerName = job.Target.App, job.Target.ServerName()
@@ -149,6 +154,29 @@ func (s *session) attribute(c capture) ([]PacketRec, *probe.Attribution) {
 // packets captures and attributes at once.
 func (s *session) packets(port uint16, since time.Time, wait bool) ([]PacketRec, *probe.Attribution) {
 	return s.attribute(s.capture(port, since, wait))
+}
+
+// flowCapture is the observer's packet history of the failed flow on
+// port, for evidence; nil without an observer, without packets, or past
+// maxFlowCaptures.
+func (s *session) flowCapture(port uint16) *probe.FlowCapture {
+	if !s.observing() || port == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	full := s.captures >= maxFlowCaptures
+	s.mu.Unlock()
+	if full {
+		return nil
+	}
+	c := s.attr.History(port)
+	if len(c.Packets) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.captures++
+	s.mu.Unlock()
+	return &c
 }
 
 // add appends a connection record and counts its outcome.
