@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hopcheck/hopcheck/attrib"
@@ -60,6 +61,11 @@ func attributeInFlowReset(f Finding, t TargetReport) (Finding, bool) {
 	before := hopText(f.Hop, f.Origin)
 	f.Evidence = append(f.Evidence, "in-flow TTL-limited probes and return-path fingerprints: "+joinEvidence(r.Evidence))
 	f.Origin, f.Confidence = probe.Origin(r.Origin), r.Confidence
+	// What the test's capture showed of the server after the RST stays;
+	// the rest is decided again here.
+	captured := slices.DeleteFunc(f.Observations, func(o string) bool {
+		return o != string(attrib.ObsOnPathInjection) && o != string(attrib.ObsInPathBlocking)
+	})
 	f.HopCandidates, f.Observations = nil, nil
 	switch r.Origin {
 	case attrib.OriginMiddlebox:
@@ -76,6 +82,9 @@ func attributeInFlowReset(f Finding, t TargetReport) (Finding, bool) {
 	}
 	for _, o := range r.Observations {
 		f.Observations = append(f.Observations, string(o))
+	}
+	if r.Origin == attrib.OriginMiddlebox {
+		f.Observations = append(f.Observations, captured...)
 	}
 	return f, true
 }

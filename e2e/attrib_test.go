@@ -114,6 +114,11 @@ func TestAttribReturnDetours(t *testing.T) {
 				if tc.router <= 3 && !slices.Contains(f.Observations, "asymmetric-return") {
 					t.Errorf("tcp idle: observations %v lack asymmetric-return", f.Observations)
 				}
+				// The box rejects the request itself: nothing of the server
+				// follows its RST in the connection's capture.
+				if !slices.Contains(f.Observations, "in-path-blocking") {
+					t.Errorf("tcp idle: observations %v lack in-path-blocking", f.Observations)
+				}
 			}()
 			rep := runFamily(t, l, tc.runFamily)
 			f := findKind(rep, "idle-reset")
@@ -123,6 +128,13 @@ func TestAttribReturnDetours(t *testing.T) {
 			checkCulprit(t, "run "+tc.runFamily, f.Hop, f.HopAddress, f.Origin, f.HopCandidates, f.Evidence, culpritAddrs(l, runV6))
 			if rep.Targets[0].CulpritHop != 3 {
 				t.Errorf("run %s: culprit hop %d, want 3", tc.runFamily, rep.Targets[0].CulpritHop)
+			}
+			if !slices.Contains(f.Observations, "in-path-blocking") {
+				t.Errorf("run %s: observations %v lack in-path-blocking", tc.runFamily, f.Observations)
+			}
+			// The in-flow record itself makes the same k / k+1 choice.
+			if loc := rep.Targets[0].Localisation; loc == nil || loc.InFlow == nil || loc.InFlow.Hop != 3 || loc.InFlow.HopUpTo > 3 {
+				t.Errorf("run %s: in-flow record %+v, want hop 3 exactly", tc.runFamily, loc)
 			}
 			checkAsymmColumn(t, rep, tc.router, tc.extra)
 			<-done

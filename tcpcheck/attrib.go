@@ -74,7 +74,7 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 	if attr == nil || !s.observing() || s.opt.HopPrints == nil {
 		return nil
 	}
-	pkt, ok := s.packetOf(attr)
+	pkt, capture, ok := s.packetOf(attr)
 	if !ok || pkt.TTL <= 0 {
 		return nil
 	}
@@ -93,7 +93,7 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 		Server:            attrib.Fingerprint{TTL: server.TTL, IPID: -1, DF: server.DF},
 		ServerHop:         pp.ServerHop,
 		Hops:              pp.Hops,
-		ServerAnswerAfter: attrib.TriNotTested,
+		ServerAnswerAfter: serverAnswerAfter(capture, pkt.TTL, server.TTL),
 	}
 	r := attrib.Attribute(in)
 	ra := &reattribution{result: r}
@@ -105,18 +105,51 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 	return ra
 }
 
-// packetOf finds the captured packet behind an attribution.
-func (s *session) packetOf(attr *probe.Attribution) (PacketRec, bool) {
+// packetOf finds the captured packet behind an attribution, with its
+// connection's packet history (nil when none was kept).
+func (s *session) packetOf(attr *probe.Attribution) (PacketRec, *probe.FlowCapture, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range s.res.Connections {
 		for _, p := range c.Packets {
 			if p.Reason == attr.Reason && p.Hop == attr.Hop && p.Origin == attr.Origin {
-				return p, true
+				return p, c.Capture, true
 			}
 		}
 	}
-	return PacketRec{}, false
+	return PacketRec{}, nil, false
+}
+
+// serverAnswerAfter reads a connection's packet history: did the server
+// (a segment with its SYN-ACK's TTL) still send after the RST that
+// arrived with rstTTL? Yes: the RST was injected beside the flow
+// (on-path); no: nothing of the server followed (in-path). Not tested
+// without a history, without the RST in it, or when the RST carries the
+// server's own TTL (the two cannot be told apart). Pure.
+func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) attrib.Tri {
+	if c == nil || rstTTL <= 0 || serverTTL <= 0 || rstTTL == serverTTL {
+		return attrib.TriNotTested
+	}
+	seenRST := false
+	for _, p := range c.Packets {
+		if p.Out {
+			continue
+		}
+		info, err := probe.DecodeCaptured(p.Data)
+		if err != nil || info.TCP == nil {
+			continue
+		}
+		switch {
+		case !seenRST:
+			seenRST = info.TCP.Flags.Has(probe.FlagRST) && info.TTL == rstTTL
+		case info.TTL == serverTTL:
+			return attrib.TriYes
+		}
+	}
+	if !seenRST {
+		return attrib.TriNotTested
+	}
+	return attrib.TriNo
 }
 
 func kindOfFlags(flags string) string {

@@ -44,3 +44,45 @@ func TestReattributionApply(t *testing.T) {
 	var none *reattribution
 	none.apply(&f) // no lookup: unchanged
 }
+
+func TestServerAnswerAfter(t *testing.T) {
+	server, client := netip.MustParseAddr("198.18.5.2"), netip.MustParseAddr("198.18.0.1")
+	pkt := func(t *testing.T, ttl int, flags probe.TCPFlags, payload int, out bool) probe.CapturedPacket {
+		src, dst := server, client
+		if out {
+			src, dst = client, server
+		}
+		seg, err := probe.BuildTCPSegment(src, dst, 443, 40000, 1, 1, flags, 1000, make([]byte, payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip, err := probe.BuildIPv4(src, dst, 6, ttl, 0, true, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return probe.CapturedPacket{Out: out, Data: ip, Length: len(ip)}
+	}
+	req := pkt(t, 64, probe.FlagACK|probe.FlagPSH, 100, true)
+	rst := pkt(t, 62, probe.FlagRST, 0, false)    // the box at hop 3
+	data := pkt(t, 59, probe.FlagACK, 200, false) // the server, hop 6
+	for _, tc := range []struct {
+		name    string
+		packets []probe.CapturedPacket
+		rstTTL  int
+		want    attrib.Tri
+	}{
+		{"the server answers after the RST: on-path", []probe.CapturedPacket{req, rst, data}, 62, attrib.TriYes},
+		{"nothing of the server after it: in-path", []probe.CapturedPacket{data, req, rst}, 62, attrib.TriNo},
+		{"the RST is not in the history", []probe.CapturedPacket{req, data}, 62, attrib.TriNotTested},
+		{"the RST has the server's TTL", []probe.CapturedPacket{req, rst, data}, 59, attrib.TriNotTested},
+		{"our own packets do not count", []probe.CapturedPacket{req, rst, pkt(t, 59, probe.FlagACK, 0, true)}, 62, attrib.TriNo},
+	} {
+		c := &probe.FlowCapture{Packets: tc.packets}
+		if got := serverAnswerAfter(c, tc.rstTTL, 59); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	if got := serverAnswerAfter(nil, 62, 59); got != attrib.TriNotTested {
+		t.Errorf("no history: %s", got)
+	}
+}
