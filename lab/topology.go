@@ -106,6 +106,7 @@ type topology struct {
 	clientNS   string
 	serverNS   string
 	routerNS   []string
+	detourNS   []string // Router.ReturnDetour's extra routers (lab/attrib.go)
 	client4    netip.Addr
 	client6    netip.Addr
 	server4    netip.Addr
@@ -117,7 +118,6 @@ type topology struct {
 	twin6      netip.Addr
 	afterTwin4 netip.Addr
 	afterTwin6 netip.Addr
-	detourNS   []string // Router.ReturnDetour's extra routers
 }
 
 // namespaceName names node index idx (0 = client, N+1 = server) of lab id.
