@@ -233,10 +233,6 @@ type Finding struct {
 	Limit        int          `json:"limit,omitempty"`
 	Rate         float64      `json:"rate,omitempty"`
 	RateCI       []float64    `json:"rate_ci,omitempty"`
-	// TransferBytes of ExpectedBytes arrived before a midstream-close
-	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
-	TransferBytes int64 `json:"transfer_bytes,omitempty"`
-	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
 	// HopCandidates lists, nearest first, every hop the evidence allows
 	// when it cannot decide between them (Hop is the likelier); absent
 	// when Hop is decided.
@@ -244,6 +240,10 @@ type Finding struct {
 	// Observations name what the evidence shows of the sender:
 	// forged-ttl, on-path-injection, in-path-blocking, asymmetric-return.
 	Observations []string `json:"observations,omitempty"`
+	// TransferBytes of ExpectedBytes arrived before a midstream-close
+	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
+	TransferBytes int64 `json:"transfer_bytes,omitempty"`
+	ExpectedBytes int64 `json:"expected_bytes,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON.
