@@ -196,7 +196,6 @@ func parseRunRequest(c *ucli.Context) (runRequest, error) {
 		StallAfter: 10 * time.Second}
 	if raw4 {
 		req.tcp.HopAddress = tcpcheck.HopAddress
-		req.tcp.HopPrints = tcpcheck.HopPrints
 	}
 	return req, nil
 }

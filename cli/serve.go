@@ -85,7 +85,6 @@ func runServe(c *ucli.Context) error {
 			TCP: tcpcheck.Options{Dial: dial, Verify: true, Observe: raw, DataPath: tcpcheck.DefaultDataPath, StallAfter: 10 * time.Second}}
 		if raw {
 			opt.TCP.HopAddress = tcpcheck.HopAddress
-			opt.TCP.HopPrints = tcpcheck.HopPrints
 		}
 		rep := diagnose.Run(ctx, opt, jobs)
 		rep.Tool = "hopcheck " + Version

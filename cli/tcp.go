@@ -84,7 +84,7 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 		req.targets = append(req.targets, t)
 	}
 	opt := tcpcheck.Options{Dial: tcpcheck.DefaultDialConfig(), Verify: !c.Bool("no-verify"), Observe: probe.HasRawAccess(),
-		HopAddress: tcpcheck.HopAddress, HopPrints: tcpcheck.HopPrints}
+		HopAddress: tcpcheck.HopAddress}
 	opt.Count, opt.Rate = c.Int("count"), c.Float64("rate")
 	if opt.Count < 1 {
 		return req, usageErr("--count %d must be at least 1", opt.Count)

@@ -71,7 +71,11 @@ type reattribution struct {
 // return-path fingerprints (attrib.Attribute) instead of a symmetric
 // count; nil when it cannot (no capture, no lookup, packet not found).
 func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *reattribution {
-	if attr == nil || !s.observing() || s.opt.HopPrints == nil {
+	lookup := s.opt.HopPrints
+	if lookup == nil && s.opt.HopAddress != nil {
+		lookup = HopPrints
+	}
+	if attr == nil || !s.observing() || lookup == nil {
 		return nil
 	}
 	pkt, capture, ok := s.packetOf(attr)
@@ -86,7 +90,7 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 	if serverHop > 0 {
 		maxHop = min(serverHop+2, 30)
 	}
-	pp := s.opt.HopPrints(ctx, s.dst, maxHop)
+	pp := lookup(ctx, s.dst, maxHop)
 	in := attrib.Input{
 		Packet:            attrib.Fingerprint{TTL: pkt.TTL, IPID: pkt.IPID, DF: pkt.DF},
 		Kind:              kindOfFlags(pkt.Flags),
