@@ -88,7 +88,7 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 	server := s.attr.Server()
 	maxHop := 30
 	if serverHop > 0 {
-		maxHop = min(serverHop+2, 30)
+		maxHop = min(serverHop+1, 30) // beyond it only the server answers: few SYNs reach it
 	}
 	pp := lookup(ctx, s.dst, maxHop)
 	in := attrib.Input{
