@@ -149,3 +149,23 @@ func TestDiagnoseAttributesResets(t *testing.T) {
 		})
 	}
 }
+
+// What the connection test's capture said of the server after the RST
+// (on-path / in-path) survives the in-flow attribution; its other
+// observations are decided again.
+func TestDiagnoseKeepsCaptureObservations(t *testing.T) {
+	p := labPath{}
+	tg := p.target(3, p.received(3))
+	tg.TestFindings["idle"][0].Observations = []string{"asymmetric-return", "in-path-blocking"}
+	fs := Diagnose([]TargetReport{tg})
+	for _, f := range fs {
+		if f.Kind != tcpcheck.KindIdleReset {
+			continue
+		}
+		if !slices.Equal(f.Observations, []string{"in-path-blocking"}) {
+			t.Errorf("observations %v, want [in-path-blocking] (the path is symmetric)", f.Observations)
+		}
+		return
+	}
+	t.Fatalf("no idle-reset finding")
+}
