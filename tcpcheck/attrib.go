@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hopcheck/hopcheck/attrib"
@@ -217,4 +218,21 @@ func lowerConfidence(a, b string) string {
 		return b
 	}
 	return a
+}
+
+// attribText is what the text report adds to a finding's origin: the
+// undecided hop candidates and the named observations.
+func attribText(f Finding) string {
+	s := ""
+	if len(f.HopCandidates) > 1 {
+		hops := make([]string, len(f.HopCandidates))
+		for i, h := range f.HopCandidates {
+			hops[i] = fmt.Sprint(h)
+		}
+		s += ", undecided between hops " + strings.Join(hops, " and ")
+	}
+	if len(f.Observations) > 0 {
+		s += " [" + strings.Join(f.Observations, ", ") + "]"
+	}
+	return s
 }

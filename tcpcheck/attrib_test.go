@@ -86,3 +86,13 @@ func TestServerAnswerAfter(t *testing.T) {
 		t.Errorf("no history: %s", got)
 	}
 }
+
+func TestAttribText(t *testing.T) {
+	f := Finding{HopCandidates: []int{3, 4}, Observations: []string{"forged-ttl"}}
+	if got, want := attribText(f), ", undecided between hops 3 and 4 [forged-ttl]"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := attribText(Finding{HopCandidates: []int{3}}); got != "" {
+		t.Errorf("decided: %q", got)
+	}
+}

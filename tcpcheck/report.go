@@ -330,6 +330,7 @@ func WriteText(w io.Writer, r Report) error {
 				where += " (" + f.HopAddress + ")"
 			}
 		}
+		where += attribText(f) // tcpcheck/attrib.go
 		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s\n", f.Kind, f.Target, f.Address, where, f.Confidence)
 		for _, e := range f.Evidence {
 			fmt.Fprintf(&b, "  - %s\n", e)
