@@ -33,12 +33,6 @@ type Router struct {
 	MSSClamp        int           // rewrite the MSS option of forwarded SYNs and SYN-ACKs to this value
 	Masquerade      bool          // source NAT out of the server-side interface
 	SYNResetPercent int           // reject this percentage of forwarded SYNs with a TCP reset
-	// ResetAfterBytes resets a TCP flow once conntrack has counted more
-	// than this many bytes of it, both directions together (IP headers
-	// included): the client's next packet draws a reset, and from then on
-	// so does every packet of the server. 0 = never.
-	ResetAfterBytes int64
-
 	// Attribution knobs (lab/attrib.go).
 	// ReturnDetour sends every packet this router passes toward the client,
 	// its own and those it forwards, through this many extra routers
@@ -53,6 +47,11 @@ type Router struct {
 	// ForgeServerTTL makes this router's own TCP resets start from the TTL
 	// that makes them arrive at the client with the server's TTL.
 	ForgeServerTTL bool
+	// ResetAfterBytes resets a TCP flow once conntrack has counted more
+	// than this many bytes of it, both directions together (IP headers
+	// included): the client's next packet draws a reset, and from then on
+	// so does every packet of the server. 0 = never.
+	ResetAfterBytes int64
 }
 
 // Server configures the lab server. Zero values mean the defaults.
