@@ -75,6 +75,12 @@ func refine(f Finding, t TargetReport) Finding {
 		if in == nil || in.Hop == 0 {
 			break
 		}
+		if in.Behaviour == "reset" { // return-path fingerprints and the bracket: diagnose/attribute.go
+			if g, ok := attributeInFlowReset(f, t); ok {
+				f = g
+				break
+			}
+		}
 		switch in.Behaviour {
 		case "reset", "reject", "drop":
 			if f.Hop != in.Hop || f.Origin != probe.OriginMiddlebox {

@@ -33,6 +33,20 @@ type Router struct {
 	MSSClamp        int           // rewrite the MSS option of forwarded SYNs and SYN-ACKs to this value
 	Masquerade      bool          // source NAT out of the server-side interface
 	SYNResetPercent int           // reject this percentage of forwarded SYNs with a TCP reset
+	// Attribution knobs (lab/attrib.go).
+	// ReturnDetour sends every packet this router passes toward the client,
+	// its own and those it forwards, through this many extra routers
+	// (1..3) before the router on its left: a return path longer than the
+	// way there, from this hop on. The forward path is unchanged. Router 2
+	// or later, at most one router per scenario.
+	ReturnDetour int
+	// InitialTTL is the TTL / hop limit this router's own packets (ICMP
+	// errors, resets) start from: 0 the kernel's 64, or 128 or 255.
+	// Forwarded packets keep theirs.
+	InitialTTL int
+	// ForgeServerTTL makes this router's own TCP resets start from the TTL
+	// that makes them arrive at the client with the server's TTL.
+	ForgeServerTTL bool
 	// ResetAfterBytes resets a TCP flow once conntrack has counted more
 	// than this many bytes of it, both directions together (IP headers
 	// included): the client's next packet draws a reset, and from then on
@@ -148,6 +162,8 @@ type Lab struct {
 	TwinNS                 string
 	Twin4, Twin6           netip.Addr
 	AfterTwin4, AfterTwin6 netip.Addr
+	// DetourNS are the namespaces of a Router.ReturnDetour's extra routers.
+	DetourNS []string
 
 	CAFile string // PEM CA of the server cert (SANs: server addresses, ServerName)
 	Server Server // the server configuration in force (defaults applied)
@@ -210,6 +226,7 @@ func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
 		Server: sc.Server.WithDefaults(),
 		log:    logf,
 	}
+	l.DetourNS = topo.detourNS
 	if err := l.build(ctx, topo, binary); err != nil {
 		if cerr := l.Close(); cerr != nil {
 			err = fmt.Errorf("%w (and tearing down: %v)", err, cerr)
@@ -518,6 +535,7 @@ func (l *Lab) Namespaces() []string {
 	if l.TwinNS != "" {
 		out = append(out, l.TwinNS)
 	}
+	out = append(out, l.DetourNS...)
 	return out
 }
 

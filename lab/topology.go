@@ -30,6 +30,8 @@ func isLabInterface(name string) bool {
 	switch name {
 	case ifToClient, ifToServer, ifToClientB, ifToServerB:
 		return true
+	case ifToDetour, ifFromDetour:
+		return true
 	}
 	return false
 }
@@ -104,6 +106,7 @@ type topology struct {
 	clientNS   string
 	serverNS   string
 	routerNS   []string
+	detourNS   []string // Router.ReturnDetour's extra routers (lab/attrib.go)
 	client4    netip.Addr
 	client6    netip.Addr
 	server4    netip.Addr
@@ -179,6 +182,9 @@ func validateScenario(sc Scenario) error {
 // rulesets of the chain client → routers → server. It runs nothing.
 func planTopology(id string, sc Scenario) (topology, error) {
 	if err := validateScenario(sc); err != nil {
+		return topology{}, err
+	}
+	if err := validateAttrib(sc); err != nil {
 		return topology{}, err
 	}
 	n := len(sc.Routers)
@@ -274,6 +280,7 @@ func planTopology(id string, sc Scenario) (topology, error) {
 	if tw > 0 {
 		planTwin(&t, sc, id, names)
 	}
+	planAttrib(&t, sc, id)
 	return t, nil
 }
 
@@ -457,7 +464,10 @@ func routerRuleset(r Router) string {
 		// to equal DropTCPPort must pass.
 		w("\t\tiifname %q tcp dport %d drop", ifToClient, r.DropTCPPort)
 	}
-	if r.SYNResetPercent > 0 {
+	switch {
+	case r.SYNResetPercent >= 100: // nft: "numgen random mod 100 < 100" is out of range
+		w("\t\ttcp flags & (syn | ack) == syn reject with tcp reset")
+	case r.SYNResetPercent > 0:
 		// Only connection-opening SYNs (not SYN-ACKs).
 		w("\t\ttcp flags & (syn | ack) == syn numgen random mod 100 < %d reject with tcp reset", r.SYNResetPercent)
 	}

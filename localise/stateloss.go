@@ -99,6 +99,11 @@ func ExplainStateLoss(healthy, expired []InFlowAnswer) StateLoss {
 			behaviour, what = LossReject, "an ICMP unreachable from "+a.From
 		}
 		lo := max(t-1, 1)
+		if a.Kind == InFlowRST {
+			if l, ok := resetByFingerprint(healthy, expired, a, lastTE); ok { // localise/attrib.go
+				return l
+			}
+		}
 		if a.Kind == InFlowRST && a.SenderHop >= max(lastTE, 1) && a.SenderHop <= t {
 			return StateLoss{Behaviour: behaviour, Hop: a.SenderHop, UpTo: a.SenderHop,
 				Reason: fmt.Sprintf("time-exceeded up to TTL %d, then %s from TTL %d on; the RST's TTL %d places its sender at hop %d", lastTE, what, t, a.ReplyTTL, a.SenderHop)}

@@ -144,13 +144,19 @@ func demoReport() diagnose.Report {
 		}
 		return append(hops, hop(6, mqAddr, "mq.lab.example", rtt0+0.06, last))
 	}
+	tcpMQ := mqHops(0.06, "syn-ack")
+	// From hop 5 on, replies come back over one more router (tracepath's
+	// "asymm"): the hop table says so.
+	for _, h := range []*trace.Hop{&tcpMQ[4], &tcpMQ[5]} {
+		h.ReplyTTL, h.ReturnHops, h.Asymm = h.ReplyTTL-1, h.TTL+1, 1
+	}
 	icmp := mqHops(0.02, "echo-reply")
 	icmp[3].Received, icmp[3].LossPct, icmp[3].LossKind = 2, 33.3, trace.LossRateLimit
 	icmp[3].Note = "loss here does not persist: ICMP rate limiting, not path loss"
 	mq := diagnose.TargetReport{
 		Target: "amqps://mq.lab.example:5671", Host: "mq.lab.example", Address: mqAddr, Port: 5671, App: "amqps",
 		Traces: []trace.Trace{
-			demoTrace("tcp", 5671, mqAddr, mqHops(0.06, "syn-ack")),
+			demoTrace("tcp", 5671, mqAddr, tcpMQ),
 			demoTrace("icmp", 0, mqAddr, icmp),
 		},
 		Tests: map[string]tcpcheck.Result{

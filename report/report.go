@@ -317,11 +317,28 @@ func where(f diagnose.Finding) string {
 		if f.HopAddress != "" {
 			s += " (" + f.HopAddress + ")"
 		}
-		return s
+		return s + candidatesText(f)
 	case f.Origin != "":
 		return string(f.Origin)
 	}
 	return "unknown"
+}
+
+// candidatesText adds the hops the evidence could not decide between and
+// the named observations (forged-ttl, ...) to where's text.
+func candidatesText(f diagnose.Finding) string {
+	s := ""
+	if len(f.HopCandidates) > 1 {
+		hops := make([]string, len(f.HopCandidates))
+		for i, h := range f.HopCandidates {
+			hops[i] = fmt.Sprint(h)
+		}
+		s += ", undecided between hops " + strings.Join(hops, " and ")
+	}
+	if len(f.Observations) > 0 {
+		s += "; " + strings.Join(f.Observations, ", ")
+	}
+	return s
 }
 
 // idleLine is "timeout 8.15 s, between 7.9 s and 8.4 s" for idle findings.
@@ -620,7 +637,17 @@ func answerText(a diagnose.InFlowAnswer) string {
 func hopNotes(p pathView, row pathRow) []string {
 	var notes []string
 	for i, h := range row.Hops {
-		if h == nil || h.Note == "" {
+		if h == nil {
+			continue
+		}
+		prefix := ""
+		if i > 0 {
+			prefix = p.Labels[i] + ": "
+		}
+		if a := asymmNote(h); a != "" {
+			notes = append(notes, prefix+a)
+		}
+		if h.Note == "" {
 			continue
 		}
 		switch {
@@ -631,6 +658,16 @@ func hopNotes(p pathView, row pathRow) []string {
 		}
 	}
 	return notes
+}
+
+// asymmNote is tracepath's "asymm N" for a hop whose reply came back over
+// more or fewer hops than lie before it: "asymm 5 (+2)" is a reply that
+// crossed 5 hops back to hop 3. "" when symmetric or unknown.
+func asymmNote(h *trace.Hop) string {
+	if h.ReturnHops == 0 || h.Asymm == 0 || h.Received == 0 {
+		return ""
+	}
+	return fmt.Sprintf("asymm %d (%+d)", h.ReturnHops, h.Asymm)
 }
 
 // mapStrings returns a deep copy of v with f applied to every string

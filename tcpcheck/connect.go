@@ -154,6 +154,7 @@ func (s *session) rateFinding(ctx context.Context, kind string, k, n int, attrs 
 			f.Confidence = "high"
 		}
 		f.HopAddress = s.hopAddress(ctx, a)
+		s.reattribute(ctx, a).apply(&f) // return-path fingerprints (tcpcheck/attrib.go)
 	} else if !s.observing() {
 		f.Confidence = "low"
 		f.Evidence = append(f.Evidence, "no packet capture (no CAP_NET_RAW): the sender of the resets is unknown")

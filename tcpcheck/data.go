@@ -146,6 +146,7 @@ loop:
 			if attr.Origin != probe.OriginUnknown {
 				f.Confidence = "high"
 			}
+			s.reattribute(ctx, attr).apply(&f) // return-path fingerprints (tcpcheck/attrib.go)
 		}
 		f.Evidence = append(f.Evidence, infoEv...)
 		f.Advice = "Transfers are reset mid-stream: retry idempotent requests, and ask the operator of the resetting device about its limits (size, rate, inspection)."

@@ -646,10 +646,14 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		case attr.Origin != probe.OriginUnknown && sameBehaviour >= 2:
 			f.Confidence = "high"
 		}
-		f.HopAddress = s.hopAddress(ctx, attr)
+		ra := s.reattribute(ctx, attr) // return-path fingerprints (tcpcheck/attrib.go)
+		if ra == nil {
+			f.HopAddress = s.hopAddress(ctx, attr)
+		}
 		if f.Origin == probe.OriginServer {
 			f.Hop = s.res.ServerHop
 		}
+		ra.apply(&f)
 	} else if idle.Behaviour == behaviourDrop {
 		f.Evidence = append(f.Evidence, "no FIN or RST arrived: the request went unanswered until TCP_USER_TIMEOUT (a box on the path lost the flow's state, or the server vanished)")
 		if a := s.dropAttr; a != nil {

@@ -249,6 +249,13 @@ type Finding struct {
 	Limit       int          `json:"limit,omitempty"`
 	Rate        float64      `json:"rate,omitempty"`
 	RateCI      []float64    `json:"rate_ci,omitempty"`
+	// HopCandidates lists, nearest first, every hop the evidence allows
+	// when it cannot decide between them (Hop is the likelier); absent
+	// when Hop is decided.
+	HopCandidates []int `json:"hop_candidates,omitempty"`
+	// Observations name what the evidence shows of the sender:
+	// forged-ttl, on-path-injection, in-path-blocking, asymmetric-return.
+	Observations []string `json:"observations,omitempty"`
 	// TransferBytes of ExpectedBytes arrived before a midstream-close
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`
@@ -344,6 +351,7 @@ func WriteText(w io.Writer, r Report) error {
 				where += " (" + f.HopAddress + ")"
 			}
 		}
+		where += attribText(f) // tcpcheck/attrib.go
 		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s\n", f.Kind, f.Target, f.Address, where, f.Confidence)
 		for _, e := range f.Evidence {
 			fmt.Fprintf(&b, "  - %s\n", e)

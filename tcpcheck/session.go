@@ -36,6 +36,11 @@ type Options struct {
 	// unknown); nil: not looked up.
 	HopAddress func(ctx context.Context, dst netip.AddrPort, hop int) string
 	Log        func(format string, a ...any)
+	// HopPrints traces toward dst for the hops' return-path fingerprints,
+	// against which a captured RST is placed. nil: HopPrints (a short TCP
+	// trace) when HopAddress is set, the sign that the caller allows
+	// TTL-limited lookups; else not looked up (the TTL count stands).
+	HopPrints func(ctx context.Context, dst netip.AddrPort, maxHop int) PathPrints
 }
 
 // Job is one address of one target.

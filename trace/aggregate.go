@@ -70,6 +70,7 @@ func Aggregate(obs []Observation, opt AggregateOptions) (hops []Hop, reached boo
 	classifyLoss(hops, reached)
 	for i := range hops {
 		hops[i].Note = strings.Join(hopNotes(hops[i], byTTL[hops[i].TTL]), "; ")
+		annotateReturn(&hops[i]) // trace/asymm.go
 	}
 	return hops, reached, reachedTTL
 }

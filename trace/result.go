@@ -56,6 +56,13 @@ type Hop struct {
 	JitterMs   float64     `json:"jitter_ms"`
 	// ReplyTTL is the TTL of the last reply as received (-1 unknown).
 	ReplyTTL int `json:"reply_ttl"`
+	// ReturnHops is how far back the reply came, counted like TTL (its
+	// initial TTL 64/128/255 − ReplyTTL + 1; 0 unknown), and Asymm is
+	// ReturnHops − TTL when they differ (tracepath's "asymm"): the return
+	// path is that many routers longer (negative: shorter). See
+	// trace/asymm.go.
+	ReturnHops int `json:"return_hops,omitempty"`
+	Asymm      int `json:"asymm,omitempty"`
 	// LossKind is "", "rate-limit" (loss here that does not persist to
 	// later hops) or "path-loss" (loss that starts here and persists).
 	// "" also means "not classified" (no loss, too few probes to tell, or

@@ -1,0 +1,238 @@
+package tcpcheck
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+// PathPrints are the return-path fingerprints of the hops toward one
+// address: how each router's ICMP answers arrive, and where the
+// destination answered (0 not reached).
+type PathPrints struct {
+	Hops      []attrib.HopPrint
+	ServerHop int
+}
+
+// HopPrints traces toward dst with TCP SYNs to its port (two per TTL, up
+// to maxHop) and returns the fingerprints of the answering routers: what
+// a RST is matched against instead of a symmetric hop count.
+func HopPrints(ctx context.Context, dst netip.AddrPort, maxHop int) PathPrints {
+	if maxHop < 1 || maxHop > 255 {
+		maxHop = 30
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pr, err := probe.NewProber(ctx, probe.Config{Protocol: probe.TCP, Dst: dst.Addr(), DstPort: dst.Port(), Privilege: "auto"})
+	if err != nil {
+		return PathPrints{}
+	}
+	defer pr.Close()
+	cfg := trace.DefaultConfig()
+	cfg.Port, cfg.MaxHops, cfg.Queries, cfg.Timeout = dst.Port(), maxHop, 2, 2*time.Second
+	obs, _ := trace.Run(ctx, pr, cfg, trace.Destination{Addr: dst.Addr(), Protocol: probe.TCP, Port: dst.Port()})
+	return pathPrintsOf(obs)
+}
+
+// pathPrintsOf extracts the fingerprints from trace observations.
+func pathPrintsOf(obs []trace.Observation) PathPrints {
+	var out PathPrints
+	var answers []attrib.Answer
+	for _, o := range obs {
+		r := o.Response
+		if r == nil {
+			continue
+		}
+		if r.Reached() {
+			if out.ServerHop == 0 || o.TTL < out.ServerHop {
+				out.ServerHop = o.TTL
+			}
+			continue
+		}
+		answers = append(answers, attrib.Answer{Hop: o.TTL, From: r.From.Unmap().String(), Kind: string(r.Kind), TTL: r.ReplyTTL, IPID: r.ReplyIPID})
+	}
+	out.Hops = attrib.HopPrints(answers)
+	return out
+}
+
+// reattribution is what the return-path fingerprints say of a captured
+// RST or FIN, to fold into a finding.
+type reattribution struct {
+	result  attrib.Result
+	address string // the chosen hop's address from its fingerprint ("" unknown)
+}
+
+// reattribute places the sender of the packet behind attr by the hops'
+// return-path fingerprints (attrib.Attribute) instead of a symmetric
+// count; nil when it cannot (no capture, no lookup, packet not found).
+func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *reattribution {
+	lookup := s.opt.HopPrints
+	if lookup == nil && s.opt.HopAddress != nil {
+		lookup = HopPrints
+	}
+	if attr == nil || !s.observing() || lookup == nil {
+		return nil
+	}
+	pkt, capture, ok := s.packetOf(attr)
+	if !ok || pkt.TTL <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	serverHop := s.res.ServerHop
+	s.mu.Unlock()
+	server := s.attr.Server()
+	maxHop := 30
+	if serverHop > 0 {
+		maxHop = min(serverHop+1, 30) // beyond it only the server answers: few SYNs reach it
+	}
+	pp := lookup(ctx, s.dst, maxHop)
+	in := attrib.Input{
+		Packet:            attrib.Fingerprint{TTL: pkt.TTL, IPID: pkt.IPID, DF: pkt.DF},
+		Kind:              kindOfFlags(pkt.Flags),
+		Server:            attrib.Fingerprint{TTL: server.TTL, IPID: -1, DF: server.DF},
+		ServerHop:         pp.ServerHop,
+		Hops:              pp.Hops,
+		ServerAnswerAfter: serverAnswerAfter(capture, pkt.TTL, server.TTL),
+	}
+	r := attrib.Attribute(in)
+	ra := &reattribution{result: r}
+	for _, h := range pp.Hops {
+		if h.Hop == r.Hop && r.Origin == attrib.OriginMiddlebox {
+			ra.address = h.Address
+		}
+	}
+	return ra
+}
+
+// packetOf finds the captured packet behind an attribution, with its
+// connection's packet history (nil when none was kept).
+func (s *session) packetOf(attr *probe.Attribution) (PacketRec, *probe.FlowCapture, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.res.Connections {
+		for _, p := range c.Packets {
+			if p.Reason == attr.Reason && p.Hop == attr.Hop && p.Origin == attr.Origin {
+				return p, c.Capture, true
+			}
+		}
+	}
+	return PacketRec{}, nil, false
+}
+
+// serverAnswerAfter reads a connection's packet history: did the server
+// (a segment with its SYN-ACK's TTL) still send after the RST that
+// arrived with rstTTL? Yes: the RST was injected beside the flow
+// (on-path); no: nothing of the server followed (in-path). Not tested
+// without a history, without the RST in it, or when the RST carries the
+// server's own TTL (the two cannot be told apart). Pure.
+func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) attrib.Tri {
+	if c == nil || rstTTL <= 0 || serverTTL <= 0 || rstTTL == serverTTL {
+		return attrib.TriNotTested
+	}
+	seenRST := false
+	for _, p := range c.Packets {
+		if p.Out {
+			continue
+		}
+		info, err := probe.DecodeCaptured(p.Data)
+		if err != nil || info.TCP == nil {
+			continue
+		}
+		switch {
+		case !seenRST:
+			seenRST = info.TCP.Flags.Has(probe.FlagRST) && info.TTL == rstTTL
+		case info.TTL == serverTTL:
+			return attrib.TriYes
+		}
+	}
+	if !seenRST {
+		return attrib.TriNotTested
+	}
+	return attrib.TriNo
+}
+
+func kindOfFlags(flags string) string {
+	if len(flags) >= 3 && flags[:3] == "FIN" {
+		return "FIN"
+	}
+	return "RST"
+}
+
+// apply folds the reattribution into f: origin, hop, candidates,
+// confidence (never above what the finding had), observations, evidence.
+func (ra *reattribution) apply(f *Finding) {
+	if ra == nil {
+		return
+	}
+	r := ra.result
+	f.Evidence = append(f.Evidence, r.Evidence...)
+	if r.Origin == attrib.OriginUnknown {
+		return
+	}
+	if r.Origin == attrib.OriginMiddlebox && (f.Origin != probe.OriginMiddlebox || f.Hop != r.Hop) {
+		f.Evidence = append(f.Evidence, fmt.Sprintf("return-path fingerprints correct the TTL count: hop %d, not %s", r.Hop, hopText(f.Hop, f.Origin)))
+	}
+	f.Origin = probe.Origin(r.Origin)
+	if r.Origin == attrib.OriginMiddlebox {
+		f.Hop = r.Hop
+		if ra.address != "" {
+			f.HopAddress = ra.address
+		}
+	}
+	if len(r.Candidates) > 1 {
+		f.HopCandidates = r.Candidates
+	}
+	f.Confidence = lowerConfidence(f.Confidence, r.Confidence)
+	for _, o := range r.Observations {
+		f.Observations = append(f.Observations, string(o))
+	}
+}
+
+func hopText(hop int, origin probe.Origin) string {
+	if origin == probe.OriginServer {
+		return "the server"
+	}
+	if hop == 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("hop %d", hop)
+}
+
+// lowerConfidence returns the lower of two confidences.
+func lowerConfidence(a, b string) string {
+	rank := map[string]int{"low": 0, "medium": 1, "high": 2}
+	ra, oka := rank[a]
+	rb, okb := rank[b]
+	switch {
+	case !oka:
+		return b
+	case !okb:
+		return a
+	case rb < ra:
+		return b
+	}
+	return a
+}
+
+// attribText is what the text report adds to a finding's origin: the
+// undecided hop candidates and the named observations.
+func attribText(f Finding) string {
+	s := ""
+	if len(f.HopCandidates) > 1 {
+		hops := make([]string, len(f.HopCandidates))
+		for i, h := range f.HopCandidates {
+			hops[i] = fmt.Sprint(h)
+		}
+		s += ", undecided between hops " + strings.Join(hops, " and ")
+	}
+	if len(f.Observations) > 0 {
+		s += " [" + strings.Join(f.Observations, ", ") + "]"
+	}
+	return s
+}

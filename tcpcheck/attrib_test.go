@@ -1,0 +1,98 @@
+package tcpcheck
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/trace"
+)
+
+func TestPathPrintsOf(t *testing.T) {
+	te := func(ttl, reply int, from string) trace.Observation {
+		return trace.Observation{TTL: ttl, Response: &probe.Response{From: netip.MustParseAddr(from), Kind: probe.KindTimeExceeded, ReplyTTL: reply, ReplyIPID: -1}}
+	}
+	obs := []trace.Observation{
+		te(1, 64, "198.18.0.2"), te(2, 61, "198.19.251.1"), te(2, 61, "198.19.251.1"),
+		{TTL: 3},
+		{TTL: 4, Response: &probe.Response{From: netip.MustParseAddr("198.18.3.2"), Kind: probe.KindSynAck, ReplyTTL: 59}},
+		{TTL: 5, Response: &probe.Response{From: netip.MustParseAddr("198.18.3.2"), Kind: probe.KindSynAck, ReplyTTL: 59}},
+	}
+	pp := pathPrintsOf(obs)
+	if pp.ServerHop != 4 || len(pp.Hops) != 2 || pp.Hops[1].Hop != 2 || pp.Hops[1].TTL != 61 || pp.Hops[1].Address != "198.19.251.1" || pp.Hops[1].Samples != 2 {
+		t.Errorf("got %+v", pp)
+	}
+}
+
+func TestReattributionApply(t *testing.T) {
+	f := Finding{Hop: 4, Origin: probe.OriginMiddlebox, Confidence: "high", HopAddress: "198.18.3.2"}
+	ra := &reattribution{result: attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 3, Candidates: []int{3}, Confidence: "high",
+		Observations: []attrib.Observation{attrib.ObsAsymmetricReturn}, Evidence: []string{"fingerprint"}}, address: "198.18.2.2"}
+	ra.apply(&f)
+	if f.Hop != 3 || f.HopAddress != "198.18.2.2" || f.Confidence != "high" || f.HopCandidates != nil ||
+		!slices.Equal(f.Observations, []string{"asymmetric-return"}) || len(f.Evidence) != 2 {
+		t.Errorf("got %+v", f)
+	}
+	// Undecided: both candidates, and never more confident than before.
+	f = Finding{Hop: 3, Origin: probe.OriginMiddlebox, Confidence: "medium"}
+	(&reattribution{result: attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 3, Candidates: []int{3, 4}, Confidence: "high"}}).apply(&f)
+	if !slices.Equal(f.HopCandidates, []int{3, 4}) || f.Confidence != "medium" {
+		t.Errorf("got %+v", f)
+	}
+	var none *reattribution
+	none.apply(&f) // no lookup: unchanged
+}
+
+func TestServerAnswerAfter(t *testing.T) {
+	server, client := netip.MustParseAddr("198.18.5.2"), netip.MustParseAddr("198.18.0.1")
+	pkt := func(t *testing.T, ttl int, flags probe.TCPFlags, payload int, out bool) probe.CapturedPacket {
+		src, dst := server, client
+		if out {
+			src, dst = client, server
+		}
+		seg, err := probe.BuildTCPSegment(src, dst, 443, 40000, 1, 1, flags, 1000, make([]byte, payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip, err := probe.BuildIPv4(src, dst, 6, ttl, 0, true, seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return probe.CapturedPacket{Out: out, Data: ip, Length: len(ip)}
+	}
+	req := pkt(t, 64, probe.FlagACK|probe.FlagPSH, 100, true)
+	rst := pkt(t, 62, probe.FlagRST, 0, false)    // the box at hop 3
+	data := pkt(t, 59, probe.FlagACK, 200, false) // the server, hop 6
+	for _, tc := range []struct {
+		name    string
+		packets []probe.CapturedPacket
+		rstTTL  int
+		want    attrib.Tri
+	}{
+		{"the server answers after the RST: on-path", []probe.CapturedPacket{req, rst, data}, 62, attrib.TriYes},
+		{"nothing of the server after it: in-path", []probe.CapturedPacket{data, req, rst}, 62, attrib.TriNo},
+		{"the RST is not in the history", []probe.CapturedPacket{req, data}, 62, attrib.TriNotTested},
+		{"the RST has the server's TTL", []probe.CapturedPacket{req, rst, data}, 59, attrib.TriNotTested},
+		{"our own packets do not count", []probe.CapturedPacket{req, rst, pkt(t, 59, probe.FlagACK, 0, true)}, 62, attrib.TriNo},
+	} {
+		c := &probe.FlowCapture{Packets: tc.packets}
+		if got := serverAnswerAfter(c, tc.rstTTL, 59); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	if got := serverAnswerAfter(nil, 62, 59); got != attrib.TriNotTested {
+		t.Errorf("no history: %s", got)
+	}
+}
+
+func TestAttribText(t *testing.T) {
+	f := Finding{HopCandidates: []int{3, 4}, Observations: []string{"forged-ttl"}}
+	if got, want := attribText(f), ", undecided between hops 3 and 4 [forged-ttl]"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := attribText(Finding{HopCandidates: []int{3}}); got != "" {
+		t.Errorf("decided: %q", got)
+	}
+}
