@@ -94,9 +94,11 @@ type RTTStats struct {
 // Observation is one probe and what (if anything) answered it. The engine
 // produces them; Aggregate turns them into hops.
 type Observation struct {
-	TTL      int
-	Flow     int
-	Round    int
+	TTL   int
+	Flow  int
+	Round int
+	// Pass is 0 for the first pass of a round, then 1, 2... for retries.
+	Pass     int
 	ProbeID  uint16
 	SentAt   time.Time
 	Response *probe.Response // nil: no answer within the wait
