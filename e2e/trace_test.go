@@ -461,3 +461,60 @@ func TestTraceECMPParisFlows(t *testing.T) {
 		}
 	}
 }
+
+// manyAddressLab: four routers with the kernel's default ICMP rate limits,
+// the server with n addresses behind them.
+func manyAddressLab(t testing.TB, n int) (*lab.Lab, []netip.Addr) {
+	l := buildLab(t, lab.Scenario{Name: "many", Routers: make([]lab.Router, 4), Server: lab.Server{ExtraAddresses: n - 1}})
+	return l, append([]netip.Addr{l.Server4}, l.ServerExtra4...)
+}
+
+// answeredCells counts the (address, hop) cells with an answer, and the
+// cells the path has (every hop up to the server answers in this lab).
+func answeredCells(rep trace.Report, hops int) (found, want int) {
+	for _, tr := range rep.Traces {
+		want += hops
+		for _, h := range tr.Hops {
+			if h.TTL <= hops && h.Received > 0 {
+				found++
+			}
+		}
+	}
+	return found, want
+}
+
+// TestTraceManyAddressesShareHops: 48 addresses of one server behind the
+// same rate-limiting routers; the routers are probed once for the group
+// (Doubletree), each address only at its own hop, and every report lists
+// every hop. (Wall time is a benchmark: BenchmarkLabTraceManyAddresses.)
+func TestTraceManyAddressesShareHops(t *testing.T) {
+	l, addrs := manyAddressLab(t, 48)
+	args := []string{"--protocol", "tcp"}
+	for _, a := range addrs {
+		args = append(args, netip.AddrPortFrom(a, 443).String())
+	}
+	rep := traceJSON(t, l, nil, args...)
+	if len(rep.Traces) != len(addrs) {
+		t.Fatalf("%d traces, want %d", len(rep.Traces), len(addrs))
+	}
+	found, want := answeredCells(rep, 5)
+	t.Logf("%d of %d cells in %.2f s", found, want, rep.DurationS)
+	if found*100 < want*95 {
+		t.Errorf("%d of %d (address, hop) cells answered, want at least 95 %%", found, want)
+	}
+	shared := 0
+	for _, tr := range rep.Traces {
+		if !tr.Reached || tr.ReachedTTL != 5 {
+			t.Errorf("%s: reached %v at %d, want hop 5: %s", tr.Target.Address, tr.Reached, tr.ReachedTTL, hopSummary(tr))
+		}
+		if tr.SharedWith != "" {
+			shared++
+			if tr.SharedHops != 4 {
+				t.Errorf("%s: %d shared hops, want 4", tr.Target.Address, tr.SharedHops)
+			}
+		}
+	}
+	if shared < len(addrs)-3 {
+		t.Errorf("%d traces took the group's hops, want nearly all %d", shared, len(addrs))
+	}
+}

@@ -115,6 +115,8 @@ type topology struct {
 	twin6      netip.Addr
 	afterTwin4 netip.Addr
 	afterTwin6 netip.Addr
+	// serverExtra4/6: Server.ExtraAddresses.
+	serverExtra4, serverExtra6 []netip.Addr
 }
 
 // namespaceName names node index idx (0 = client, N+1 = server) of lab id.
@@ -133,6 +135,9 @@ func namespaceName(id string, idx, routers int) string {
 func validateScenario(sc Scenario) error {
 	if len(sc.Routers) > maxRouters {
 		return fmt.Errorf("scenario %q: %d routers, at most %d", sc.Name, len(sc.Routers), maxRouters)
+	}
+	if sc.Server.ExtraAddresses < 0 || sc.Server.ExtraAddresses > 200 {
+		return fmt.Errorf("scenario %q: server ExtraAddresses %d outside 0..200", sc.Name, sc.Server.ExtraAddresses)
 	}
 	if sc.ECMPRouter != 0 && (sc.ECMPRouter < 2 || sc.ECMPRouter > len(sc.Routers)) {
 		// Router k-1 splits the flows: router 1's twin would need the client to.
@@ -246,6 +251,12 @@ func planTopology(id string, sc Scenario) (topology, error) {
 			b = append(b,
 				fmt.Sprintf("route add default via %s", link4(n, 1)),
 				fmt.Sprintf("route add default via %s", link6(n, 1)))
+			for e := 0; e < sc.Server.ExtraAddresses; e++ {
+				a4, a6 := link4(n, 3+e), link6(n, 3+e)
+				t.serverExtra4, t.serverExtra6 = append(t.serverExtra4, a4), append(t.serverExtra6, a6)
+				b = append(b, fmt.Sprintf("addr add %s/24 dev %s", a4, ifToClient),
+					fmt.Sprintf("addr add %s/64 dev %s nodad", a6, ifToClient))
+			}
 		default:
 			nd.role = "router"
 			r := sc.Routers[idx-1]

@@ -40,6 +40,10 @@ type Trace struct {
 	Rounds     int    `json:"rounds"`
 	Queries    int    `json:"queries"`
 	Hops       []Hop  `json:"hops"`
+	// SharedWith is the address whose trace probed this one's first
+	// SharedHops hops for the group (Doubletree); "" when traced alone.
+	SharedWith string `json:"shared_with,omitempty"`
+	SharedHops int    `json:"shared_hops,omitempty"`
 	// DurationS is the wall time of this trace.
 	DurationS float64 `json:"duration_s"`
 	Error     string  `json:"error,omitempty"`

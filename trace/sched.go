@@ -53,6 +53,7 @@ type Scheduler struct {
 	hopAt map[netip.Addr]map[int]netip.Addr
 	// destHop[dst] is the hop of the destination, when known.
 	destHop map[netip.Addr]int
+	groups  map[groupKey]*group
 }
 
 var (
@@ -89,7 +90,7 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 		cfg.Now = time.Now
 	}
 	return &Scheduler{cfg: cfg, buckets: map[string]*bucket{}, hopAt: map[netip.Addr]map[int]netip.Addr{},
-		destHop: map[netip.Addr]int{}}
+		destHop: map[netip.Addr]int{}, groups: map[groupKey]*group{}}
 }
 
 // Now is the scheduler's clock.
@@ -268,4 +269,15 @@ func (s *Scheduler) DestinationHop(dst netip.Addr) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.destHop[dst.Unmap()]
+}
+
+// expectDestination records where a destination is expected (a group's
+// leader found it there), unless something nearer is known.
+func (s *Scheduler) expectDestination(dst netip.Addr, hop int) {
+	dst = dst.Unmap()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.destHop[dst]; !ok || hop < old {
+		s.destHop[dst] = hop
+	}
 }

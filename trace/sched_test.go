@@ -315,3 +315,72 @@ func TestDestinationPlacedByQuotedTTL(t *testing.T) {
 		}
 	}
 }
+
+// Doubletree: 8 addresses behind the same routers; the shared hops are
+// probed once (by the leader), every report still lists every hop; an
+// address one hop nearer fails the check and is traced alone.
+func TestSharedHopsProbedOncePerGroup(t *testing.T) {
+	routers := []string{"198.18.0.2", "198.18.1.2", "198.18.2.2"}
+	nearer := netip.MustParseAddr("198.18.2.77")
+	lim := newFakeLimiter(6, 10)
+	var mu sync.Mutex
+	var paths []*fakePath
+	cfg := fastConfig()
+	opt := Options{Config: cfg, NewProber: func(_ context.Context, pc probe.Config) (probe.Prober, error) {
+		rs := routers
+		if pc.Dst == nearer {
+			rs = routers[:2]
+		}
+		fp := newFakePath(pc.Dst, rs...)
+		fp.limiter = lim
+		mu.Lock()
+		paths = append(paths, fp)
+		mu.Unlock()
+		return fp, nil
+	}}
+	var jobs []Job
+	for i := range 8 {
+		jobs = append(jobs, Job{Dest: Destination{Addr: netip.AddrFrom4([4]byte{198, 18, 3, byte(10 + i)}), Protocol: probe.TCP, Port: 443}})
+	}
+	jobs = append(jobs, Job{Dest: Destination{Addr: nearer, Protocol: probe.TCP, Port: 443}})
+	traces := TraceAll(context.Background(), jobs, opt)
+	for i, tr := range traces {
+		want := 4
+		if i == len(jobs)-1 {
+			want = 3
+			if tr.SharedWith != "" {
+				t.Errorf("the nearer address shared the leader's hops")
+			}
+		}
+		if !tr.Reached || tr.ReachedTTL != want || len(tr.Hops) != want {
+			t.Fatalf("%s: reached %v at %d, %d hops, want %d", tr.Target.Address, tr.Reached, tr.ReachedTTL, len(tr.Hops), want)
+		}
+		for _, h := range tr.Hops {
+			if h.Received == 0 {
+				t.Errorf("%s: hop %d silent", tr.Target.Address, h.TTL)
+			}
+		}
+	}
+	shared := 0
+	for _, tr := range traces {
+		if tr.SharedWith != "" {
+			shared++
+		}
+	}
+	if shared != 7 {
+		t.Errorf("%d traces shared the leader's hops, want 7", shared)
+	}
+	// Probes at the routers' TTLs: the leader's, the nearer one's, and
+	// the checks of the followers at TTL 4 only.
+	routerProbes := 0
+	for _, fp := range paths {
+		for _, p := range fp.sent {
+			if p.TTL <= 3 && fp.dst != nearer {
+				routerProbes++
+			}
+		}
+	}
+	if routerProbes > 3*3+3 {
+		t.Errorf("%d probes at the shared routers, want the leader's 9 (and a few retries at most)", routerProbes)
+	}
+}
