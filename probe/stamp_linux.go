@@ -49,3 +49,33 @@ func syscallConn(c any) syscall.RawConn {
 	}
 	return rc
 }
+
+// enableCmsgStamps asks the kernel to attach its receive time to every
+// message read from fd, error-queue messages (ICMP errors) included.
+func enableCmsgStamps(fd int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+}
+
+// cmsgStamp returns the kernel receive time carried in the control
+// messages of one recvmsg (SCM_TIMESTAMPNS), or fallback when there is
+// none or it is not plausible (pure).
+func cmsgStamp(oob []byte, fallback time.Time) time.Time {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			break
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= unix.SizeofCmsghdr+16 {
+			var ts unix.Timespec
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts)), oob[unix.SizeofCmsghdr:l])
+			at := time.Unix(ts.Sec, ts.Nsec)
+			if ts.Sec == 0 || at.After(fallback) || fallback.Sub(at) > time.Minute {
+				return fallback
+			}
+			return at
+		}
+		oob = oob[min(len(oob), unix.CmsgSpace(l-unix.SizeofCmsghdr)):]
+	}
+	return fallback
+}
