@@ -38,6 +38,15 @@ type Router struct {
 	// included): the client's next packet draws a reset, and from then on
 	// so does every packet of the server. 0 = never.
 	ResetAfterBytes int64
+
+	// Router classes of ICMP generation (issue 9), beyond the kernel's
+	// default per-peer limit that every node keeps:
+	// ICMPBurst is the burst of ICMPRateLimit (0 = the rate itself), e.g.
+	// rate 2 burst 3 for "a few answers per second";
+	ICMPBurst int
+	// ICMPEveryNth makes the router send only every Nth ICMP error (a
+	// policer that lets one in N through); 0 or 1 = every one.
+	ICMPEveryNth int
 }
 
 // Server configures the lab server. Zero values mean the defaults.

@@ -148,6 +148,10 @@ func validateScenario(sc Scenario) error {
 		switch {
 		case r.ICMPRateLimit < 0:
 			return fmt.Errorf("%s: ICMPRateLimit %d is negative", where, r.ICMPRateLimit)
+		case r.ICMPBurst < 0 || (r.ICMPBurst > 0 && r.ICMPRateLimit == 0):
+			return fmt.Errorf("%s: ICMPBurst %d needs a positive ICMPRateLimit", where, r.ICMPBurst)
+		case r.ICMPEveryNth < 0:
+			return fmt.Errorf("%s: ICMPEveryNth %d is negative", where, r.ICMPEveryNth)
 		case r.IdleTimeout < 0:
 			return fmt.Errorf("%s: IdleTimeout %v is negative", where, r.IdleTimeout)
 		case r.IdleAction != "" && r.IdleAction != IdleActionReset && r.IdleAction != IdleActionDrop:
@@ -445,6 +449,14 @@ const (
 	icmp6Errors = "{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }"
 )
 
+// icmpBurst is the burst of a router's ICMP rate limit.
+func icmpBurst(r Router) int {
+	if r.ICMPBurst > 0 {
+		return r.ICMPBurst
+	}
+	return r.ICMPRateLimit
+}
+
 // routerRuleset renders the nft ruleset of one router: all knobs in one
 // `table inet hopcheck`.
 func routerRuleset(r Router) string {
@@ -506,9 +518,18 @@ func routerRuleset(r Router) string {
 		w("\t}")
 		if r.ICMPRateLimit > 0 {
 			w("\tchain icmp_error_limit {")
-			w("\t\tlimit rate over %d/second burst %d packets drop", r.ICMPRateLimit, r.ICMPRateLimit)
+			w("\t\tlimit rate over %d/second burst %d packets drop", r.ICMPRateLimit, icmpBurst(r))
 			w("\t}")
 		}
+	}
+	if r.ICMPEveryNth > 1 {
+		// Its own output chain: one ICMP error in N leaves, whatever the
+		// pace of the probes.
+		w("\tchain icmp_every_nth {")
+		w("\t\ttype filter hook output priority filter + 1; policy accept;")
+		w("\t\ticmp type %s numgen inc mod %d != 0 drop", icmp4Errors, r.ICMPEveryNth)
+		w("\t\ticmpv6 type %s numgen inc mod %d != 0 drop", icmp6Errors, r.ICMPEveryNth)
+		w("\t}")
 	}
 	if r.Masquerade {
 		w("\tchain postrouting {")
