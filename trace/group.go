@@ -20,7 +20,10 @@ import (
 
 // groupKey: traces that may share hops.
 type groupKey struct {
-	proto     probe.Protocol
+	proto probe.Protocol
+	// port: a filter may treat ports differently (TCP to 5671 dropped
+	// where 443 passes); traces to other ports do not share hops.
+	port      uint16
 	v6        bool
 	queries   int
 	firstHop  int
@@ -60,7 +63,7 @@ func (s *Scheduler) joinGroup(cfg Config, dst Destination) (*group, bool) {
 	if cfg.Rounds != 1 || cfg.Flows != 1 {
 		return nil, false
 	}
-	k := groupKey{proto: dst.Protocol, v6: dst.Addr.Unmap().Is6(), queries: cfg.Queries, firstHop: cfg.FirstHop, maxHops: cfg.MaxHops, scheduler: s}
+	k := groupKey{proto: dst.Protocol, port: dst.Port, v6: dst.Addr.Unmap().Is6(), queries: cfg.Queries, firstHop: cfg.FirstHop, maxHops: cfg.MaxHops, scheduler: s}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
@@ -99,25 +102,41 @@ func leaderResult(dst netip.Addr, obs []Observation, opt AggregateOptions) *grou
 	return r
 }
 
-// sharedPathHolds is the cheap check of a follower's own probes at the
-// leader's destination TTL (pure): the destination answered there, at that
-// hop, with the leader's reply TTL when both are known.
-func sharedPathHolds(obs []Observation, dst netip.Addr, shared *groupResult) bool {
-	ok := false
+// checkOutcome is what a follower's probes at the leader's destination
+// hop say about the shared path.
+type checkOutcome int
+
+const (
+	// checkHolds: the destination answered there, at that hop, with the
+	// leader's reply TTL.
+	checkHolds checkOutcome = iota
+	// checkFails: something contradicts (a router answered, another hop,
+	// another reply TTL): trace alone.
+	checkFails
+	// checkSilent: no answer (e.g. the destination's port unreachables
+	// are rate limited, as for many addresses of one host): the shared
+	// hops stand (same protocol and port, same group), the destination
+	// is not confirmed.
+	checkSilent
+)
+
+// sharedPathCheck is the cheap check of a follower's own probes (pure).
+func sharedPathCheck(obs []Observation, dst netip.Addr, shared *groupResult) checkOutcome {
+	out := checkSilent
 	for _, o := range obs {
 		r := o.Response
 		if r == nil {
 			continue
 		}
 		if !r.Reached() || r.From.Unmap() != dst.Unmap() || DestinationHop(o.TTL, *r) != shared.reachedTTL {
-			return false
+			return checkFails
 		}
 		if shared.replyTTL >= 0 && r.ReplyTTL >= 0 && r.ReplyTTL != shared.replyTTL {
-			return false
+			return checkFails
 		}
-		ok = true
+		out = checkHolds
 	}
-	return ok
+	return out
 }
 
 // runPastSharedHops probes only the leader's destination hop and, when the
@@ -133,7 +152,7 @@ func runPastSharedHops(ctx context.Context, pr probe.Prober, cfg Config, dst Des
 	if err != nil {
 		return obs, err
 	}
-	if !sharedPathHolds(obs, dst.Addr, shared) {
+	if sharedPathCheck(obs, dst.Addr, shared) == checkFails {
 		return nil, nil
 	}
 	out := make([]Observation, 0, len(shared.obs)+len(obs))

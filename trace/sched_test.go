@@ -387,3 +387,31 @@ func TestSharedHopsProbedOncePerGroup(t *testing.T) {
 		t.Errorf("%d probes at the shared routers, want the leader's 9 (and a few retries at most)", routerProbes)
 	}
 }
+
+func TestSharedPathCheck(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.4.9")
+	shared := &groupResult{leader: netip.MustParseAddr("198.18.4.2"), reachedTTL: 5, replyTTL: 60}
+	ans := func(ttl int, r *probe.Response) Observation { return Observation{TTL: ttl, Response: r} }
+	sa := func(from string, replyTTL int) *probe.Response {
+		r := synAck(from, 1)
+		r.ReplyTTL = replyTTL
+		return r
+	}
+	cases := []struct {
+		name string
+		obs  []Observation
+		want checkOutcome
+	}{
+		{"destination answers at the hop with the leader's reply TTL", []Observation{ans(5, sa("198.18.4.9", 60)), ans(5, nil)}, checkHolds},
+		{"nearer: another reply TTL", []Observation{ans(5, sa("198.18.4.9", 61))}, checkFails},
+		{"farther: a router answers", []Observation{ans(5, te("198.18.3.2", 1))}, checkFails},
+		{"another address answers", []Observation{ans(5, sa("198.18.4.2", 60))}, checkFails},
+		{"quoted TTL places it nearer", []Observation{ans(5, quotedUnreach("198.18.4.9", 2))}, checkFails},
+		{"silence confirms nothing", []Observation{ans(5, nil), ans(5, nil)}, checkSilent},
+	}
+	for _, c := range cases {
+		if got := sharedPathCheck(c.obs, dst, shared); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
