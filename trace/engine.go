@@ -168,18 +168,19 @@ type cellKey struct{ ttl, flow int }
 // tally counts a cell's probes this round.
 type tally struct{ sent, answered, inflight int }
 
-// frontier is the highest TTL up to which every TTL has settled (answered,
-// or every probe given up): probes go at most Window TTLs beyond it, so
-// that a path's end is found before many probes pile onto the destination.
+// frontier is the highest TTL that has settled (answered, or every probe
+// given up): probes go at most Window TTLs beyond it, so that a path's end
+// is found before many probes pile onto the destination. A silent hop
+// below an answered one does not hold it back (the near wait gives it up
+// soon), as traceroute keeps its probes going as answers come.
 func frontier(first int, perTTL map[int]tally) int {
 	f := first - 1
-	for {
-		t, ok := perTTL[f+1]
-		if !ok || !(t.answered > 0 || (t.sent > 0 && t.inflight == 0)) {
-			return f
+	for ttl, t := range perTTL {
+		if ttl > f && (t.answered > 0 || (t.sent > 0 && t.inflight == 0)) {
+			f = ttl
 		}
-		f++
 	}
+	return f
 }
 
 // planRetries decides which unanswered probes to send again in the next

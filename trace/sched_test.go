@@ -94,7 +94,8 @@ func TestFrontier(t *testing.T) {
 		{"nothing sent", map[int]tally{}, 0},
 		{"first in flight", map[int]tally{1: {sent: 3, inflight: 3}}, 0},
 		{"answered then in flight", map[int]tally{1: {sent: 3, answered: 1, inflight: 2}, 2: {sent: 3, inflight: 3}}, 1},
-		{"silent and given up counts as settled", map[int]tally{1: {sent: 3, answered: 3}, 2: {sent: 3}, 3: {sent: 3, answered: 1}}, 3},
+		{"silent and given up counts as settled", map[int]tally{1: {sent: 3, answered: 3}, 2: {sent: 3}, 3: {sent: 3, inflight: 3}}, 2},
+		{"an answer beyond a silent hop in flight", map[int]tally{1: {sent: 3, inflight: 3}, 2: {sent: 3, answered: 1, inflight: 2}}, 2},
 	}
 	for _, c := range cases {
 		if got := frontier(1, c.perTTL); got != c.want {
