@@ -291,6 +291,7 @@ func compareRTTs(t *testing.T, name string, tr trace.Trace, wire map[int][]float
 // both tiers. Routers keep their default ICMP limits; subtests leave 6 s
 // between traces so that each starts from a rested path.
 func TestTraceRTTMatchesTheWire(t *testing.T) {
+	t.Parallel() // mostly resting between traces
 	l := buildLab(t, lab.Scenario{Name: "rtt", Routers: make([]lab.Router, 3)})
 	capture := startCapture(t, l)
 	cases := []struct {
