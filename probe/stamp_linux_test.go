@@ -82,3 +82,67 @@ func quoteBytes(b []byte) string {
 	}
 	return string(append(out, '"'))
 }
+
+// txStampOOB builds what a MSG_ERRQUEUE read of a transmit stamp carries:
+// SCM_TIMESTAMPING (three timespecs, software first), then IP_RECVERR with
+// origin TIMESTAMPING, ee_info (SCM_TSTAMP_*) and ee_data (the OPT_ID).
+func txStampOOB(sec, nsec int64, level, typ int32, origin byte, info, id uint32) []byte {
+	ts := make([]byte, unix.CmsgSpace(48))
+	binary.NativeEndian.PutUint64(ts[0:8], uint64(unix.CmsgLen(48)))
+	binary.NativeEndian.PutUint32(ts[8:12], unix.SOL_SOCKET)
+	binary.NativeEndian.PutUint32(ts[12:16], unix.SO_TIMESTAMPING)
+	binary.NativeEndian.PutUint64(ts[16:24], uint64(sec))
+	binary.NativeEndian.PutUint64(ts[24:32], uint64(nsec))
+	ee := make([]byte, unix.CmsgSpace(16))
+	binary.NativeEndian.PutUint64(ee[0:8], uint64(unix.CmsgLen(16)))
+	binary.NativeEndian.PutUint32(ee[8:12], uint32(level))
+	binary.NativeEndian.PutUint32(ee[12:16], uint32(typ))
+	binary.NativeEndian.PutUint32(ee[16:20], uint32(unix.ENOMSG))
+	ee[20] = origin
+	binary.NativeEndian.PutUint32(ee[24:28], info)
+	binary.NativeEndian.PutUint32(ee[28:32], id)
+	return append(ts, ee...)
+}
+
+func TestDecodeTxStamp(t *testing.T) {
+	cases := []struct {
+		name  string
+		oob   []byte
+		ok    bool
+		id    uint32
+		sched bool
+	}{
+		{"sched stamp of send 7", txStampOOB(1700000000, 42, unix.SOL_IP, unix.IP_RECVERR, soEEOriginTimestamping, unix.SCM_TSTAMP_SCHED, 7), true, 7, true},
+		{"driver stamp, ipv6", txStampOOB(1700000000, 42, unix.SOL_IPV6, unix.IPV6_RECVERR, soEEOriginTimestamping, unix.SCM_TSTAMP_SND, 3), true, 3, false},
+		{"an ICMP error is no stamp", txStampOOB(1700000000, 42, unix.SOL_IP, unix.IP_RECVERR, 2, 0, 0), false, 0, false},
+		{"no time", txStampOOB(0, 0, unix.SOL_IP, unix.IP_RECVERR, soEEOriginTimestamping, 0, 1), false, 0, false},
+		{"truncated", txStampOOB(1700000000, 42, unix.SOL_IP, unix.IP_RECVERR, soEEOriginTimestamping, 0, 1)[:40], false, 0, false},
+		{"empty", nil, false, 0, false},
+	}
+	for _, c := range cases {
+		st, ok := decodeTxStamp(c.oob)
+		if ok != c.ok || (ok && (st.id != c.id || st.sched != c.sched || !st.at.Equal(time.Unix(1700000000, 42)))) {
+			t.Errorf("%s: %+v %v, want ok=%v id=%d sched=%v", c.name, st, ok, c.ok, c.id, c.sched)
+		}
+	}
+}
+
+func FuzzDecodeTxStamp(f *testing.F) {
+	seeds := [][]byte{txStampOOB(1700000000, 42, unix.SOL_IP, unix.IP_RECVERR, soEEOriginTimestamping, unix.SCM_TSTAMP_SCHED, 7),
+		txStampOOB(1700000000, 42, unix.SOL_IPV6, unix.IPV6_RECVERR, soEEOriginTimestamping, unix.SCM_TSTAMP_SND, 3)}
+	if os.Getenv("HOPCHECK_WRITE_SEEDS") != "" {
+		dir := filepath.Join("testdata", "fuzz", "FuzzDecodeTxStamp")
+		_ = os.MkdirAll(dir, 0o755)
+		for i, b := range seeds {
+			_ = os.WriteFile(filepath.Join(dir, "seed-"+string(rune('a'+i))), []byte("go test fuzz v1\n[]byte("+quoteBytes(b)+")\n"), 0o644)
+		}
+	}
+	for _, b := range seeds {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		if st, ok := decodeTxStamp(oob); ok && st.at.Unix() <= 0 {
+			t.Fatalf("stamp %v accepted", st.at)
+		}
+	})
+}
