@@ -182,7 +182,7 @@ func (p *rawProber) Send(pr *Probe) error {
 	pr.SentAt = now
 	p.pending.setSent(pr.ID, now)
 	if p.tx != nil {
-		at, err := p.tx.send(p.src, p.cfg.Dst, ipProto(p.cfg.Protocol, p.cfg.Dst), pkt, pr.TTL, pr.ID, true)
+		at, _, err := p.tx.send(p.src, p.cfg.Dst, ipProto(p.cfg.Protocol, p.cfg.Dst), pkt, pr.TTL, pr.ID, true)
 		if err != nil {
 			p.pending.take(pr.ID)
 			return fmt.Errorf("send %s probe: %w", pr.Protocol, err)
@@ -371,9 +371,13 @@ func openTxSender(src netip.Addr, proto int) (*txSender, error) {
 				return fail("icmpv6 filter", err)
 			}
 		}
-		// A raw TCP/UDP socket gets a copy of what arrives for its
-		// protocol: keep its receive buffer minimal, nobody reads it.
-		_ = unix.SetsockoptInt(t.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0)
+		// A raw IPv6 socket gets a copy of what arrives for its protocol:
+		// a filter that drops everything keeps its receive buffer, which
+		// the error queue's stamps count against, empty.
+		dropAll := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		if err := unix.SetsockoptSockFprog(t.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &dropAll[0]}); err != nil {
+			return fail("drop filter", err)
+		}
 	}
 	if err := unix.SetsockoptInt(t.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPING, txStampFlags); err != nil {
 		return fail("SO_TIMESTAMPING", err)
@@ -382,9 +386,9 @@ func openTxSender(src netip.Addr, proto int) (*txSender, error) {
 }
 
 // send transmits transport toward dst with ttl and returns when it left
-// by the kernel's stamp (before, taken just before the send, when none
-// came).
-func (t *txSender) send(src, dst netip.Addr, proto int, transport []byte, ttl int, ipid uint16, df bool) (time.Time, error) {
+// by the kernel's stamp (stamped), or by a stamp taken just before the
+// send when none came.
+func (t *txSender) send(src, dst netip.Addr, proto int, transport []byte, ttl int, ipid uint16, df bool) (at time.Time, stamped bool, err error) {
 	id := t.next
 	t.next++
 	before := time.Now()
@@ -396,11 +400,11 @@ func (t *txSender) send(src, dst netip.Addr, proto int, transport []byte, ttl in
 		}
 		hb, err := h.Marshal()
 		if err != nil {
-			return before, fmt.Errorf("ipv4 header: %w", err)
+			return before, false, fmt.Errorf("ipv4 header: %w", err)
 		}
 		before = time.Now()
 		if err := unix.Sendto(t.fd, append(hb, transport...), 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
-			return before, fmt.Errorf("send %d bytes ttl %d to %s: %w", len(hb)+len(transport), ttl, dst, err)
+			return before, false, fmt.Errorf("send %d bytes ttl %d to %s: %w", len(hb)+len(transport), ttl, dst, err)
 		}
 	} else {
 		oob := make([]byte, unix.CmsgSpace(4))
@@ -410,25 +414,25 @@ func (t *txSender) send(src, dst netip.Addr, proto int, transport []byte, ttl in
 		*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = int32(ttl)
 		before = time.Now()
 		if err := unix.Sendmsg(t.fd, transport, oob, &unix.SockaddrInet6{Addr: dst.As16()}, 0); err != nil {
-			return before, fmt.Errorf("send %d bytes hop limit %d to %s: %w", len(transport), ttl, dst, err)
+			return before, false, fmt.Errorf("send %d bytes hop limit %d to %s: %w", len(transport), ttl, dst, err)
 		}
 	}
 	// The stamps are made within the send (the device layer runs in it);
 	// older ones (a late driver stamp of an earlier packet) are skipped.
-	at := before
+	at = before
 	for range 4 {
-		_, oobn, _, _, err := unix.Recvmsg(t.fd, nil, t.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-		if err != nil {
+		_, oobn, _, _, rerr := unix.Recvmsg(t.fd, nil, t.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if rerr != nil {
 			break
 		}
 		if st, ok := decodeTxStamp(t.oob[:oobn]); ok && st.id == id {
 			if d := st.at.Sub(before); d >= 0 && d < time.Second {
-				at = st.at
+				at, stamped = st.at, true
 			}
 			break
 		}
 	}
-	return at, nil
+	return at, stamped, nil
 }
 
 func (t *txSender) close() { unix.Close(t.fd) }
