@@ -427,6 +427,7 @@ func checkECMPTrace(t *testing.T, tr trace.Trace, f ecmpFamily, flows, queries i
 // responder. The source ports are random, so all 8 flows hash onto one
 // path in 1 run of 128: one rerun is allowed for that alone.
 func TestTraceECMPParisFlows(t *testing.T) {
+	t.Parallel() // 16 probes per router and trace: mostly waiting for the routers' ICMP budget
 	l := buildLab(t, ecmpChain())
 	for _, fam := range ecmpFamilies(l) {
 		for _, proto := range []string{"udp", "tcp"} {
