@@ -52,6 +52,15 @@ type Router struct {
 	// included): the client's next packet draws a reset, and from then on
 	// so does every packet of the server. 0 = never.
 	ResetAfterBytes int64
+
+	// Router classes of ICMP generation (issue 9), beyond the kernel's
+	// default per-peer limit that every node keeps:
+	// ICMPBurst is the burst of ICMPRateLimit (0 = the rate itself), e.g.
+	// rate 2 burst 3 for "a few answers per second";
+	ICMPBurst int
+	// ICMPEveryNth makes the router send only every Nth ICMP error (a
+	// policer that lets one in N through); 0 or 1 = every one.
+	ICMPEveryNth int
 }
 
 // Server configures the lab server. Zero values mean the defaults.
@@ -67,6 +76,10 @@ type Server struct {
 	// login (Start-Ok, Tune-Ok, Connection.Open) by then, as RabbitMQ's
 	// handshake_timeout does; 0 = 10s, its default.
 	HandshakeTimeout time.Duration
+	// ExtraAddresses gives the server that many more addresses on its
+	// link (198.18.N.3..., 2001:db8:0:N::3...), behind the same routers:
+	// traces to many addresses (Lab.ServerExtra4/6). 0 = none; at most 200.
+	ExtraAddresses int
 }
 
 // Server defaults.
@@ -149,6 +162,8 @@ type Lab struct {
 	RouterNS           []string
 
 	Client4, Server4, Client6, Server6 netip.Addr
+	// ServerExtra4/6 are the server's Server.ExtraAddresses.
+	ServerExtra4, ServerExtra6 []netip.Addr
 	// Router4[i] and Router6[i] are the addresses router i+1 answers from:
 	// its client-facing interface.
 	Router4, Router6 []netip.Addr
@@ -222,6 +237,7 @@ func Build(ctx context.Context, sc Scenario, opt Options) (*Lab, error) {
 		ClientNS: topo.clientNS, ServerNS: topo.serverNS, RouterNS: topo.routerNS,
 		Client4: topo.client4, Client6: topo.client6, Server4: topo.server4, Server6: topo.server6,
 		Router4: topo.router4, Router6: topo.router6,
+		ServerExtra4: topo.serverExtra4, ServerExtra6: topo.serverExtra6,
 		TwinNS: topo.twinNS, Twin4: topo.twin4, Twin6: topo.twin6, AfterTwin4: topo.afterTwin4, AfterTwin6: topo.afterTwin6,
 		Server: sc.Server.WithDefaults(),
 		log:    logf,

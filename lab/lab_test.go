@@ -426,11 +426,12 @@ func TestLabChain(t *testing.T) {
 		})
 	}
 
-	t.Run("default icmp is not rate limited", func(t *testing.T) {
-		// Ten probes at once to hop 1: all answered (kernel limits off).
+	t.Run("default icmp is rate limited as by a kernel", func(t *testing.T) {
+		// Ten probes at once to hop 1: the kernel's default limit (since
+		// ce25d5e the lab keeps it) answers a burst of about 6, not all.
 		hops := traceroute(t, l, l.Server4, "-f", "1", "-m", "1", "-q", "10", "-N", "10", "-w", "1")
-		if len(hops) != 1 || countAnswers(hops[0]) != 10 {
-			t.Errorf("hop 1 answered %v, want 10 answers", hops)
+		if n := countAnswers(hops[0]); len(hops) != 1 || n < 1 || n >= 10 {
+			t.Errorf("hop 1 answered %v, want some but not all 10", hops)
 		}
 	})
 }

@@ -118,6 +118,8 @@ type topology struct {
 	twin6      netip.Addr
 	afterTwin4 netip.Addr
 	afterTwin6 netip.Addr
+	// serverExtra4/6: Server.ExtraAddresses.
+	serverExtra4, serverExtra6 []netip.Addr
 }
 
 // namespaceName names node index idx (0 = client, N+1 = server) of lab id.
@@ -137,6 +139,9 @@ func validateScenario(sc Scenario) error {
 	if len(sc.Routers) > maxRouters {
 		return fmt.Errorf("scenario %q: %d routers, at most %d", sc.Name, len(sc.Routers), maxRouters)
 	}
+	if sc.Server.ExtraAddresses < 0 || sc.Server.ExtraAddresses > 200 {
+		return fmt.Errorf("scenario %q: server ExtraAddresses %d outside 0..200", sc.Name, sc.Server.ExtraAddresses)
+	}
 	if sc.ECMPRouter != 0 && (sc.ECMPRouter < 2 || sc.ECMPRouter > len(sc.Routers)) {
 		// Router k-1 splits the flows: router 1's twin would need the client to.
 		return fmt.Errorf("scenario %q: ECMPRouter %d outside 2..%d (the number of routers)", sc.Name, sc.ECMPRouter, len(sc.Routers))
@@ -146,6 +151,10 @@ func validateScenario(sc Scenario) error {
 		switch {
 		case r.ICMPRateLimit < 0:
 			return fmt.Errorf("%s: ICMPRateLimit %d is negative", where, r.ICMPRateLimit)
+		case r.ICMPBurst < 0 || (r.ICMPBurst > 0 && r.ICMPRateLimit == 0):
+			return fmt.Errorf("%s: ICMPBurst %d needs a positive ICMPRateLimit", where, r.ICMPBurst)
+		case r.ICMPEveryNth < 0:
+			return fmt.Errorf("%s: ICMPEveryNth %d is negative", where, r.ICMPEveryNth)
 		case r.IdleTimeout < 0:
 			return fmt.Errorf("%s: IdleTimeout %v is negative", where, r.IdleTimeout)
 		case r.IdleAction != "" && r.IdleAction != IdleActionReset && r.IdleAction != IdleActionDrop:
@@ -252,6 +261,12 @@ func planTopology(id string, sc Scenario) (topology, error) {
 			b = append(b,
 				fmt.Sprintf("route add default via %s", link4(n, 1)),
 				fmt.Sprintf("route add default via %s", link6(n, 1)))
+			for e := 0; e < sc.Server.ExtraAddresses; e++ {
+				a4, a6 := link4(n, 3+e), link6(n, 3+e)
+				t.serverExtra4, t.serverExtra6 = append(t.serverExtra4, a4), append(t.serverExtra6, a6)
+				b = append(b, fmt.Sprintf("addr add %s/24 dev %s", a4, ifToClient),
+					fmt.Sprintf("addr add %s/64 dev %s nodad", a6, ifToClient))
+			}
 		default:
 			nd.role = "router"
 			r := sc.Routers[idx-1]
@@ -441,6 +456,14 @@ const (
 	icmp6Errors = "{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }"
 )
 
+// icmpBurst is the burst of a router's ICMP rate limit.
+func icmpBurst(r Router) int {
+	if r.ICMPBurst > 0 {
+		return r.ICMPBurst
+	}
+	return r.ICMPRateLimit
+}
+
 // routerRuleset renders the nft ruleset of one router: all knobs in one
 // `table inet hopcheck`.
 func routerRuleset(r Router) string {
@@ -505,9 +528,18 @@ func routerRuleset(r Router) string {
 		w("\t}")
 		if r.ICMPRateLimit > 0 {
 			w("\tchain icmp_error_limit {")
-			w("\t\tlimit rate over %d/second burst %d packets drop", r.ICMPRateLimit, r.ICMPRateLimit)
+			w("\t\tlimit rate over %d/second burst %d packets drop", r.ICMPRateLimit, icmpBurst(r))
 			w("\t}")
 		}
+	}
+	if r.ICMPEveryNth > 1 {
+		// Its own output chain: one ICMP error in N leaves, whatever the
+		// pace of the probes.
+		w("\tchain icmp_every_nth {")
+		w("\t\ttype filter hook output priority filter + 1; policy accept;")
+		w("\t\ticmp type %s numgen inc mod %d != 0 drop", icmp4Errors, r.ICMPEveryNth)
+		w("\t\ticmpv6 type %s numgen inc mod %d != 0 drop", icmp6Errors, r.ICMPEveryNth)
+		w("\t}")
 	}
 	if r.Masquerade {
 		w("\tchain postrouting {")

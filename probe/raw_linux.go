@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +40,12 @@ type rawProber struct {
 	pending   *pendingTable
 	responses chan Response
 	closeOnce sync.Once
-	sendMu    sync.Mutex
+	// sendMu serialises sends; readers pass it before matching, so that a
+	// probe's send time is final when its answer is timed.
+	sendMu sync.Mutex
+	// tx sends with kernel transmit stamps; nil: through socks, stamped
+	// right before the send.
+	tx *txSender
 }
 
 func newRawProber(ctx context.Context, cfg Config, ident Ident) (Prober, error) {
@@ -67,6 +74,9 @@ func newRawProber(ctx context.Context, cfg Config, ident Ident) (Prober, error) 
 	if err != nil {
 		p.closeHolders()
 		return nil, fmt.Errorf("raw prober toward %s: %w", cfg.Dst, err)
+	}
+	if tx, err := openTxSender(src, ipProto(cfg.Protocol, cfg.Dst)); err == nil {
+		p.tx = tx
 	}
 	p.socks.startReaders(p.handle)
 	go func() {
@@ -166,12 +176,21 @@ func (p *rawProber) Send(pr *Probe) error {
 	}
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
-	// Record the send time before the packet leaves: the answer can be
-	// read before Send returns.
+	// A send time before the packet leaves, final once the kernel's
+	// transmit stamp is read (readers wait for sendMu before timing).
 	now := time.Now()
 	pr.SentAt = now
 	p.pending.setSent(pr.ID, now)
-	if err := p.socks.sendTo(p.cfg.Dst, pkt, pr.TTL, pr.ID, true); err != nil {
+	if p.tx != nil {
+		at, _, err := p.tx.send(p.src, p.cfg.Dst, ipProto(p.cfg.Protocol, p.cfg.Dst), pkt, pr.TTL, pr.ID, true)
+		if err != nil {
+			p.pending.take(pr.ID)
+			return fmt.Errorf("send %s probe: %w", pr.Protocol, err)
+		}
+		now = at
+		pr.SentAt = now
+		p.pending.setSent(pr.ID, now)
+	} else if err := p.socks.sendTo(p.cfg.Dst, pkt, pr.TTL, pr.ID, true); err != nil {
 		p.pending.take(pr.ID)
 		return fmt.Errorf("send %s probe: %w", pr.Protocol, err)
 	}
@@ -198,6 +217,9 @@ func (p *rawProber) buildTransport(pr *Probe) ([]byte, error) {
 
 // handle matches an event of the raw sockets to a pending probe.
 func (p *rawProber) handle(ev pathEvent) {
+	// A probe being sent has its final send time once sendMu is free.
+	p.sendMu.Lock()
+	p.sendMu.Unlock() //nolint:staticcheck // a barrier, not a critical section
 	if ev.TCP != nil {
 		p.handleTCP(ev)
 		return
@@ -293,6 +315,9 @@ func (p *rawProber) Close() error {
 	p.closeOnce.Do(func() {
 		p.socks.stop()
 		p.closeHolders()
+		if p.tx != nil {
+			p.tx.close()
+		}
 	})
 	return nil
 }
@@ -302,3 +327,112 @@ func (p *rawProber) closeHolders() {
 		h.Close()
 	}
 }
+
+// txSender sends a raw prober's packets through a socket of its own that
+// no reader polls, so that the kernel's transmit stamp of each packet can
+// be read from its error queue right after the send: the RTT starts when
+// the packet left, not when we decided to send it (a polled socket with a
+// non-empty error queue would wake Go's poller with an error).
+type txSender struct {
+	fd   int
+	v6   bool
+	next uint32 // SOF_TIMESTAMPING_OPT_ID of the next send
+	oob  []byte
+}
+
+func openTxSender(src netip.Addr, proto int) (*txSender, error) {
+	t := &txSender{v6: src.Is6(), oob: make([]byte, 512)}
+	var err error
+	if !t.v6 {
+		// IPPROTO_RAW sends whole IPv4 packets (IP_HDRINCL) and receives
+		// nothing.
+		t.fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	} else {
+		t.fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tx socket: %w", err)
+	}
+	fail := func(what string, err error) (*txSender, error) {
+		unix.Close(t.fd)
+		return nil, fmt.Errorf("tx socket: %s: %w", what, err)
+	}
+	if t.v6 {
+		if err := unix.Bind(t.fd, &unix.SockaddrInet6{Addr: src.As16()}); err != nil {
+			return fail("bind", err)
+		}
+		if proto == protoICMPv6 {
+			// Receive nothing: block every ICMPv6 type.
+			var f unix.ICMPv6Filter
+			for i := range f.Data {
+				f.Data[i] = 0xffffffff
+			}
+			if err := unix.SetsockoptICMPv6Filter(t.fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, &f); err != nil {
+				return fail("icmpv6 filter", err)
+			}
+		}
+		// A raw IPv6 socket gets a copy of what arrives for its protocol:
+		// a filter that drops everything keeps its receive buffer, which
+		// the error queue's stamps count against, empty.
+		dropAll := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		if err := unix.SetsockoptSockFprog(t.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &dropAll[0]}); err != nil {
+			return fail("drop filter", err)
+		}
+	}
+	if err := unix.SetsockoptInt(t.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPING, txStampFlags); err != nil {
+		return fail("SO_TIMESTAMPING", err)
+	}
+	return t, nil
+}
+
+// send transmits transport toward dst with ttl and returns when it left
+// by the kernel's stamp (stamped), or by a stamp taken just before the
+// send when none came.
+func (t *txSender) send(src, dst netip.Addr, proto int, transport []byte, ttl int, ipid uint16, df bool) (at time.Time, stamped bool, err error) {
+	id := t.next
+	t.next++
+	before := time.Now()
+	if !t.v6 {
+		h := &ipv4.Header{Version: ipv4.Version, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(transport),
+			ID: int(ipid), TTL: ttl, Protocol: proto, Src: net.IP(src.AsSlice()), Dst: net.IP(dst.AsSlice())}
+		if df {
+			h.Flags = ipv4.DontFragment
+		}
+		hb, err := h.Marshal()
+		if err != nil {
+			return before, false, fmt.Errorf("ipv4 header: %w", err)
+		}
+		before = time.Now()
+		if err := unix.Sendto(t.fd, append(hb, transport...), 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
+			return before, false, fmt.Errorf("send %d bytes ttl %d to %s: %w", len(hb)+len(transport), ttl, dst, err)
+		}
+	} else {
+		oob := make([]byte, unix.CmsgSpace(4))
+		ch := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		ch.Level, ch.Type = unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT
+		ch.SetLen(unix.CmsgLen(4))
+		*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = int32(ttl)
+		before = time.Now()
+		if err := unix.Sendmsg(t.fd, transport, oob, &unix.SockaddrInet6{Addr: dst.As16()}, 0); err != nil {
+			return before, false, fmt.Errorf("send %d bytes hop limit %d to %s: %w", len(transport), ttl, dst, err)
+		}
+	}
+	// The stamps are made within the send (the device layer runs in it);
+	// older ones (a late driver stamp of an earlier packet) are skipped.
+	at = before
+	for range 4 {
+		_, oobn, _, _, rerr := unix.Recvmsg(t.fd, nil, t.oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if rerr != nil {
+			break
+		}
+		if st, ok := decodeTxStamp(t.oob[:oobn]); ok && st.id == id {
+			if d := st.at.Sub(before); d >= 0 && d < time.Second {
+				at, stamped = st.at, true
+			}
+			break
+		}
+	}
+	return at, stamped, nil
+}
+
+func (t *txSender) close() { unix.Close(t.fd) }

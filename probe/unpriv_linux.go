@@ -146,6 +146,11 @@ func newDgramFlow(c *net.UDPConn, dst netip.Addr) (*dgramFlow, error) {
 	var serr error
 	err = raw.Control(func(fd uintptr) {
 		serr = setRecvErr(int(fd), dst.Is6())
+		if serr == nil {
+			// Kernel receive stamps keep the reader's scheduling lag out
+			// of the RTTs.
+			serr = enableCmsgStamps(int(fd))
+		}
 	})
 	if err == nil {
 		err = serr
@@ -273,10 +278,10 @@ func (p *unprivProber) readDgram(f *dgramFlow) {
 			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
 			return rerr != unix.EAGAIN
 		})
-		at := time.Now()
 		if err != nil {
 			return // closed
 		}
+		at := cmsgStamp(oob[:oobn], time.Now())
 		if rerr != nil {
 			continue // e.g. ECONNREFUSED reported on the normal path
 		}
@@ -357,6 +362,10 @@ func (p *unprivProber) sendTCP(pr *Probe) error {
 		unix.Close(fd)
 		return fmt.Errorf("set ttl: %w", err)
 	}
+	if err := enableCmsgStamps(fd); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("enable receive stamps: %w", err)
+	}
 	// Close with RST, so that a probe that reached the server leaves no
 	// half-open connection behind.
 	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
@@ -410,6 +419,7 @@ func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 		at := time.Now()
 		if nb, oobn, _, _, rerr := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT); rerr == nil {
 			_ = nb
+			at = cmsgStamp(oob[:oobn], at)
 			e, derr := DecodeErrQueue(oob[:oobn])
 			if derr != nil || e.Origin == soEEOriginLocal {
 				return
@@ -427,12 +437,20 @@ func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 			return
 		}
 		kind := KindSynAck
+		rtt := at.Sub(sent)
 		switch syscall.Errno(soErr) {
 		case 0:
 			// Writable without an error means connected: check it is, so
 			// that a spurious wake-up is never taken for a SYN-ACK.
-			if info, ierr := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); ierr != nil || info.State != tcpEstablished {
+			info, ierr := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+			if ierr != nil || info.State != tcpEstablished {
 				continue
+			}
+			// The kernel's own sample of the handshake: SYN sent to
+			// SYN-ACK received (microseconds), free of our wake-up lag.
+			if info.Rtt > 0 {
+				rtt = time.Duration(info.Rtt) * time.Microsecond
+				at = sent.Add(rtt)
 			}
 		case unix.ECONNREFUSED:
 			kind = KindRST
@@ -445,7 +463,7 @@ func (p *unprivProber) waitTCP(fd int, id uint16, sent time.Time) {
 			return
 		}
 		deliver(p.responses, p.done, Response{ProbeID: id, Protocol: TCP, From: p.cfg.Dst, Kind: kind,
-			Received: at, RTT: at.Sub(sent), ReplyTTL: -1, ReplyIPID: -1, QuotedTTL: -1})
+			Received: at, RTT: rtt, ReplyTTL: -1, ReplyIPID: -1, QuotedTTL: -1})
 		return
 	}
 }

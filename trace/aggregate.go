@@ -25,6 +25,9 @@ type AggregateOptions struct {
 const (
 	LossRateLimit = "rate-limit"
 	LossPath      = "path-loss"
+	// LossSilent: the hop never answered, though it was asked again after
+	// a pause (a router that sends no ICMP, or filters it).
+	LossSilent = "silent"
 )
 
 // Hop notes.
@@ -32,6 +35,11 @@ const (
 	NoteNoReply   = "no reply"
 	NoteRateLimit = "loss here does not persist: ICMP rate limiting, not path loss"
 	NotePathLoss  = "path loss from here on"
+	// NoteRateLimitPattern: answers came and went (some probes answered,
+	// others not, or answers again after a pause): the router's ICMP rate
+	// limit, not loss.
+	NoteRateLimitPattern = "answers some probes and not others: ICMP rate limiting, not path loss"
+	NoteSilent           = "silent: no answer, also when asked again after a pause"
 )
 
 // lossTolerancePct is the noise allowance when comparing the loss of two
@@ -44,15 +52,46 @@ const lossTolerancePct = 10.0
 // when the destination was not reached every probed TTL is kept (the engine
 // bounds them). reachedTTL is 0 when not reached.
 func Aggregate(obs []Observation, opt AggregateOptions) (hops []Hop, reached bool, reachedTTL int) {
+	for _, o := range obs {
+		if o.TTL <= 0 || (opt.MaxHops > 0 && o.TTL > opt.MaxHops) || o.Response == nil || !o.Response.Reached() {
+			continue
+		}
+		// The destination's answer places it at hop TTL-quoted+1.
+		if h := DestinationHop(o.TTL, *o.Response); !reached || h < reachedTTL {
+			reached, reachedTTL = true, h
+		}
+	}
 	byTTL := make(map[int][]indexedObs)
+	var further []indexedObs
 	for i, o := range obs {
 		if o.TTL <= 0 || (opt.MaxHops > 0 && o.TTL > opt.MaxHops) {
 			continue
 		}
-		byTTL[o.TTL] = append(byTTL[o.TTL], indexedObs{o, i})
-		if o.Response != nil && o.Response.Reached() && (!reached || o.TTL < reachedTTL) {
-			reached, reachedTTL = true, o.TTL
+		if reached && o.TTL > reachedTTL {
+			if o.Response != nil && o.Response.Reached() && DestinationHop(o.TTL, *o.Response) == reachedTTL {
+				further = append(further, indexedObs{o, i, o.TTL})
+			}
+			continue
 		}
+		byTTL[o.TTL] = append(byTTL[o.TTL], indexedObs{o, i, o.TTL})
+	}
+	// Answers of the destination to probes sent further stand in for its
+	// own probes that went unanswered (its port unreachables are rate
+	// limited too), up to the answers wanted per hop.
+	slices.SortStableFunc(further, sendOrder)
+	answered := 0
+	for _, o := range byTTL[reachedTTL] {
+		if o.Response != nil {
+			answered++
+		}
+	}
+	for _, o := range further {
+		if answered >= opt.Queries {
+			break
+		}
+		o.TTL = reachedTTL
+		byTTL[reachedTTL] = append(byTTL[reachedTTL], o)
+		answered++
 	}
 	ttls := make([]int, 0, len(byTTL))
 	for ttl := range byTTL {
@@ -69,16 +108,80 @@ func Aggregate(obs []Observation, opt AggregateOptions) (hops []Hop, reached boo
 	}
 	classifyLoss(hops, reached)
 	for i := range hops {
+		hops[i].LossKind = answerPattern(hops[i], byTTL[hops[i].TTL])
+	}
+	for i := range hops {
 		hops[i].Note = strings.Join(hopNotes(hops[i], byTTL[hops[i].TTL]), "; ")
 		annotateReturn(&hops[i]) // trace/asymm.go
 	}
 	return hops, reached, reachedTTL
 }
 
+// DestinationHop is the hop of a destination that answered a probe sent
+// with ttl: a quoted TTL q says the probe had q left on arrival, so the
+// destination is at ttl-q+1. Without a quote (SYN-ACK, echo reply) it is
+// ttl.
+func DestinationHop(ttl int, r probe.Response) int {
+	if r.QuotedTTL >= 1 && r.QuotedTTL <= ttl {
+		return ttl - r.QuotedTTL + 1
+	}
+	return ttl
+}
+
+// answerPattern refines a hop's loss kind by when its answers came (pure):
+// a hop that never answered though asked again in a later pass is silent;
+// one that answered in one pass and not in another, or answered some
+// probes and not others where later hops answered all, is rate limiting.
+func answerPattern(h Hop, obs []indexedObs) string {
+	passes := map[int]bool{}
+	answeredIn, missedIn := map[int]bool{}, map[int]bool{}
+	icmpErrors, remapped := true, false
+	for _, o := range obs {
+		passes[o.Pass] = true
+		if o.sentTTL != o.TTL {
+			remapped = true
+		}
+		if o.Response != nil {
+			answeredIn[o.Pass] = true
+			if k := o.Response.Kind; k != probe.KindTimeExceeded && k != probe.KindDestUnreachable {
+				icmpErrors = false
+			}
+		} else {
+			missedIn[o.Pass] = true
+		}
+	}
+	switch {
+	case h.Received == 0 && len(passes) > 1:
+		return LossSilent
+	case h.Received == 0:
+		return h.LossKind
+	}
+	// Loss of SYN-ACKs or echo replies is not a router's rate limit.
+	if h.Received == h.Sent || !icmpErrors {
+		return h.LossKind
+	}
+	if remapped {
+		// The destination answered probes sent further but not all of
+		// its own: it limits its port unreachables.
+		return LossRateLimit
+	}
+	for p := range answeredIn {
+		for q := range missedIn {
+			if q < p {
+				// Missed, then answered again after a pause.
+				return LossRateLimit
+			}
+		}
+	}
+	return h.LossKind
+}
+
 // indexedObs keeps the input position as the last tie-breaker of send order.
 type indexedObs struct {
 	Observation
 	index int
+	// sentTTL is the probe's TTL; Observation.TTL the hop it counts at.
+	sentTTL int
 }
 
 // sendOrder sorts observations as they were sent: by round, then send time,
@@ -267,11 +370,18 @@ func tolerance(a, b Hop) float64 {
 func hopNotes(h Hop, obs []indexedObs) []string {
 	var notes []string
 	if h.Received == 0 {
+		if h.LossKind == LossSilent {
+			return []string{NoteNoReply, NoteSilent}
+		}
 		return []string{NoteNoReply}
 	}
 	switch h.LossKind {
 	case LossRateLimit:
-		notes = append(notes, NoteRateLimit)
+		if retried(obs) {
+			notes = append(notes, NoteRateLimitPattern)
+		} else {
+			notes = append(notes, NoteRateLimit)
+		}
 	case LossPath:
 		notes = append(notes, NotePathLoss)
 	}
@@ -289,7 +399,9 @@ func hopNotes(h Hop, obs []indexedObs) []string {
 		if m := unreachableMarker(*r); m != "" && !slices.Contains(notes, m) {
 			notes = append(notes, m)
 		}
-		if r.QuotedTTL > 1 {
+		// A destination quoting TTL q to a probe sent with TTL t is at hop
+		// t-q+1: that is the path's length, not a rewrite.
+		if r.QuotedTTL > 1 && !(r.Reached() && o.sentTTL-r.QuotedTTL+1 == h.TTL) {
 			from := r.From.Unmap()
 			if _, ok := quoted[from]; !ok {
 				quotedOrder = append(quotedOrder, from)
@@ -305,6 +417,16 @@ func hopNotes(h Hop, obs []indexedObs) []string {
 		}
 	}
 	return notes
+}
+
+// retried says whether some of a hop's probes were sent in a retry pass.
+func retried(obs []indexedObs) bool {
+	for _, o := range obs {
+		if o.Pass > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // unreachableMarker returns traceroute's marker and meaning for an ICMP

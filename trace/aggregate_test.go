@@ -509,3 +509,38 @@ func TestAggregateECMPAtDestinationTTL(t *testing.T) {
 		t.Errorf("notes %q, want %q", notes, want)
 	}
 }
+
+// The case: the server, 7 hops away, rate-limits its port
+// unreachables; the probes with TTL 7-21 go unanswered and the TTL-22 probe
+// is answered quoting TTL 16. The destination is at hop 22-16+1 = 7, not
+// 22, and the quote is the path's length, not a rewrite.
+func TestAggregateDestinationHopFromQuotedTTL(t *testing.T) {
+	cases := []struct {
+		name      string
+		obs       []Observation
+		reachedAt int
+		hops      int
+		note7     string
+	}{
+		{"far answer only", append(append(at(6, te("198.18.5.2", 1)), at(7, nil, nil, nil)...), Observation{TTL: 22, Response: quotedUnreach("198.18.6.2", 16)}), 7, 2,
+			NoteRateLimit},
+		{"own answer and a far one", append(append(at(6, te("198.18.5.2", 1)), at(7, quotedUnreach("198.18.6.2", 1))...), Observation{TTL: 9, Response: quotedUnreach("198.18.6.2", 3)}), 7, 2, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			hops, reached, reachedAt := Aggregate(c.obs, AggregateOptions{Queries: 3, MaxHops: 30})
+			if !reached || reachedAt != c.reachedAt || len(hops) != c.hops {
+				t.Fatalf("reached %v at %d with %d hops, want %d with %d", reached, reachedAt, len(hops), c.reachedAt, c.hops)
+			}
+			if got := hops[len(hops)-1].Note; got != c.note7 {
+				t.Errorf("hop 7 note %q, want %q", got, c.note7)
+			}
+		})
+	}
+}
+
+func quotedUnreach(from string, quoted int) *probe.Response {
+	r := unreach(from, 3, 5)
+	r.QuotedTTL = quoted
+	return r
+}

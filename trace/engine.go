@@ -33,13 +33,22 @@ type Config struct {
 	MinWait time.Duration
 	// Progress, when set, is called after each round (for live output).
 	Progress func(round int, obs []Observation)
+	// Scheduler paces the probes per responder, shared by every trace of
+	// the process; nil means DefaultScheduler().
+	Scheduler *Scheduler
+	// Window is how many TTLs beyond the last settled one probes may go.
+	Window int
+	// RetryPasses is how many later passes retry unanswered TTLs, the
+	// first RetryBackoff after the previous pass ended, doubling.
+	RetryPasses  int
+	RetryBackoff time.Duration
 }
 
 // DefaultConfig returns the defaults of `hopcheck trace`.
 func DefaultConfig() Config {
 	return Config{Protocol: probe.TCP, Port: 443, FirstHop: 1, MaxHops: 30, Queries: 3, Flows: 1,
 		Rounds: 1, Interval: time.Second, Timeout: 3 * time.Second, InFlight: 64, NearFactor: 5,
-		MinWait: 2 * time.Millisecond}
+		MinWait: 2 * time.Millisecond, Window: 5, RetryPasses: 3, RetryBackoff: time.Second}
 }
 
 // Validate reports the first bad setting as a one-line error.
@@ -65,23 +74,21 @@ func (c Config) Validate() error {
 type pendingProbe struct {
 	obsIndex int
 	probe    probe.Probe
+	// key is the scheduler budget the probe was charged to.
+	key string
 }
 
 // Run traces toward the prober's destination and returns one observation
 // per probe sent. The caller's context bounds the whole trace; when it is
 // cancelled, Run returns what was observed so far with the context error.
+// Probes are paced by cfg.Scheduler (the process-wide one when nil).
 func Run(ctx context.Context, pr probe.Prober, cfg Config, dst Destination) ([]Observation, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.InFlight < 1 {
-		cfg.InFlight = 64
-	}
-	if cfg.NearFactor <= 0 {
-		cfg.NearFactor = 3
-	}
+	cfg = cfg.withDefaults()
 	var obs []Observation
-	destTTL := 0 // TTL at which the destination answered; 0 = not yet
+	destTTL := 0 // hop of the destination; 0 = not yet known
 	for round := 0; round < cfg.Rounds; round++ {
 		if round > 0 {
 			select {
@@ -102,6 +109,29 @@ func Run(ctx context.Context, pr probe.Prober, cfg Config, dst Destination) ([]O
 	return obs, nil
 }
 
+// withDefaults fills the settings a caller may leave zero.
+func (c Config) withDefaults() Config {
+	if c.InFlight < 1 {
+		c.InFlight = 64
+	}
+	if c.NearFactor <= 0 {
+		c.NearFactor = 3
+	}
+	if c.Window < 1 {
+		c.Window = 5
+	}
+	if c.RetryPasses < 0 {
+		c.RetryPasses = 0
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = time.Second
+	}
+	if c.Scheduler == nil {
+		c.Scheduler = DefaultScheduler()
+	}
+	return c
+}
+
 // Destination is where a trace goes.
 type Destination struct {
 	Addr     netip.Addr
@@ -109,22 +139,132 @@ type Destination struct {
 	Port     uint16
 }
 
-// runRound sends every TTL (up to the destination once known) and waits
-// for the answers with the adaptive wait.
+// want is a probe the engine still has to send.
+type want struct {
+	ttl, flow int
+	// tier orders probes toward one router across traces (query index in
+	// the first pass, 0 for retries); pass is 0 first, then the retries.
+	tier, pass int
+	notBefore  time.Time
+}
+
+// firstPass lists the probes of a round in send order: TTL by TTL, every
+// query and flow of a TTL together.
+func firstPass(cfg Config) []want {
+	var ws []want
+	for ttl := cfg.FirstHop; ttl <= cfg.MaxHops; ttl++ {
+		for q := 0; q < cfg.Queries; q++ {
+			for flow := 0; flow < cfg.Flows; flow++ {
+				ws = append(ws, want{ttl: ttl, flow: flow, tier: q})
+			}
+		}
+	}
+	return ws
+}
+
+// cellKey is one TTL and flow.
+type cellKey struct{ ttl, flow int }
+
+// tally counts a cell's probes this round.
+type tally struct{ sent, answered, inflight int }
+
+// frontier is the highest TTL that has settled (answered, or every probe
+// given up): probes go at most Window TTLs beyond it, so that a path's end
+// is found before many probes pile onto the destination. A silent hop
+// below an answered one does not hold it back (the near wait gives it up
+// soon), as traceroute keeps its probes going as answers come.
+func frontier(first int, perTTL map[int]tally) int {
+	f := first - 1
+	for ttl, t := range perTTL {
+		if ttl > f && (t.answered > 0 || (t.sent > 0 && t.inflight == 0)) {
+			f = ttl
+		}
+	}
+	return f
+}
+
+// planRetries decides which unanswered probes to send again in the next
+// pass (pure). A cell that answered some probes and not others is retried
+// for the missing answers (rate limiting looks like that); a cell that
+// answered none is retried once only when the trace shows pressure: some
+// cell answered partly, or most hops were silent (a whole column of '*' is
+// what an exhausted budget looks like; a router that never answers is
+// silent and costs no retry on a healthy path). Only TTLs up to the
+// destination (or, unreached, the last answering TTL) are retried.
+func planRetries(cells map[cellKey]tally, cfg Config, destTTL, pass int) []want {
+	if pass >= cfg.RetryPasses {
+		return nil
+	}
+	limit := destTTL
+	if limit == 0 {
+		for k, t := range cells {
+			if t.answered > 0 && k.ttl > limit {
+				limit = k.ttl
+			}
+		}
+	}
+	partial, silent, total := false, 0, 0
+	for k, t := range cells {
+		if k.ttl > limit {
+			continue
+		}
+		total++
+		switch {
+		case t.answered == 0:
+			silent++
+		case t.answered < cfg.Queries:
+			partial = true
+		}
+	}
+	pressure := partial || (silent > 0 && 2*silent > total)
+	var ws []want
+	for ttl := cfg.FirstHop; ttl <= limit; ttl++ {
+		for flow := 0; flow < cfg.Flows; flow++ {
+			t, ok := cells[cellKey{ttl, flow}]
+			if !ok || t.answered >= cfg.Queries {
+				continue
+			}
+			n := cfg.Queries - t.answered
+			if t.answered == 0 {
+				if !pressure {
+					continue
+				}
+				n = 1
+			}
+			for range n {
+				ws = append(ws, want{ttl: ttl, flow: flow, pass: pass + 1})
+			}
+		}
+	}
+	return ws
+}
+
+// runRound sends every TTL (up to the destination once known) within the
+// scheduler's budget, waits for the answers with the adaptive wait, and
+// retries unanswered TTLs in later passes with backoff.
 func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination, round int, obs []Observation, destTTL int) ([]Observation, int, error) {
+	sched := cfg.Scheduler
 	inflight := map[uint16]pendingProbe{}
 	// answeredRTT[channel][t] is the largest RTT of an answer from hop t
 	// this round, by the socket (channel) it arrived on.
 	answeredRTT := map[int]map[int]time.Duration{}
 	unpriv := pr.Privilege() == probe.PrivilegeUnprivileged
-	maxTTL := cfg.MaxHops
-	if destTTL > 0 {
-		maxTTL = destTTL
-	}
+	cells := map[cellKey]tally{}
+	perTTL := map[int]tally{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	responses := pr.Responses()
+	wants := firstPass(cfg)
+	pass := 0
 
+	count := func(ttl, flow int, f func(*tally)) {
+		c := cells[cellKey{ttl, flow}]
+		f(&c)
+		cells[cellKey{ttl, flow}] = c
+		t := perTTL[ttl]
+		f(&t)
+		perTTL[ttl] = t
+	}
 	record := func(r probe.Response) {
 		pp, ok := inflight[r.ProbeID]
 		if !ok {
@@ -134,6 +274,8 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		rr := r
 		obs[pp.obsIndex].Response = &rr
 		ttl := pp.probe.TTL
+		count(ttl, pp.probe.Flow, func(t *tally) { t.inflight--; t.answered++ })
+		sched.Answered(dst.Addr, ttl, pp.key, rr)
 		if ch, ok := nearChannel(rr.Kind, pp.probe, unpriv); ok {
 			if answeredRTT[ch] == nil {
 				answeredRTT[ch] = map[int]time.Duration{}
@@ -142,10 +284,20 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 				answeredRTT[ch][ttl] = rr.RTT
 			}
 		}
-		if rr.Reached() && (destTTL == 0 || ttl < destTTL) {
-			destTTL = ttl
-			if ttl < maxTTL {
-				maxTTL = ttl
+		if rr.Reached() {
+			// The destination's answer to a TTL-t probe quoting TTL q
+			// places it at hop t-q+1, whatever t was.
+			h := ttl
+			if rr.QuotedTTL >= 1 && rr.QuotedTTL <= ttl {
+				h = ttl - rr.QuotedTTL + 1
+			}
+			if destTTL == 0 || h < destTTL {
+				destTTL = h
+			}
+			if h < ttl {
+				// Counted at the destination's hop too, whose own probes
+				// may have gone unanswered (a limited port unreachable).
+				count(h, pp.probe.Flow, func(t *tally) { t.answered++ })
 			}
 		}
 	}
@@ -157,7 +309,9 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		for id, pp := range inflight {
 			ttl := pp.probe.TTL
 			if destTTL > 0 && ttl > destTTL {
+				// Beyond the destination: not wanted, not a miss.
 				delete(inflight, id)
+				count(ttl, pp.probe.Flow, func(t *tally) { t.inflight-- })
 				continue
 			}
 			wait := cfg.Timeout
@@ -181,49 +335,15 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			giveUp := pp.probe.SentAt.Add(wait)
 			if !now.Before(giveUp) {
 				delete(inflight, id)
+				count(ttl, pp.probe.Flow, func(t *tally) { t.inflight-- })
+				sched.Missed(pp.key)
 			} else if giveUp.Before(next) {
 				next = giveUp
 			}
 		}
 		return next
 	}
-	drain := func(block bool) error {
-		if block {
-			next := expire(time.Now())
-			if len(inflight) == 0 {
-				return nil
-			}
-			timer.Reset(time.Until(next))
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case r, ok := <-responses:
-				if !ok {
-					return fmt.Errorf("prober closed")
-				}
-				record(r)
-			case <-timer.C:
-				// Answers already delivered count before anything is given up.
-				for drained := false; !drained; {
-					select {
-					case r, ok := <-responses:
-						if !ok {
-							return fmt.Errorf("prober closed")
-						}
-						record(r)
-					default:
-						drained = true
-					}
-				}
-				expire(time.Now())
-			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-		}
+	drainReady := func() error {
 		for {
 			select {
 			case r, ok := <-responses:
@@ -236,39 +356,106 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			}
 		}
 	}
-
-	for ttl := cfg.FirstHop; ttl <= cfg.MaxHops; ttl++ {
-		if ttl > maxTTL {
-			break
+	// sendReady sends every wanted probe that the window, the in-flight cap
+	// and the budget allow now, and returns when to look again (zero: only
+	// on an answer or expiry).
+	sendReady := func() (time.Time, error) {
+		var wake time.Time
+		soon := func(t time.Time) {
+			if wake.IsZero() || t.Before(wake) {
+				wake = t
+			}
 		}
-		for q := 0; q < cfg.Queries; q++ {
-			for flow := 0; flow < cfg.Flows; flow++ {
-				for len(inflight) >= cfg.InFlight {
-					if err := drain(true); err != nil {
-						return obs, destTTL, err
-					}
-				}
-				if err := drain(false); err != nil {
-					return obs, destTTL, err
-				}
-				if ttl > maxTTL {
-					break
-				}
-				p := probe.Probe{Protocol: dst.Protocol, Dst: dst.Addr, DstPort: dst.Port, TTL: ttl, Flow: flow}
-				if err := pr.Send(&p); err != nil {
-					return obs, destTTL, err
-				}
-				obs = append(obs, Observation{TTL: ttl, Flow: flow, Round: round, ProbeID: p.ID, SentAt: p.SentAt})
-				inflight[p.ID] = pendingProbe{obsIndex: len(obs) - 1, probe: p}
+		kept := wants[:0]
+		for i, w := range wants {
+			if destTTL > 0 && w.ttl > destTTL {
+				continue
+			}
+			f := frontier(cfg.FirstHop, perTTL)
+			if w.ttl > f+cfg.Window || len(inflight) >= cfg.InFlight {
+				kept = append(kept, w)
+				continue
+			}
+			if now := sched.Now(); now.Before(w.notBefore) {
+				kept = append(kept, w)
+				soon(w.notBefore)
+				continue
+			}
+			key, ok, retryAt := sched.Take(dst.Addr, dst.Protocol, w.ttl, w.tier)
+			if !ok {
+				kept = append(kept, w)
+				soon(retryAt)
+				continue
+			}
+			p := probe.Probe{Protocol: dst.Protocol, Dst: dst.Addr, DstPort: dst.Port, TTL: w.ttl, Flow: w.flow}
+			if err := pr.Send(&p); err != nil {
+				wants = append(kept, wants[i:]...)
+				return wake, err
+			}
+			obs = append(obs, Observation{TTL: w.ttl, Flow: w.flow, Round: round, Pass: w.pass, ProbeID: p.ID, SentAt: p.SentAt})
+			inflight[p.ID] = pendingProbe{obsIndex: len(obs) - 1, probe: p, key: key}
+			count(w.ttl, w.flow, func(t *tally) { t.sent++; t.inflight++ })
+			if err := drainReady(); err != nil {
+				wants = append(kept, wants[i+1:]...)
+				return wake, err
+			}
+		}
+		wants = kept
+		return wake, nil
+	}
+
+	for {
+		if err := drainReady(); err != nil {
+			return obs, destTTL, err
+		}
+		next := expire(time.Now())
+		wake, err := sendReady()
+		if err != nil {
+			return obs, destTTL, err
+		}
+		if len(wants) == 0 && len(inflight) == 0 {
+			retries := planRetries(cells, cfg, destTTL, pass)
+			if len(retries) == 0 {
+				return obs, destTTL, nil
+			}
+			pass++
+			backoff := cfg.RetryBackoff << (pass - 1)
+			at := sched.Now().Add(backoff)
+			for i := range retries {
+				retries[i].notBefore = at
+			}
+			wants = retries
+			continue
+		}
+		if len(inflight) > 0 {
+			next = expire(time.Now())
+		}
+		if !wake.IsZero() && (len(inflight) == 0 || wake.Before(next)) {
+			next = wake
+		}
+		if len(inflight) == 0 && wake.IsZero() {
+			// Nothing in flight and nothing sendable: the window waits for
+			// nothing; should not happen, but never spin.
+			next = time.Now().Add(10 * time.Millisecond)
+		}
+		timer.Reset(max(time.Until(next), 0))
+		select {
+		case <-ctx.Done():
+			return obs, destTTL, ctx.Err()
+		case r, ok := <-responses:
+			if !ok {
+				return obs, destTTL, fmt.Errorf("prober closed")
+			}
+			record(r)
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
 			}
 		}
 	}
-	for len(inflight) > 0 {
-		if err := drain(true); err != nil {
-			return obs, destTTL, err
-		}
-	}
-	return obs, destTTL, nil
 }
 
 // nearChannel says whether an answer of kind to p may shorten the wait for

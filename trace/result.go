@@ -40,6 +40,10 @@ type Trace struct {
 	Rounds     int    `json:"rounds"`
 	Queries    int    `json:"queries"`
 	Hops       []Hop  `json:"hops"`
+	// SharedWith is the address whose trace probed this one's first
+	// SharedHops hops for the group (Doubletree); "" when traced alone.
+	SharedWith string `json:"shared_with,omitempty"`
+	SharedHops int    `json:"shared_hops,omitempty"`
 	// DurationS is the wall time of this trace.
 	DurationS float64 `json:"duration_s"`
 	Error     string  `json:"error,omitempty"`
@@ -101,9 +105,11 @@ type RTTStats struct {
 // Observation is one probe and what (if anything) answered it. The engine
 // produces them; Aggregate turns them into hops.
 type Observation struct {
-	TTL      int
-	Flow     int
-	Round    int
+	TTL   int
+	Flow  int
+	Round int
+	// Pass is 0 for the first pass of a round, then 1, 2... for retries.
+	Pass     int
 	ProbeID  uint16
 	SentAt   time.Time
 	Response *probe.Response // nil: no answer within the wait

@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,9 @@ func TraceAll(ctx context.Context, jobs []Job, opt Options) []Trace {
 func traceOne(ctx context.Context, i int, job Job, opt Options) Trace {
 	cfg := opt.Config
 	cfg.Protocol = job.Dest.Protocol
+	if cfg.Scheduler == nil {
+		cfg.Scheduler = DefaultScheduler()
+	}
 	t := Trace{
 		Target: Target{Host: job.Host, Address: job.Dest.Addr.String(), Port: int(job.Dest.Port),
 			Protocol: string(job.Dest.Protocol)},
@@ -64,9 +68,23 @@ func traceOne(ctx context.Context, i int, job Job, opt Options) Trace {
 		t.Target.Port = 0
 	}
 	start := time.Now()
+	// Doubletree: the first trace of a group probes the path; the others
+	// wait for it (before opening sockets) and probe only its end.
+	g, leader := cfg.Scheduler.joinGroup(cfg, job.Dest)
+	var shared *groupResult
+	if g != nil && !leader {
+		select {
+		case <-g.done:
+			shared = g.result
+		case <-ctx.Done():
+		}
+	}
 	pr, err := opt.NewProber(ctx, probe.Config{Protocol: job.Dest.Protocol, Dst: job.Dest.Addr,
 		DstPort: job.Dest.Port, Flows: cfg.Flows, Privilege: opt.Privilege, MaxWait: cfg.Timeout})
 	if err != nil {
+		if g != nil && leader {
+			g.publish(nil)
+		}
 		t.Error = err.Error()
 		t.Privilege = opt.Privilege
 		return t
@@ -87,8 +105,28 @@ func traceOne(ctx context.Context, i int, job Job, opt Options) Trace {
 			opt.OnRound(i, partial)
 		}
 	}
-	obs, err := Run(ctx, pr, cfg, job.Dest)
+	var obs []Observation
+	if shared != nil && shared.reachedTTL > cfg.FirstHop {
+		obs, err = runPastSharedHops(ctx, pr, cfg, job.Dest, shared)
+		if err == nil && obs != nil {
+			t.SharedWith, t.SharedHops = shared.leader.String(), shared.reachedTTL-cfg.FirstHop
+		}
+	}
+	if obs == nil && err == nil {
+		obs, err = Run(ctx, pr, cfg, job.Dest)
+		if g != nil && leader {
+			g.publish(leaderResult(job.Dest.Addr, obs, aggregate))
+		}
+	}
 	t.Hops, t.Reached, t.ReachedTTL = Aggregate(obs, aggregate)
+	if t.SharedWith != "" {
+		note := fmt.Sprintf("probed once for the group (shared with %s)", t.SharedWith)
+		for k := range t.Hops {
+			if t.Hops[k].TTL < shared.reachedTTL {
+				t.Hops[k].Note = strings.TrimPrefix(t.Hops[k].Note+"; "+note, "; ")
+			}
+		}
+	}
 	t.DurationS = time.Since(start).Seconds()
 	if err != nil {
 		t.Error = fmt.Sprintf("trace interrupted: %v", err)
