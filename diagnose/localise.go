@@ -213,7 +213,7 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		res = tcpcheck.Dial(ctx, d, dst)
 		refused := res.Outcome == tcpcheck.OutcomeRefused || res.Outcome == tcpcheck.OutcomeResetInHandshake
-		if res.Conn != nil || !refused || time.Now().After(deadline) || !sleepCtx(ctx, 2*time.Second) {
+		if res.Conn != nil || !refused || time.Now().After(deadline) || !localise.SleepCtx(ctx, 2*time.Second) {
 			break
 		}
 	}
@@ -227,7 +227,7 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	defer res.Conn.Abort()
 	flowName := fmt.Sprintf("%s > %s", res.Conn.Local, dst)
 	// Let the first exchange's last ACKs pass before reading the state.
-	if !sleepCtx(ctx, 300*time.Millisecond) {
+	if !localise.SleepCtx(ctx, 300*time.Millisecond) {
 		return failed(flowName, "", ctx.Err())
 	}
 	rec := obs.Flow(res.LocalPort)
@@ -242,7 +242,7 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	if err != nil {
 		return failed(flowName, fmt.Sprintf("healthy probes: %v", err), err)
 	}
-	if !sleepCtx(ctx, idle) {
+	if !localise.SleepCtx(ctx, idle) {
 		return failed(flowName, "", ctx.Err())
 	}
 	expired, err := localise.RawInFlow(ctx, flow, maxTTL, opt)
@@ -254,16 +254,4 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	}
 	in := localise.NewInFlow(flowName, healthy, expired)
 	return &in
-}
-
-// sleepCtx sleeps d unless ctx ends first (then it returns false).
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
 }

@@ -73,26 +73,33 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
-	}
-	if o.Attempts <= 0 {
-		o.Attempts = 2
-	}
-	if o.Backoff <= 0 {
-		o.Backoff = time.Second
-	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
-	}
-	if o.Sleep == nil {
-		o.Sleep = sleepCtx
-	}
+	defaultWaits(&o.Timeout, &o.Attempts, &o.Backoff, &o.Log, &o.Sleep)
 	return o
 }
 
-// sleepCtx sleeps d unless ctx ends first (then it returns false).
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// defaultWaits fills the waiting knobs Options and PMTUOptions share
+// (Timeout, Attempts, Backoff, Log, Sleep) where they are zero.
+func defaultWaits(timeout *time.Duration, attempts *int, backoff *time.Duration,
+	log *func(format string, args ...any), sleep *func(ctx context.Context, d time.Duration) bool) {
+	if *timeout <= 0 {
+		*timeout = 2 * time.Second
+	}
+	if *attempts <= 0 {
+		*attempts = 2
+	}
+	if *backoff <= 0 {
+		*backoff = time.Second
+	}
+	if *log == nil {
+		*log = func(string, ...any) {}
+	}
+	if *sleep == nil {
+		*sleep = SleepCtx
+	}
+}
+
+// SleepCtx sleeps d unless ctx ends first (then it returns false).
+func SleepCtx(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

@@ -55,21 +55,7 @@ func (o PMTUOptions) withDefaults() PMTUOptions {
 	if o.MaxTTL <= 0 {
 		o.MaxTTL = 30
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
-	}
-	if o.Attempts <= 0 {
-		o.Attempts = 2
-	}
-	if o.Backoff <= 0 {
-		o.Backoff = time.Second
-	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
-	}
-	if o.Sleep == nil {
-		o.Sleep = sleepCtx
-	}
+	defaultWaits(&o.Timeout, &o.Attempts, &o.Backoff, &o.Log, &o.Sleep)
 	return o
 }
 
