@@ -19,6 +19,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 // Origins, as probe.Origin spells them (kept as strings: this package
@@ -68,30 +71,6 @@ const (
 	MethodNone        Method = "none"
 )
 
-// Tri is a tri-state answer: "not tested" differs from "no".
-type Tri string
-
-// Tri-state values.
-const (
-	TriYes       Tri = "yes"
-	TriNo        Tri = "no"
-	TriNotTested Tri = "not-tested"
-)
-
-// InitialTTL is the smallest common initial TTL (64, 128, 255) not below an
-// observed TTL; 0 when unknown or impossible.
-func InitialTTL(observed int) int {
-	switch {
-	case observed <= 0 || observed > 255:
-		return 0
-	case observed <= 64:
-		return 64
-	case observed <= 128:
-		return 128
-	}
-	return 255
-}
-
 // Fingerprint is what a packet shows of its sender as received.
 type Fingerprint struct {
 	TTL  int // IPv4 TTL / IPv6 hop limit as received; 0 or less: unknown
@@ -100,10 +79,10 @@ type Fingerprint struct {
 }
 
 // Known reports whether the fingerprint has a usable TTL.
-func (f Fingerprint) Known() bool { return InitialTTL(f.TTL) != 0 }
+func (f Fingerprint) Known() bool { return probe.InitialTTL(f.TTL) != 0 }
 
 // Initial is the sender's initial TTL (0 unknown).
-func (f Fingerprint) Initial() int { return InitialTTL(f.TTL) }
+func (f Fingerprint) Initial() int { return probe.InitialTTL(f.TTL) }
 
 // Return is how many routers the packet crossed on its way back (-1
 // unknown).
@@ -121,14 +100,14 @@ type HopPrint struct {
 	Address string // the address it answers from ("" unknown)
 	TTL     int    // received TTL of its ICMP answers (the commonest)
 	// IPIDZero: its answers carry IP ID 0 (Linux ICMP with DF does not;
-	// some stacks always do); TriNotTested when no IPv4 ID was seen.
-	IPIDZero Tri
+	// some stacks always do); tri.NotTested when no IPv4 ID was seen.
+	IPIDZero tri.State
 	DF       bool
 	Samples  int // answers seen
 }
 
 // Initial is the hop's initial TTL for ICMP.
-func (h HopPrint) Initial() int { return InitialTTL(h.TTL) }
+func (h HopPrint) Initial() int { return probe.InitialTTL(h.TTL) }
 
 // Return is how many routers its answers cross on the way back.
 func (h HopPrint) Return() int { return h.Initial() - h.TTL }
@@ -174,7 +153,7 @@ type Input struct {
 	Bracket *Bracket
 	// ServerAnswerAfter: did a segment of the server arrive after the
 	// packet (a capture shows the server still answering)?
-	ServerAnswerAfter Tri
+	ServerAnswerAfter tri.State
 }
 
 // Result is who sent the packet, with the reasoning.
@@ -220,10 +199,10 @@ func Attribute(in Input) Result {
 	}
 	if r.Origin == OriginMiddlebox {
 		switch in.ServerAnswerAfter {
-		case TriYes:
+		case tri.Yes:
 			r.Observations = append(r.Observations, ObsOnPathInjection)
 			r.Evidence = append(r.Evidence, fmt.Sprintf("the server's own answer arrived after the %s: the box is on-path and injects the %s beside the flow, it does not block it (in-path)", kind, kind))
-		case TriNo:
+		case tri.No:
 			r.Observations = append(r.Observations, ObsInPathBlocking)
 			r.Evidence = append(r.Evidence, fmt.Sprintf("nothing of the server arrived after the %s: the box is in-path and stopped the flow", kind))
 		}

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hopcheck/hopcheck/internal/tri"
 )
 
 // path builds the hop fingerprints of a chain of n routers whose ICMP
@@ -39,7 +41,7 @@ func (p path) hops() []HopPrint {
 		if p.silent[h] {
 			continue
 		}
-		out = append(out, HopPrint{Hop: h, TTL: p.received(h), IPIDZero: TriNo, Samples: 2})
+		out = append(out, HopPrint{Hop: h, TTL: p.received(h), IPIDZero: tri.No, Samples: 2})
 	}
 	return out
 }
@@ -65,7 +67,7 @@ func TestAttribute(t *testing.T) {
 		sender     int  // hop that sends the RST (n+1: server)
 		forge      bool // the RST carries the server's TTL
 		bracket    *Bracket
-		answer     Tri
+		answer     tri.State
 		wantOrigin string
 		wantHop    int
 		wantCands  []int
@@ -108,9 +110,9 @@ func TestAttribute(t *testing.T) {
 			wantOrigin: OriginMiddlebox, wantHop: 3, wantCands: []int{3, 4}, wantConf: []string{"medium", "low"}, wantText: "sends no ICMP"},
 		{name: "no ICMP at hop 3, no bracket: the count, low", p: path{n: n, silent: map[int]bool{3: true}}, sender: 3,
 			wantOrigin: OriginMiddlebox, wantHop: 3, wantConf: []string{"low"}, wantText: "assumes a return path"},
-		{name: "on-path injector", p: path{n: n}, sender: 3, bracket: linuxAt3, answer: TriYes,
+		{name: "on-path injector", p: path{n: n}, sender: 3, bracket: linuxAt3, answer: tri.Yes,
 			wantOrigin: OriginMiddlebox, wantHop: 3, wantConf: []string{"high"}, wantObs: []Observation{ObsOnPathInjection}, noObs: []Observation{ObsInPathBlocking}},
-		{name: "in-path blocker", p: path{n: n}, sender: 3, bracket: linuxAt3, answer: TriNo,
+		{name: "in-path blocker", p: path{n: n}, sender: 3, bracket: linuxAt3, answer: tri.No,
 			wantOrigin: OriginMiddlebox, wantHop: 3, wantConf: []string{"high"}, wantObs: []Observation{ObsInPathBlocking}, noObs: []Observation{ObsOnPathInjection}},
 		{name: "a box at the server's position with another initial TTL", p: path{n: n, initial: map[int]int{n + 1: 64, 99: 255}, ret: map[int]int{99: n}}, sender: 99,
 			bracket:    &Bracket{LastForwarded: n, FirstBlocked: n + 1},
@@ -129,7 +131,7 @@ func TestAttribute(t *testing.T) {
 			}
 			in := Input{Packet: pkt, Server: server, ServerHop: n + 1, Hops: tc.p.hops(), Bracket: tc.bracket, ServerAnswerAfter: tc.answer}
 			if in.ServerAnswerAfter == "" {
-				in.ServerAnswerAfter = TriNotTested
+				in.ServerAnswerAfter = tri.NotTested
 			}
 			r := Attribute(in)
 			text := strings.Join(r.Evidence, " | ")

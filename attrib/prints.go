@@ -3,6 +3,8 @@ package attrib
 import (
 	"sort"
 
+	"github.com/hopcheck/hopcheck/internal/tri"
+	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/trace"
 )
 
@@ -65,7 +67,7 @@ func HopPrints(answers []Answer) []HopPrint {
 	}
 	byHop := map[int]*acc{}
 	for _, a := range answers {
-		if a.Kind != KindTimeExceeded || a.Hop <= 0 || InitialTTL(a.TTL) == 0 {
+		if a.Kind != KindTimeExceeded || a.Hop <= 0 || probe.InitialTTL(a.TTL) == 0 {
 			continue
 		}
 		x := byHop[a.Hop]
@@ -94,12 +96,12 @@ func HopPrints(answers []Answer) []HopPrint {
 				best, n = ttl, c
 			}
 		}
-		hp := HopPrint{Hop: hop, Address: x.from[best], TTL: best, DF: x.df, Samples: total, IPIDZero: TriNotTested}
+		hp := HopPrint{Hop: hop, Address: x.from[best], TTL: best, DF: x.df, Samples: total, IPIDZero: tri.NotTested}
 		switch {
 		case x.ipidSeen > 0 && x.zero == x.ipidSeen:
-			hp.IPIDZero = TriYes
+			hp.IPIDZero = tri.Yes
 		case x.ipidSeen > 0:
-			hp.IPIDZero = TriNo
+			hp.IPIDZero = tri.No
 		}
 		out = append(out, hp)
 	}

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/trace"
 )
 
@@ -18,9 +19,9 @@ func TestHopPrints(t *testing.T) {
 		{Hop: 5, From: "e", Kind: KindTimeExceeded, TTL: 252, IPID: -1},
 	}
 	want := []HopPrint{
-		{Hop: 1, Address: "a", TTL: 64, Samples: 1, IPIDZero: TriNo},
-		{Hop: 2, Address: "b", TTL: 62, Samples: 3, IPIDZero: TriYes},
-		{Hop: 5, Address: "e", TTL: 252, Samples: 1, IPIDZero: TriNotTested},
+		{Hop: 1, Address: "a", TTL: 64, Samples: 1, IPIDZero: tri.No},
+		{Hop: 2, Address: "b", TTL: 62, Samples: 3, IPIDZero: tri.Yes},
+		{Hop: 5, Address: "e", TTL: 252, Samples: 1, IPIDZero: tri.NotTested},
 	}
 	if got := HopPrints(in); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)

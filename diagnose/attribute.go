@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/probe"
 )
 
@@ -25,7 +26,7 @@ func attributeInFlowReset(f Finding, t TargetReport) (Finding, bool) {
 		return f, false
 	}
 	input := attrib.Input{Packet: attrib.Fingerprint{IPID: -1}, Server: attrib.Fingerprint{IPID: -1},
-		Bracket: b, ServerAnswerAfter: attrib.TriNotTested}
+		Bracket: b, ServerAnswerAfter: tri.NotTested}
 	for _, a := range expired {
 		if a.Hop == b.FirstBlocked && a.Kind == attrib.KindRST {
 			input.Packet.TTL = a.TTL

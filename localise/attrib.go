@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/internal/tri"
 )
 
 // resetByFingerprint makes the k / k+1 choice of a reset bracket (time-
@@ -30,7 +31,7 @@ func resetByFingerprint(healthy, expired []InFlowAnswer, rst InFlowAnswer, lastT
 		ServerHop:         attrib.ServerHopOf(answers),
 		Hops:              attrib.HopPrints(answers),
 		Bracket:           &attrib.Bracket{LastForwarded: lastTE, FirstBlocked: rst.TTL},
-		ServerAnswerAfter: attrib.TriNotTested,
+		ServerAnswerAfter: tri.NotTested,
 	}
 	for _, a := range healthy {
 		if a.Kind == InFlowACK && a.TTL == in.ServerHop {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/trace"
 )
@@ -131,9 +132,9 @@ func (s *session) packetOf(attr *probe.Attribution) (PacketRec, *probe.FlowCaptu
 // (on-path); no: nothing of the server followed (in-path). Not tested
 // without a history, without the RST in it, or when the RST carries the
 // server's own TTL (the two cannot be told apart). Pure.
-func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) attrib.Tri {
+func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) tri.State {
 	if c == nil || rstTTL <= 0 || serverTTL <= 0 || rstTTL == serverTTL {
-		return attrib.TriNotTested
+		return tri.NotTested
 	}
 	seenRST := false
 	for _, p := range c.Packets {
@@ -148,13 +149,13 @@ func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) attrib.Tri {
 		case !seenRST:
 			seenRST = info.TCP.Flags.Has(probe.FlagRST) && info.TTL == rstTTL
 		case info.TTL == serverTTL:
-			return attrib.TriYes
+			return tri.Yes
 		}
 	}
 	if !seenRST {
-		return attrib.TriNotTested
+		return tri.NotTested
 	}
-	return attrib.TriNo
+	return tri.No
 }
 
 func kindOfFlags(flags string) string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hopcheck/hopcheck/attrib"
+	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/trace"
 )
@@ -69,20 +70,20 @@ func TestServerAnswerAfter(t *testing.T) {
 		name    string
 		packets []probe.CapturedPacket
 		rstTTL  int
-		want    attrib.Tri
+		want    tri.State
 	}{
-		{"the server answers after the RST: on-path", []probe.CapturedPacket{req, rst, data}, 62, attrib.TriYes},
-		{"nothing of the server after it: in-path", []probe.CapturedPacket{data, req, rst}, 62, attrib.TriNo},
-		{"the RST is not in the history", []probe.CapturedPacket{req, data}, 62, attrib.TriNotTested},
-		{"the RST has the server's TTL", []probe.CapturedPacket{req, rst, data}, 59, attrib.TriNotTested},
-		{"our own packets do not count", []probe.CapturedPacket{req, rst, pkt(t, 59, probe.FlagACK, 0, true)}, 62, attrib.TriNo},
+		{"the server answers after the RST: on-path", []probe.CapturedPacket{req, rst, data}, 62, tri.Yes},
+		{"nothing of the server after it: in-path", []probe.CapturedPacket{data, req, rst}, 62, tri.No},
+		{"the RST is not in the history", []probe.CapturedPacket{req, data}, 62, tri.NotTested},
+		{"the RST has the server's TTL", []probe.CapturedPacket{req, rst, data}, 59, tri.NotTested},
+		{"our own packets do not count", []probe.CapturedPacket{req, rst, pkt(t, 59, probe.FlagACK, 0, true)}, 62, tri.No},
 	} {
 		c := &probe.FlowCapture{Packets: tc.packets}
 		if got := serverAnswerAfter(c, tc.rstTTL, 59); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
 		}
 	}
-	if got := serverAnswerAfter(nil, 62, 59); got != attrib.TriNotTested {
+	if got := serverAnswerAfter(nil, 62, 59); got != tri.NotTested {
 		t.Errorf("no history: %s", got)
 	}
 }
