@@ -327,14 +327,7 @@ func where(f diagnose.Finding) string {
 // candidatesText adds the hops the evidence could not decide between and
 // the named observations (forged-ttl, ...) to where's text.
 func candidatesText(f diagnose.Finding) string {
-	s := ""
-	if len(f.HopCandidates) > 1 {
-		hops := make([]string, len(f.HopCandidates))
-		for i, h := range f.HopCandidates {
-			hops[i] = fmt.Sprint(h)
-		}
-		s += ", undecided between hops " + strings.Join(hops, " and ")
-	}
+	s := f.UndecidedText()
 	if len(f.Observations) > 0 {
 		s += "; " + strings.Join(f.Observations, ", ")
 	}

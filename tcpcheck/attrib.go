@@ -224,16 +224,23 @@ func lowerConfidence(a, b string) string {
 // attribText is what the text report adds to a finding's origin: the
 // undecided hop candidates and the named observations.
 func attribText(f Finding) string {
-	s := ""
-	if len(f.HopCandidates) > 1 {
-		hops := make([]string, len(f.HopCandidates))
-		for i, h := range f.HopCandidates {
-			hops[i] = fmt.Sprint(h)
-		}
-		s += ", undecided between hops " + strings.Join(hops, " and ")
-	}
+	s := f.UndecidedText()
 	if len(f.Observations) > 0 {
 		s += " [" + strings.Join(f.Observations, ", ") + "]"
 	}
 	return s
+}
+
+// UndecidedText is ", undecided between hops 3 and 4" when the evidence
+// left more than one hop candidate, else "": the text reports of tcpcheck
+// and diagnose both add it to a finding's origin.
+func (f Finding) UndecidedText() string {
+	if len(f.HopCandidates) <= 1 {
+		return ""
+	}
+	hops := make([]string, len(f.HopCandidates))
+	for i, h := range f.HopCandidates {
+		hops[i] = fmt.Sprint(h)
+	}
+	return ", undecided between hops " + strings.Join(hops, " and ")
 }
