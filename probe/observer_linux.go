@@ -111,20 +111,16 @@ func (o *Observer) readCapture() {
 	buf := make([]byte, HistorySnapLen)
 	oob := make([]byte, 128)
 	for {
-		select {
-		case <-o.done:
+		if o.closed() {
 			return
-		default:
 		}
 		n, oobn, _, from, err := unix.Recvmsg(o.capFd, buf, oob, 0)
 		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			if retryable(err) {
 				continue
 			}
-			select {
-			case <-o.done:
+			if o.closed() {
 				return
-			default:
 			}
 			if errors.Is(err, unix.EBADF) {
 				return
@@ -220,10 +216,8 @@ func (o *Observer) read(v6 bool) {
 	buf := make([]byte, 65536)
 	oob := make([]byte, 128)
 	for {
-		select {
-		case <-o.done:
+		if o.closed() {
 			return
-		default:
 		}
 		var seg Segment
 		var err error
@@ -250,13 +244,11 @@ func (o *Observer) read(v6 bool) {
 			}
 		}
 		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			if retryable(err) {
 				continue
 			}
-			select {
-			case <-o.done:
+			if o.closed() {
 				return
-			default:
 			}
 			o.mu.Lock()
 			o.err = err
@@ -361,10 +353,8 @@ func (o *Observer) CaptureErr() error { return o.capErr }
 
 // Close stops the capture.
 func (o *Observer) Close() error {
-	select {
-	case <-o.done:
+	if o.closed() {
 		return nil
-	default:
 	}
 	close(o.done)
 	o.wg.Wait()
@@ -372,4 +362,20 @@ func (o *Observer) Close() error {
 		unix.Close(o.capFd)
 	}
 	return unix.Close(o.fd)
+}
+
+// closed reports whether Close has stopped the observer.
+func (o *Observer) closed() bool {
+	select {
+	case <-o.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// retryable reports whether a read failed only for now (nothing queued
+// yet, or a signal) and is simply tried again.
+func retryable(err error) bool {
+	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR)
 }
