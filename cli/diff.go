@@ -64,12 +64,7 @@ func parseDiff(c *ucli.Context) (*reportRun[history.Diff], error) {
 			d.Old.Path, d.New.Path = paths[0], paths[1]
 			return d, nil
 		},
-		write: func(out *output, d history.Diff) error {
-			if out.format == "json" {
-				return history.WriteDiffJSON(out.w, d)
-			}
-			return history.WriteDiffText(out.w, d)
-		},
+		write: jsonOrText(history.WriteDiffJSON, history.WriteDiffText),
 		outcome: func(_ context.Context, d history.Diff) error {
 			if d.Material {
 				return findingsErr("material change")

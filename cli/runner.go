@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -74,4 +76,26 @@ func runReport[R any](c *ucli.Context, parse func(c *ucli.Context) (*reportRun[R
 // a material change).
 func findingsErr(what string) error {
 	return &exitError{code: ExitFindings, err: errors.New(what)}
+}
+
+// jsonOrText is the write step of a command whose --format is text or
+// json: one writer for each.
+func jsonOrText[R any](writeJSON, writeText func(w io.Writer, rep R) error) func(out *output, rep R) error {
+	return func(out *output, rep R) error {
+		if out.format == "json" {
+			return writeJSON(out.w, rep)
+		}
+		return writeText(out.w, rep)
+	}
+}
+
+// progressOnTerminal routes a run's progress lines (*log) to stderr as
+// warnings and prints its banner there, but only for a human at a
+// terminal: pipes and cron get only the report.
+func progressOnTerminal(c *ucli.Context, log *func(format string, a ...any), banner string, args ...any) {
+	if !isTerminal(c.App.ErrWriter) {
+		return
+	}
+	*log = func(format string, a ...any) { warnf(c, format, a...) }
+	fmt.Fprintf(c.App.ErrWriter, banner, args...)
 }

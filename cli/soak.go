@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"runtime/debug"
 	"time"
@@ -180,10 +179,7 @@ func parseSoak(c *ucli.Context) (*reportRun[soak.Report], error) {
 			if err != nil {
 				return soak.Report{}, err
 			}
-			if isTerminal(c.App.ErrWriter) {
-				req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
-				fmt.Fprintf(c.App.ErrWriter, "soak: %d address(es) for %v at %.1f req/s each...\n", len(jobs), req.opt.Duration, req.opt.Rate)
-			}
+			progressOnTerminal(c, &req.opt.Log, "soak: %d address(es) for %v at %.1f req/s each...\n", len(jobs), req.opt.Duration, req.opt.Rate)
 			defer tuneSoakGC()()
 			rep := soak.Run(ctx, req.opt, jobs)
 			rep.Tool, rep.Warnings = "hopcheck "+Version, warnings
@@ -192,12 +188,7 @@ func parseSoak(c *ucli.Context) (*reportRun[soak.Report], error) {
 			}
 			return rep, nil
 		},
-		write: func(out *output, rep soak.Report) error {
-			if out.format == "json" {
-				return soak.WriteJSON(out.w, rep)
-			}
-			return soak.WriteText(out.w, rep)
-		},
+		write: jsonOrText(soak.WriteJSON, soak.WriteText),
 		written: func(rep soak.Report) {
 			if req.checkpoint != "" && req.checkpoint != flagString(c, "output") {
 				var buf bytes.Buffer

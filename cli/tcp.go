@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -166,20 +165,12 @@ func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error)
 			if !req.opt.Observe {
 				warnf(c, "no CAP_NET_RAW: no packet capture, so the origin of resets stays unknown (weaker evidence). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
 			}
-			if isTerminal(c.App.ErrWriter) {
-				req.opt.Log = func(format string, a ...any) { warnf(c, format, a...) }
-				fmt.Fprintf(c.App.ErrWriter, "tcp %s: %d address(es)...\n", test, len(jobs))
-			}
+			progressOnTerminal(c, &req.opt.Log, "tcp %s: %d address(es)...\n", test, len(jobs))
 			report := tcpcheck.Run(ctx, test, req.opt, jobs)
 			report.Tool = "hopcheck " + Version
 			return report, nil
 		},
-		write: func(out *output, report tcpcheck.Report) error {
-			if out.format == "json" {
-				return tcpcheck.WriteJSON(out.w, report)
-			}
-			return tcpcheck.WriteText(out.w, report)
-		},
+		write: jsonOrText(tcpcheck.WriteJSON, tcpcheck.WriteText),
 		written: func(report tcpcheck.Report) {
 			for _, r := range report.Results {
 				if pmtu, link, ok := tcpcheck.CachedPMTU(r); ok {
