@@ -2,7 +2,6 @@ package diagnose
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -94,12 +93,8 @@ func TestWriteEvidenceWritesCapturesAndIndex(t *testing.T) {
 			}
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	idx, err := evidence.ReadIndex(dir)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var idx evidence.Index
-	if err := json.Unmarshal(raw, &idx); err != nil {
 		t.Fatal(err)
 	}
 	if len(idx.Findings) != 1 || idx.Findings[0].Finding != 2 || idx.Findings[0].Hop != 3 || len(idx.Findings[0].Captures) != 2 {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,13 +106,9 @@ func rowAt(rows []frameRow, n int) frameRow {
 // time-exceeded answers.
 func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, hop int) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	idx, err := evidence.ReadIndex(dir)
 	if err != nil {
 		t.Fatalf("--evidence: %v", err)
-	}
-	var idx evidence.Index
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		t.Fatalf("index.json: %v", err)
 	}
 	txt, err := os.ReadFile(filepath.Join(dir, evidence.IndexText))
 	if err != nil || !strings.Contains(string(txt), kind) {
@@ -131,7 +126,7 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 		}
 	}
 	if entry == nil || entry.Finding < 1 || entry.Finding > len(rep.Findings) || rep.Findings[entry.Finding-1].Kind != kind {
-		t.Fatalf("index.json has no %s finding matching the report: %s", kind, raw)
+		t.Fatalf("index.json has no %s finding matching the report: %+v", kind, idx)
 	}
 	finding := rep.Findings[entry.Finding-1]
 	server := rep.Targets[0].Address
@@ -210,13 +205,9 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 // and the RST from hop where the index says.
 func wantSoakEvidence(t *testing.T, dir string, files []string, server string, hop int) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	idx, err := evidence.ReadIndex(dir)
 	if err != nil {
 		t.Fatalf("--evidence: %v", err)
-	}
-	var idx evidence.Index
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		t.Fatalf("index.json: %v", err)
 	}
 	indexed := map[string]evidence.IndexCapture{}
 	for _, f := range idx.Findings {

@@ -52,3 +52,16 @@ func WriteIndex(dir string, idx Index) error {
 	}
 	return nil
 }
+
+// ReadIndex reads the index.json that WriteIndex wrote into dir.
+func ReadIndex(dir string) (Index, error) {
+	var idx Index
+	raw, err := os.ReadFile(filepath.Join(dir, IndexJSON))
+	if err != nil {
+		return idx, fmt.Errorf("evidence index: %w", err)
+	}
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return idx, fmt.Errorf("evidence index %s: %w", filepath.Join(dir, IndexJSON), err)
+	}
+	return idx, nil
+}

@@ -1,9 +1,7 @@
 package soak
 
 import (
-	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,12 +44,8 @@ func TestEvidenceWritesBoundedCapturesAndIndex(t *testing.T) {
 	if len(files) != 1 || filepath.Base(files[0]) != "198_18_5_2-reset-1.pcapng" || e.Err() != nil {
 		t.Fatalf("files %v, err %v", files, e.Err())
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, evidence.IndexJSON))
+	idx, err := evidence.ReadIndex(dir)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var idx evidence.Index
-	if err := json.Unmarshal(raw, &idx); err != nil {
 		t.Fatal(err)
 	}
 	if len(idx.Findings) != 1 || len(idx.Findings[0].Captures) != 1 || idx.Findings[0].Kind != "reset" ||
