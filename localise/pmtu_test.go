@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/probe"
 )
@@ -191,23 +192,23 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 		mtu   int
 	}{
 		{"frag-needed quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(fxFragNeeded4)
+			from, m := decode4(packetfx.FragNeeded4)
 			return probe.PathEvent{From: from, ICMP: m}
 		}, 16, PMTUTooBig, 1280},
 		{"port unreachable from the server", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(fxPortUnreach4)
+			from, m := decode4(packetfx.PortUnreach4)
 			return probe.PathEvent{From: from, ICMP: m}
 		}, 12, PMTUReply, 0},
 		{"time-exceeded quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(fxTE4UDPProbe)
+			from, m := decode4(packetfx.TE4UDPProbe)
 			return probe.PathEvent{From: from, ICMP: m}
 		}, 8, PMTUTimeExceeded, 0},
 		{"echo reply", probe.ICMP, func() probe.PathEvent {
-			from, m := decode4(fxEchoReply4)
+			from, m := decode4(packetfx.EchoReply4)
 			return probe.PathEvent{From: from, ICMP: m}
 		}, 14, PMTUReply, 0},
 		{"RST answering a SYN", probe.TCP, func() probe.PathEvent {
-			h, payload, _ := probe.DecodeIPv4Packet(fxRST4)
+			h, payload, _ := probe.DecodeIPv4Packet(packetfx.RST4)
 			s, err := probe.DecodeTCPSegment(payload)
 			if err != nil {
 				t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 	"github.com/hopcheck/hopcheck/internal/tri"
 	"github.com/hopcheck/hopcheck/probe"
 )
@@ -62,11 +63,11 @@ func TestCompareQuote(t *testing.T) {
 
 	// A real Linux router's quote of a probe.BuildTCPSYN probe (capture.sh):
 	// nothing changed on the way.
-	te, err := probe.DecodeICMPv4(ipv4Payload(t, fxTE4SYNProbe))
+	te, err := probe.DecodeICMPv4(ipv4Payload(t, packetfx.TE4SYNProbe))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixtureRef, err := probe.ReferenceQuote(client4, server4, ipProtoTCP, 7, false, fxSYN4Probe[20:])
+	fixtureRef, err := probe.ReferenceQuote(client4, server4, ipProtoTCP, 7, false, packetfx.SYN4Probe[20:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,10 +432,10 @@ func TestWriteLocaliseFuzzSeeds(t *testing.T) {
 	}
 	q := func(b []byte) string { return fmt.Sprintf("[]byte(%s)", strconv.Quote(string(b))) }
 	for file, v := range map[string]string{
-		"te-syn-probe-v4":  "bool(false)\n" + q(ipv4Payload(t, fxTE4SYNProbe)),
-		"te-kernel-syn-v4": "bool(false)\n" + q(ipv4Payload(t, fxTE4KernelSYN)),
-		"te-syn-probe-v6":  "bool(true)\n" + q(ipv6Payload(fxTE6SYNProbe)),
-		"te-udp-v4":        "bool(false)\n" + q(ipv4Payload(t, fxTE4UDPProbe)),
+		"te-syn-probe-v4":  "bool(false)\n" + q(ipv4Payload(t, packetfx.TE4SYNProbe)),
+		"te-kernel-syn-v4": "bool(false)\n" + q(ipv4Payload(t, packetfx.TE4KernelSYN)),
+		"te-syn-probe-v6":  "bool(true)\n" + q(ipv6Payload(packetfx.TE6SYNProbe)),
+		"te-udp-v4":        "bool(false)\n" + q(ipv4Payload(t, packetfx.TE4UDPProbe)),
 		"short":            "bool(false)\n" + q(fx("0b00")),
 	} {
 		writeSeed(t, "FuzzCompareQuote", file, v)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 	"golang.org/x/net/icmp"
 )
 
@@ -73,7 +74,7 @@ func TestBuildMatchesProbesLinuxAnswered(t *testing.T) {
 		got, want []byte
 	}{
 		{"SYN v4 in IPv4", must(BuildIPv4(client4, server4, protoTCP, 1, 7, false,
-			must(BuildTCPSYN(client4, server4, 40007, 80, id.TCPSeq(7), 64240, synOpts)))), fxSYN4Probe},
+			must(BuildTCPSYN(client4, server4, 40007, 80, id.TCPSeq(7), 64240, synOpts)))), packetfx.SYN4Probe},
 		{"SYN v6", must(BuildTCPSYN(client6, server6, 40007, 80, id.TCPSeq(7), 64240, synOpts)), fxSYN6Probe[40:]},
 		{"SYN to open port v4", must(BuildTCPSYN(client4, server4, 40019, 80, id.TCPSeq(19), 64240, synOpts)), fxSYN4OpenProbe[20:]},
 		{"UDP v4 in IPv4", must(BuildIPv4(client4, server4, protoUDP, 1, 8, false,
@@ -374,7 +375,7 @@ func TestChecksum(t *testing.T) {
 		t.Errorf("odd byte: %#04x, want %#04x", got, want)
 	}
 	// A received packet with its checksum verifies to 0.
-	for _, pkt := range [][]byte{fxTE4KernelSYN[:20], fxTE4KernelSYN[20:], ipv4Payload(t, fxEchoReply4)} {
+	for _, pkt := range [][]byte{packetfx.TE4KernelSYN[:20], packetfx.TE4KernelSYN[20:], ipv4Payload(t, packetfx.EchoReply4)} {
 		if c := Checksum(pkt, 0); c != 0 {
 			t.Errorf("%x verifies to %#04x", pkt, c)
 		}
@@ -398,7 +399,7 @@ func TestChecksum(t *testing.T) {
 			t.Errorf("%s: pseudo-header sum %#04x, kernel's %#04x", tc.name, got, partial)
 		}
 	}
-	if c := Checksum(ipv4Payload(t, fxRST4), PseudoHeaderSum(server4, client4, protoTCP, 20)); c != 0 {
+	if c := Checksum(ipv4Payload(t, packetfx.RST4), PseudoHeaderSum(server4, client4, protoTCP, 20)); c != 0 {
 		t.Errorf("v4 RST verifies to %#04x", c)
 	}
 	if c := Checksum(ipv6Payload(fxEchoReply6), PseudoHeaderSum(server6, client6, protoICMPv6, 24)); c != 0 {

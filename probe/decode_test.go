@@ -7,22 +7,16 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
-	"strings"
 	"testing"
 
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
 
-// fx decodes a hex fixture; whitespace is ignored so long packets can wrap.
-func fx(s string) []byte {
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		panic(fmt.Sprintf("bad fixture hex: %v", err))
-	}
-	return b
-}
+// fx decodes a hex fixture (see packetfx.MustHex).
+var fx = packetfx.MustHex
 
 // ipv4Payload returns the payload of a fixture IPv4 packet.
 func ipv4Payload(t testing.TB, b []byte) []byte {
@@ -55,17 +49,14 @@ var (
 // TCP segments the kernel itself sent over the veth links (fxSYN*Kernel,
 // fxSYNACK*, fxRST6) were left to checksum offload: their checksum field holds only
 // the folded pseudo-header sum, and routers quote them that way.
+// The packets localise's tests read too (SYN4Probe, TE4SYNProbe, ...) are in
+// internal/packetfx.
 var (
 	// fxSYN4Kernel: SYN the kernel sent for connect() with IP_TTL 1 (60 bytes: 40-byte TCP header with Linux options).
 	// 198.18.1.2 > 198.18.2.2 proto 6.
 	fxSYN4Kernel = fx(`
 		4500003ca6fd400001064396c6120102c6120202c9fe005070da8c7a00000000a002faf08f570000020405b40402080a
 		a6526a1f000000000103030a`)
-	// fxTE4KernelSYN: time exceeded from the router quoting all of fxSYN4Kernel.
-	// 198.18.1.1 > 198.18.1.2 proto 1.
-	fxTE4KernelSYN = fx(`
-		45c000580dc700004001ddf6c6120101c61201020b00dacd000000004500003ca6fd400001064396c6120102c6120202
-		c9fe005070da8c7a00000000a002faf08f570000020405b40402080aa6526a1f000000000103030a`)
 	// fxSYN6Kernel: SYN the kernel sent for connect() with IPV6_UNICAST_HOPS 1.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 6.
 	fxSYN6Kernel = fx(`
@@ -77,35 +68,14 @@ var (
 		60097a4c00583a4020010db800010000000000000000000120010db80001000000000000000000020300770f00000000
 		600a38a70028060120010db800010000000000000000000220010db8000200000000000000000002e76a005041479865
 		00000000a002fd205ba70000020405a00402080a4ca610fd000000000103030a`)
-	// fxSYN4Probe: BuildTCPSYN probe, index 7, TTL 1.
-	// 198.18.1.2 > 198.18.2.2 proto 6.
-	fxSYN4Probe = fx(`
-		4500003c0007000001062a8dc6120102c61202029c4700505eed000700000000a002faf0be540000020405b40402080a
-		010203040000000001030307`)
-	// fxTE4SYNProbe: time exceeded quoting fxSYN4Probe.
-	// 198.18.1.1 > 198.18.1.2 proto 1.
-	fxTE4SYNProbe = fx(`
-		45c000580eb700004001dd06c6120101c61201020b008457000000004500003c0007000001062a8dc6120102c6120202
-		9c4700505eed000700000000a002faf0be540000020405b40402080a010203040000000001030307`)
 	// fxSYN6Probe: BuildTCPSYN probe, index 7, hop limit 1.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 6.
 	fxSYN6Probe = fx(`
 		6001d54e0028060120010db800010000000000000000000220010db80002000000000000000000029c4700505eed0007
 		00000000a002faf0f2040000020405b40402080a010203040000000001030307`)
-	// fxTE6SYNProbe: ICMPv6 time exceeded quoting fxSYN6Probe.
-	// 2001:db8:1::1 > 2001:db8:1::2 next 58.
-	fxTE6SYNProbe = fx(`
-		60097a4c00583a4020010db800010000000000000000000120010db8000100000000000000000002030065ab00000000
-		6001d54e0028060120010db800010000000000000000000220010db80002000000000000000000029c4700505eed0007
-		00000000a002faf0f2040000020405b40402080a010203040000000001030307`)
 	// fxUDP4Probe: BuildUDP probe, index 8, TTL 1.
 	// 198.18.1.2 > 198.18.2.2 proto 17.
 	fxUDP4Probe = fx(`4500002c0008000001112a91c6120102c61202029c40829a001840c1686f70635eed1e55000800000000badb`)
-	// fxTE4UDPProbe: time exceeded quoting fxUDP4Probe.
-	// 198.18.1.1 > 198.18.1.2 proto 1.
-	fxTE4UDPProbe = fx(`
-		45c000480efe00004001dccfc6120101c61201020b008452000000004500002c0008000001112a91c6120102c6120202
-		9c40829a001840c1686f70635eed1e55000800000000badb`)
 	// fxUDP6Probe: BuildUDP probe, index 9, hop limit 1.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 17.
 	fxUDP6Probe = fx(`
@@ -139,11 +109,6 @@ var (
 	// fxUDP4PortProbe: BuildUDP probe to a closed port, index 12.
 	// 198.18.1.2 > 198.18.2.2 proto 17.
 	fxUDP4PortProbe = fx(`4500002c000c00004011eb8cc6120102c61202029c40829a001840c5686f70635eed1e55000c00000000bad3`)
-	// fxPortUnreach4: port unreachable from the server quoting fxUDP4PortProbe.
-	// 198.18.2.2 > 198.18.1.2 proto 1.
-	fxPortUnreach4 = fx(`
-		45c00048b3fb00003f0137d1c6120202c612010203038c4f000000004500002c000c00003f11ec8cc6120102c6120202
-		9c40829a001840c5686f70635eed1e55000c00000000bad3`)
 	// fxUDP6PortProbe: BuildUDP probe to a closed port, index 13.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 17.
 	fxUDP6PortProbe = fx(`
@@ -158,9 +123,6 @@ var (
 	// fxEcho4ReplyProbe: BuildICMPEcho probe to the server, index 14.
 	// 198.18.1.2 > 198.18.2.2 proto 1.
 	fxEcho4ReplyProbe = fx(`4500002c000e00004001eb9ac6120102c6120202080040b91e55000e686f70635eed1e55000e0000000042c0`)
-	// fxEchoReply4: echo reply from the server to fxEcho4ReplyProbe.
-	// 198.18.2.2 > 198.18.1.2 proto 1.
-	fxEchoReply4 = fx(`4500002cb44900003f01385fc6120202c6120102000048b91e55000e686f70635eed1e55000e0000000042c0`)
 	// fxEcho6ReplyProbe: BuildICMPEcho probe to the server, index 15.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 58.
 	fxEcho6ReplyProbe = fx(`
@@ -204,21 +166,6 @@ var (
 		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
 		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
 		000000000000b033`)
-	// fxFragNeeded4: frag needed (MTU 1280) from the router, quoting 548 bytes of fxUDP4BigProbe.
-	// 198.18.1.1 > 198.18.1.2 proto 1.
-	fxFragNeeded4 = fx(`
-		45c00240103a00004001d99bc6120101c612010203043cce0000050045000578001040004011a63cc6120102c6120202
-		9c40829a056440c9686f70635eed1e550010000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000
-		000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000`)
 	// fxUDP6BigProbe: 1400-byte BuildUDP probe, index 17.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 17.
 	fxUDP6BigProbe = fx(`
@@ -287,9 +234,6 @@ var (
 	fxSYN4ClosedProbe = fx(`
 		4500003c001200004006eb81c6120102c61202029c5200515eed001200000000a002faf0be3d0000020405b40402080a
 		010203040000000001030307`)
-	// fxRST4: RST-ACK from the server answering fxSYN4ClosedProbe.
-	// 198.18.2.2 > 198.18.1.2 proto 6.
-	fxRST4 = fx(`45000028000040003f06aca7c6120202c612010200519c52000000005eed00135014000025040000`)
 	// fxSYN6ClosedProbe: BuildTCPSYN probe to closed port 81, index 18.
 	// 2001:db8:1::2 > 2001:db8:2::2 next 6.
 	fxSYN6ClosedProbe = fx(`
@@ -381,7 +325,7 @@ var (
 		0000000000000000000000000000000000000000000000000000000000000000000000000000000020006414001c020f
 		0000000200010000c61201010865746830000000000005dc`)
 	// fxTrunc4: an RFC 792 minimal quote (IP header + 8 bytes) of
-	// fxSYN4Probe, as old routers send.
+	// packetfx.SYN4Probe, as old routers send.
 	fxTrunc4 = fx(`0b00f973000000004500003c0007000001062a8dc6120102c61202029c4700505eed0007`)
 	// fxFrag6: ICMPv6 time exceeded quoting an IPv6 packet whose first
 	// header is a fragment header (then UDP).
@@ -528,26 +472,26 @@ func TestDecodeICMPv4(t *testing.T) {
 	te := ICMPMessage{Family: 4, Kind: KindTimeExceeded, Type: 11}
 
 	runICMPCases(t, DecodeICMPv4, []icmpCase{
-		{name: "time exceeded quoting a whole Linux SYN", in: ipv4Payload(t, fxTE4KernelSYN),
+		{name: "time exceeded quoting a whole Linux SYN", in: ipv4Payload(t, packetfx.TE4KernelSYN),
 			want: quotedTE(4, kernelSYN), transportLen: 40},
-		{name: "time exceeded quoting a SYN probe", in: ipv4Payload(t, fxTE4SYNProbe),
+		{name: "time exceeded quoting a SYN probe", in: ipv4Payload(t, packetfx.TE4SYNProbe),
 			want: quotedTE(4, synProbe), transportLen: 40},
-		{name: "time exceeded quoting a UDP probe", in: ipv4Payload(t, fxTE4UDPProbe),
+		{name: "time exceeded quoting a UDP probe", in: ipv4Payload(t, packetfx.TE4UDPProbe),
 			want: quotedTE(4, udpProbe), transportLen: 24},
 		{name: "time exceeded quoting an echo probe", in: ipv4Payload(t, fxTE4EchoProbe),
 			want: quotedTE(4, echoProbe), transportLen: 24},
 		{name: "RFC 792 quote of 8 transport bytes", in: fxTrunc4,
 			want: quotedTE(4, truncSYN), transportLen: 8},
-		{name: "port unreachable", in: ipv4Payload(t, fxPortUnreach4),
+		{name: "port unreachable", in: ipv4Payload(t, packetfx.PortUnreach4),
 			want: ICMPMessage{Family: 4, Kind: KindDestUnreachable, Type: 3, Code: 3, Quoted: &portProbe}, transportLen: 24},
-		{name: "frag needed MTU 1280", in: ipv4Payload(t, fxFragNeeded4),
+		{name: "frag needed MTU 1280", in: ipv4Payload(t, packetfx.FragNeeded4),
 			want: ICMPMessage{Family: 4, Kind: KindDestUnreachable, Type: 3, Code: 4, MTU: 1280, Quoted: &bigProbe}, transportLen: 528},
 		{name: "protocol unreachable", in: ipv4Payload(t, fxProtoUnreach4),
 			want: ICMPMessage{Family: 4, Kind: KindDestUnreachable, Type: 3, Code: 2, Quoted: &Quoted{Family: 4,
 				Src: client4, Dst: server4, Protocol: 253, TTL: 63, IPID: 20, TotalLen: 28, HeaderLen: 20}}, transportLen: 8},
 		{name: "parameter problem", in: ipv4Payload(t, fxParamProb4),
 			want: ICMPMessage{Family: 4, Kind: KindParamProblem, Type: 12, Pointer: 21, Quoted: &badOption}, transportLen: 24},
-		{name: "echo reply", in: ipv4Payload(t, fxEchoReply4),
+		{name: "echo reply", in: ipv4Payload(t, packetfx.EchoReply4),
 			want: ICMPMessage{Family: 4, Kind: KindEchoReply, EchoID: 0x1e55, EchoSeq: 14}, echoLen: 16},
 		{name: "echo request is other", in: ipv4Payload(t, fxEcho4Probe),
 			want: ICMPMessage{Family: 4, Kind: KindOther, Type: 8, EchoID: 0x1e55, EchoSeq: 10}, echoLen: 16},
@@ -613,7 +557,7 @@ func TestDecodeICMPv6(t *testing.T) {
 	runICMPCases(t, DecodeICMPv6, []icmpCase{
 		{name: "time exceeded quoting a whole Linux SYN", in: ipv6Payload(fxTE6KernelSYN),
 			want: quotedTE(6, kernelSYN), transportLen: 40},
-		{name: "time exceeded quoting a SYN probe", in: ipv6Payload(fxTE6SYNProbe),
+		{name: "time exceeded quoting a SYN probe", in: ipv6Payload(packetfx.TE6SYNProbe),
 			want: quotedTE(6, synProbe), transportLen: 40},
 		{name: "time exceeded quoting a UDP probe", in: ipv6Payload(fxTE6UDPProbe),
 			want: quotedTE(6, udpProbe), transportLen: 24},
@@ -655,12 +599,12 @@ func TestQuotedTransportBytes(t *testing.T) {
 		in     []byte
 		want   []byte
 	}{
-		{"v4 full quote", DecodeICMPv4, ipv4Payload(t, fxTE4SYNProbe), fxSYN4Probe[20:]},
+		{"v4 full quote", DecodeICMPv4, ipv4Payload(t, packetfx.TE4SYNProbe), packetfx.SYN4Probe[20:]},
 		{"v4 MPLS padded", DecodeICMPv4, fxMPLS4, fxUDP4Probe[20:]},
 		{"v4 MPLS compat", DecodeICMPv4, fxMPLS4Compat, fxUDP4Probe[20:]},
 		{"v4 interface extension", DecodeICMPv4, fxIfInfo4, fxUDP4Probe[20:]},
-		{"v4 truncated", DecodeICMPv4, fxTrunc4, fxSYN4Probe[20:28]},
-		{"v4 frag needed", DecodeICMPv4, ipv4Payload(t, fxFragNeeded4), fxUDP4BigProbe[20:548]},
+		{"v4 truncated", DecodeICMPv4, fxTrunc4, packetfx.SYN4Probe[20:28]},
+		{"v4 frag needed", DecodeICMPv4, ipv4Payload(t, packetfx.FragNeeded4), fxUDP4BigProbe[20:548]},
 		{"v6 full quote", DecodeICMPv6, ipv6Payload(fxTE6UDPProbe), fxUDP6Probe[40:]},
 		{"v6 MPLS padded", DecodeICMPv6, fxMPLS6, fxUDP6Probe[40:]},
 		{"v6 packet too big", DecodeICMPv6, ipv6Payload(fxPacketTooBig6), fxUDP6BigProbe[40:1232]},
@@ -679,7 +623,7 @@ func TestQuotedTransportBytes(t *testing.T) {
 // TestDecodeICMPDoesNotAlias makes sure decoded slices do not share the
 // input buffer, which raw-socket readers reuse.
 func TestDecodeICMPDoesNotAlias(t *testing.T) {
-	in := append([]byte(nil), ipv4Payload(t, fxTE4UDPProbe)...)
+	in := append([]byte(nil), ipv4Payload(t, packetfx.TE4UDPProbe)...)
 	m, err := DecodeICMPv4(in)
 	if err != nil {
 		t.Fatal(err)
@@ -700,7 +644,7 @@ func TestDecodeIPv4Header(t *testing.T) {
 		want    IPv4Header
 		wantErr error
 	}{
-		{name: "router's time exceeded", in: fxTE4KernelSYN, want: IPv4Header{HeaderLen: 20, TotalLen: 88, ID: 0x0dc7,
+		{name: "router's time exceeded", in: packetfx.TE4KernelSYN, want: IPv4Header{HeaderLen: 20, TotalLen: 88, ID: 0x0dc7,
 			TTL: 64, Protocol: 1, Src: router4, Dst: client4, TOS: 0xc0}},
 		{name: "kernel SYN with DF", in: fxSYN4Kernel, want: IPv4Header{HeaderLen: 20, TotalLen: 60, ID: 0xa6fd,
 			DF: true, TTL: 1, Protocol: 6, Src: client4, Dst: server4}},
@@ -728,7 +672,7 @@ func TestDecodeIPv4Header(t *testing.T) {
 }
 
 func TestDecodeIPv4Packet(t *testing.T) {
-	padded := append(append([]byte(nil), fxRST4...), 0, 0, 0, 0, 0, 0) // Ethernet minimum-frame padding
+	padded := append(append([]byte(nil), packetfx.RST4...), 0, 0, 0, 0, 0, 0) // Ethernet minimum-frame padding
 	tso := append([]byte(nil), fxSYN4Kernel...)
 	tso[2], tso[3] = 0, 0
 	short := append([]byte(nil), fxSYN4Kernel...)
@@ -740,7 +684,7 @@ func TestDecodeIPv4Packet(t *testing.T) {
 		wantErr     error
 	}{
 		{"exact", fxSYN4Kernel, fxSYN4Kernel[20:], nil},
-		{"link padding dropped", padded, fxRST4[20:], nil},
+		{"link padding dropped", padded, packetfx.RST4[20:], nil},
 		{"options skipped", fxBadOption4Probe, fxBadOption4Probe[24:], nil},
 		{"total length 0 means the rest", tso, fxSYN4Kernel[20:], nil},
 		{"truncated keeps what is there", fxSYN4Kernel[:30], fxSYN4Kernel[20:30], ErrTruncated},
@@ -786,9 +730,9 @@ func TestDecodeTCPSegment(t *testing.T) {
 		{name: "Linux SYN-ACK v6", in: ipv6Payload(fxSYNACK6), want: TCPSegment{SrcPort: 80, DstPort: 40019,
 			Seq: 0xbc63ae14, Ack: 0x5eed0014, Flags: FlagSYN | FlagACK, Window: 65232, DataOffset: 40,
 			Options: TCPOptions{MSS: 1220, WindowScale: 10, SACKPermit: true, Timestamps: true, TSVal: 0xdced7d92, TSEcr: 0x01020304}}},
-		{name: "Linux RST-ACK", in: ipv4Payload(t, fxRST4), want: TCPSegment{SrcPort: 81, DstPort: 40018,
+		{name: "Linux RST-ACK", in: ipv4Payload(t, packetfx.RST4), want: TCPSegment{SrcPort: 81, DstPort: 40018,
 			Ack: 0x5eed0013, Flags: FlagRST | FlagACK, DataOffset: 20, Options: noOpts}},
-		{name: "SYN probe", in: fxSYN4Probe[20:], want: TCPSegment{SrcPort: 40007, DstPort: 80, Seq: 0x5eed0007,
+		{name: "SYN probe", in: packetfx.SYN4Probe[20:], want: TCPSegment{SrcPort: 40007, DstPort: 80, Seq: 0x5eed0007,
 			Flags: FlagSYN, Window: 64240, DataOffset: 40, Options: probeSYNOptions}},
 		{name: "payload", in: append(hdr(5, ""), "hello"...), want: with(20, noOpts, 5)},
 		{name: "EOL ends options", in: hdr(7, "00 020405b4 000000"), want: with(28, noOpts, 0)},
@@ -801,7 +745,7 @@ func TestDecodeTCPSegment(t *testing.T) {
 		{name: "wrong-size MSS skipped", in: hdr(7, "020305 0402 010101"), want: with(28, TCPOptions{SACKPermit: true, WindowScale: -1}, 0)},
 		{name: "unknown option skipped", in: hdr(8, "1e0600000000 020405b4 0000"), want: with(32, TCPOptions{MSS: 1460, WindowScale: -1}, 0)},
 		{name: "empty", in: nil, wantErr: ErrTruncated},
-		{name: "8 quoted bytes", in: fxSYN4Probe[20:28], wantErr: ErrTruncated},
+		{name: "8 quoted bytes", in: packetfx.SYN4Probe[20:28], wantErr: ErrTruncated},
 		{name: "data offset 4", in: hdr(4, ""), wantErr: ErrMalformed},
 		{name: "data offset past the end", in: hdr(15, "0101"), wantErr: ErrTruncated},
 	} {
@@ -871,7 +815,7 @@ func TestSyntheticFixturesProvenance(t *testing.T) {
 		{"fxIfInfo4", marshal(&icmp.TimeExceeded{Data: fxUDP4Probe, Extensions: []icmp.Extension{&icmp.InterfaceInfo{
 			Class: 2, Type: 0x0f, Interface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
 			Addr: &net.IPAddr{IP: net.IP(router4.AsSlice())}}}}), fxIfInfo4},
-		{"fxTrunc4", withChecksum(append(fx("0b00000000000000"), fxSYN4Probe[:28]...)), fxTrunc4},
+		{"fxTrunc4", withChecksum(append(fx("0b00000000000000"), packetfx.SYN4Probe[:28]...)), fxTrunc4},
 		{"fxFrag6", te6(frag), fxFrag6},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
@@ -885,7 +829,7 @@ func BenchmarkDecodeICMPv4(b *testing.B) {
 		name string
 		in   []byte
 	}{
-		{"time-exceeded", ipv4Payload(b, fxTE4SYNProbe)},
+		{"time-exceeded", ipv4Payload(b, packetfx.TE4SYNProbe)},
 		{"mpls", fxMPLS4},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

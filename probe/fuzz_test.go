@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 )
 
 // Seed corpora live in testdata/fuzz/<FuzzName>/; TestWriteFuzzSeeds
@@ -211,9 +213,9 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	v4 := func(b []byte) []byte { return ipv4Payload(t, b) }
 	seeds := map[string]map[string][]byte{
 		"FuzzDecodeICMPv4": {
-			"te-kernel-syn": v4(fxTE4KernelSYN), "te-udp": v4(fxTE4UDPProbe), "te-echo": v4(fxTE4EchoProbe),
-			"port-unreach": v4(fxPortUnreach4), "frag-needed": v4(fxFragNeeded4), "param-prob": v4(fxParamProb4),
-			"proto-unreach": v4(fxProtoUnreach4), "echo-reply": v4(fxEchoReply4), "mpls": fxMPLS4,
+			"te-kernel-syn": v4(packetfx.TE4KernelSYN), "te-udp": v4(packetfx.TE4UDPProbe), "te-echo": v4(fxTE4EchoProbe),
+			"port-unreach": v4(packetfx.PortUnreach4), "frag-needed": v4(packetfx.FragNeeded4), "param-prob": v4(fxParamProb4),
+			"proto-unreach": v4(fxProtoUnreach4), "echo-reply": v4(packetfx.EchoReply4), "mpls": fxMPLS4,
 			"mpls-compat": fxMPLS4Compat, "ifinfo": fxIfInfo4, "mpls-long": fxMPLS4Long, "trunc": fxTrunc4, "short": fx("0b00"),
 		},
 		"FuzzDecodeICMPv6": {
@@ -223,12 +225,12 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			"echo-reply": ipv6Payload(fxEchoReply6), "mpls": fxMPLS6, "frag": fxFrag6,
 		},
 		"FuzzDecodeTCPSegment": {
-			"syn-kernel": fxSYN4Kernel[20:], "syn-probe": fxSYN4Probe[20:], "syn-ack": v4(fxSYNACK4),
-			"rst": v4(fxRST4), "syn-ack-v6": ipv6Payload(fxSYNACK6), "bad-options": fx("9c5300505eed00130000000070020000000000000205020303ff0402080a"),
+			"syn-kernel": fxSYN4Kernel[20:], "syn-probe": packetfx.SYN4Probe[20:], "syn-ack": v4(fxSYNACK4),
+			"rst": v4(packetfx.RST4), "syn-ack-v6": ipv6Payload(fxSYNACK6), "bad-options": fx("9c5300505eed00130000000070020000000000000205020303ff0402080a"),
 		},
 		"FuzzDecodeIPv4Packet": {
-			"te-kernel-syn": fxTE4KernelSYN, "syn-kernel": fxSYN4Kernel, "options": fxBadOption4Probe,
-			"rst": fxRST4, "padded": append(bytes.Clone(fxRST4), 0, 0, 0, 0, 0, 0), "truncated": fxSYN4Kernel[:30],
+			"te-kernel-syn": packetfx.TE4KernelSYN, "syn-kernel": fxSYN4Kernel, "options": fxBadOption4Probe,
+			"rst": packetfx.RST4, "padded": append(bytes.Clone(packetfx.RST4), 0, 0, 0, 0, 0, 0), "truncated": fxSYN4Kernel[:30],
 		},
 	}
 	for name, files := range seeds {
@@ -236,7 +238,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			writeSeed(t, name, file, fmt.Sprintf("[]byte(%s)", strconv.Quote(string(b))))
 		}
 	}
-	for file, b := range map[string][]byte{"probe": fixtureIdent.Payload(7, 16), "echo": v4(fxEchoReply4)[8:], "short": []byte("hopc")} {
+	for file, b := range map[string][]byte{"probe": fixtureIdent.Payload(7, 16), "echo": v4(packetfx.EchoReply4)[8:], "short": []byte("hopc")} {
 		writeSeed(t, "FuzzIndexFromPayload", file, fmt.Sprintf("[]byte(%s)\nuint32(%d)", strconv.Quote(string(b)), fixtureIdent.Nonce))
 	}
 }

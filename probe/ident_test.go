@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -152,26 +153,26 @@ func TestIndexFromRealQuotes(t *testing.T) {
 		want   uint16
 		ok     bool
 	}{
-		{"v4 TCP time exceeded", DecodeICMPv4, v4(fxTE4SYNProbe), TCP, 7, true},
-		{"v6 TCP time exceeded", DecodeICMPv6, ipv6Payload(fxTE6SYNProbe), TCP, 7, true},
+		{"v4 TCP time exceeded", DecodeICMPv4, v4(packetfx.TE4SYNProbe), TCP, 7, true},
+		{"v6 TCP time exceeded", DecodeICMPv6, ipv6Payload(packetfx.TE6SYNProbe), TCP, 7, true},
 		{"v4 TCP 8-byte quote", DecodeICMPv4, fxTrunc4, TCP, 7, true},
-		{"v4 UDP time exceeded", DecodeICMPv4, v4(fxTE4UDPProbe), UDP, 8, true},
+		{"v4 UDP time exceeded", DecodeICMPv4, v4(packetfx.TE4UDPProbe), UDP, 8, true},
 		{"v6 UDP time exceeded", DecodeICMPv6, ipv6Payload(fxTE6UDPProbe), UDP, 9, true},
 		{"v4 ICMP time exceeded", DecodeICMPv4, v4(fxTE4EchoProbe), ICMP, 10, true},
 		{"v6 ICMP time exceeded", DecodeICMPv6, ipv6Payload(fxTE6EchoProbe), ICMP, 11, true},
-		{"v4 port unreachable", DecodeICMPv4, v4(fxPortUnreach4), UDP, 12, true},
+		{"v4 port unreachable", DecodeICMPv4, v4(packetfx.PortUnreach4), UDP, 12, true},
 		{"v6 port unreachable", DecodeICMPv6, ipv6Payload(fxPortUnreach6), UDP, 13, true},
-		{"v4 frag needed", DecodeICMPv4, v4(fxFragNeeded4), UDP, 16, true},
+		{"v4 frag needed", DecodeICMPv4, v4(packetfx.FragNeeded4), UDP, 16, true},
 		{"v6 packet too big", DecodeICMPv6, ipv6Payload(fxPacketTooBig6), UDP, 17, true},
 		{"v4 parameter problem behind IP options", DecodeICMPv4, v4(fxParamProb4), UDP, 21, true},
 		{"v4 MPLS", DecodeICMPv4, fxMPLS4, UDP, 8, true},
 		{"v4 MPLS compat", DecodeICMPv4, fxMPLS4Compat, UDP, 8, true},
 		{"v4 MPLS 128 of 200 bytes", DecodeICMPv4, fxMPLS4Long, UDP, 22, true},
 		{"v6 MPLS", DecodeICMPv6, fxMPLS6, UDP, 9, true},
-		{"kernel's own SYN is not ours", DecodeICMPv4, v4(fxTE4KernelSYN), TCP, 0, false},
+		{"kernel's own SYN is not ours", DecodeICMPv4, v4(packetfx.TE4KernelSYN), TCP, 0, false},
 		{"kernel's own v6 SYN is not ours", DecodeICMPv6, ipv6Payload(fxTE6KernelSYN), TCP, 0, false},
-		{"TCP quote for a UDP probe", DecodeICMPv4, v4(fxTE4SYNProbe), UDP, 0, false},
-		{"UDP quote for an ICMP probe", DecodeICMPv4, v4(fxTE4UDPProbe), ICMP, 0, false},
+		{"TCP quote for a UDP probe", DecodeICMPv4, v4(packetfx.TE4SYNProbe), UDP, 0, false},
+		{"UDP quote for an ICMP probe", DecodeICMPv4, v4(packetfx.TE4UDPProbe), ICMP, 0, false},
 		{"ICMP quote for a TCP probe", DecodeICMPv6, ipv6Payload(fxTE6EchoProbe), TCP, 0, false},
 		{"protocol 253", DecodeICMPv4, v4(fxProtoUnreach4), UDP, 0, false},
 		{"extension header first", DecodeICMPv6, fxFrag6, UDP, 0, false},
@@ -193,7 +194,7 @@ func TestIndexFromRealQuotes(t *testing.T) {
 		seg  []byte
 		want uint16
 	}{
-		{"v4 RST", v4(fxRST4), 18}, {"v6 RST", ipv6Payload(fxRST6), 18},
+		{"v4 RST", v4(packetfx.RST4), 18}, {"v6 RST", ipv6Payload(fxRST6), 18},
 		{"v4 SYN-ACK", v4(fxSYNACK4), 19}, {"v6 SYN-ACK", ipv6Payload(fxSYNACK6), 19},
 	} {
 		s, err := DecodeTCPSegment(tc.seg)
@@ -210,7 +211,7 @@ func TestIndexFromRealQuotes(t *testing.T) {
 		in     []byte
 		want   uint16
 	}{
-		{"v4 echo reply", DecodeICMPv4, v4(fxEchoReply4), 14},
+		{"v4 echo reply", DecodeICMPv4, v4(packetfx.EchoReply4), 14},
 		{"v6 echo reply", DecodeICMPv6, ipv6Payload(fxEchoReply6), 15},
 	} {
 		m, err := tc.decode(tc.in)

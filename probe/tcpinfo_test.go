@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 )
 
 // tcpInfoBytes lays out a struct tcp_info of n bytes (host order).
@@ -65,7 +67,7 @@ func TestWriteTCPFuzzSeeds(t *testing.T) {
 	}
 	q := func(b []byte) string { return fmt.Sprintf("[]byte(%s)", strconv.Quote(string(b))) }
 	for file, b := range map[string][]byte{
-		"linux-syn": fxSYN4Probe[40:60], "sack-nops": fx("020405b40101080a010203040000000001030307"),
+		"linux-syn": packetfx.SYN4Probe[40:60], "sack-nops": fx("020405b40101080a010203040000000001030307"),
 		"eol": fx("0101000204"), "truncated": fx("080a0102"), "zero-length": fx("0800"),
 	} {
 		writeSeed(t, "FuzzDecodeTCPOptionKinds", file, q(b))
