@@ -172,16 +172,19 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 			}
 		}
 	}
-	decode4 := func(pkt []byte) (netip.Addr, *probe.ICMPMessage) {
-		h, payload, err := probe.DecodeIPv4Packet(pkt)
-		if err != nil {
-			t.Fatal(err)
+	// icmpEvent4 is the path event of a captured IPv4 ICMP packet.
+	icmpEvent4 := func(pkt []byte) func() probe.PathEvent {
+		return func() probe.PathEvent {
+			h, payload, err := probe.DecodeIPv4Packet(pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := probe.DecodeICMPv4(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return probe.PathEvent{From: h.Src, ICMP: &m}
 		}
-		m, err := probe.DecodeICMPv4(payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h.Src, &m
 	}
 	for _, c := range []struct {
 		name  string
@@ -191,22 +194,10 @@ func TestPMTUProbeBuildAndMatch(t *testing.T) {
 		kind  PMTUAnswerKind
 		mtu   int
 	}{
-		{"frag-needed quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(packetfx.FragNeeded4)
-			return probe.PathEvent{From: from, ICMP: m}
-		}, 16, PMTUTooBig, 1280},
-		{"port unreachable from the server", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(packetfx.PortUnreach4)
-			return probe.PathEvent{From: from, ICMP: m}
-		}, 12, PMTUReply, 0},
-		{"time-exceeded quoting a probe.UDP probe", probe.UDP, func() probe.PathEvent {
-			from, m := decode4(packetfx.TE4UDPProbe)
-			return probe.PathEvent{From: from, ICMP: m}
-		}, 8, PMTUTimeExceeded, 0},
-		{"echo reply", probe.ICMP, func() probe.PathEvent {
-			from, m := decode4(packetfx.EchoReply4)
-			return probe.PathEvent{From: from, ICMP: m}
-		}, 14, PMTUReply, 0},
+		{"frag-needed quoting a probe.UDP probe", probe.UDP, icmpEvent4(packetfx.FragNeeded4), 16, PMTUTooBig, 1280},
+		{"port unreachable from the server", probe.UDP, icmpEvent4(packetfx.PortUnreach4), 12, PMTUReply, 0},
+		{"time-exceeded quoting a probe.UDP probe", probe.UDP, icmpEvent4(packetfx.TE4UDPProbe), 8, PMTUTimeExceeded, 0},
+		{"echo reply", probe.ICMP, icmpEvent4(packetfx.EchoReply4), 14, PMTUReply, 0},
 		{"RST answering a SYN", probe.TCP, func() probe.PathEvent {
 			h, payload, _ := probe.DecodeIPv4Packet(packetfx.RST4)
 			s, err := probe.DecodeTCPSegment(payload)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/internal/packetfx"
@@ -245,12 +244,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 
 func writeSeed(t *testing.T, fuzzName, file, values string) {
 	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", fuzzName)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	content := "go test fuzz v1\n" + strings.TrimSpace(values) + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "seed-"+file), []byte(content), 0o644); err != nil {
+	if err := packetfx.WriteSeed(fuzzName, file, values); err != nil {
 		t.Fatal(err)
 	}
 }

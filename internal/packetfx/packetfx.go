@@ -7,6 +7,8 @@ package packetfx
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -19,6 +21,21 @@ func MustHex(s string) []byte {
 		panic(fmt.Sprintf("bad fixture hex: %v", err))
 	}
 	return b
+}
+
+// WriteSeed writes one seed of a fuzz target's corpus,
+// testdata/fuzz/<fuzzName>/seed-<file>, below the package a test runs in;
+// values are the target's arguments in the corpus file syntax, one a line.
+func WriteSeed(fuzzName, file, values string) error {
+	dir := filepath.Join("testdata", "fuzz", fuzzName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("fuzz seed: %w", err)
+	}
+	content := "go test fuzz v1\n" + strings.TrimSpace(values) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "seed-"+file), []byte(content), 0o644); err != nil {
+		return fmt.Errorf("fuzz seed: %w", err)
+	}
+	return nil
 }
 
 // The packets probe's decoder tests and localise's probe tests share
