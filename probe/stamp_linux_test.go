@@ -10,25 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stampCmsg builds an SCM_TIMESTAMPNS control message (64-bit layout).
+// stampCmsg builds an SCM_TIMESTAMPNS control message (64-bit layout;
+// cmsg is in errqueue_test.go).
 func stampCmsg(sec, nsec int64) []byte {
-	b := make([]byte, unix.CmsgSpace(16))
-	binary.NativeEndian.PutUint64(b[0:8], uint64(unix.CmsgLen(16)))
-	binary.NativeEndian.PutUint32(b[8:12], unix.SOL_SOCKET)
-	binary.NativeEndian.PutUint32(b[12:16], unix.SCM_TIMESTAMPNS)
-	binary.NativeEndian.PutUint64(b[16:24], uint64(sec))
-	binary.NativeEndian.PutUint64(b[24:32], uint64(nsec))
-	return b
+	ts := make([]byte, 16)
+	binary.NativeEndian.PutUint64(ts[0:8], uint64(sec))
+	binary.NativeEndian.PutUint64(ts[8:16], uint64(nsec))
+	return cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts)
 }
 
 // ttlCmsg builds an IP_TTL control message, which comes before the stamp.
 func ttlCmsg(ttl int) []byte {
-	b := make([]byte, unix.CmsgSpace(4))
-	binary.NativeEndian.PutUint64(b[0:8], uint64(unix.CmsgLen(4)))
-	binary.NativeEndian.PutUint32(b[8:12], unix.IPPROTO_IP)
-	binary.NativeEndian.PutUint32(b[12:16], unix.IP_TTL)
-	binary.NativeEndian.PutUint32(b[16:20], uint32(ttl))
-	return b
+	return cmsg(unix.IPPROTO_IP, unix.IP_TTL, binary.NativeEndian.AppendUint32(nil, uint32(ttl)))
 }
 
 func TestCmsgStamp(t *testing.T) {
@@ -87,21 +80,15 @@ func quoteBytes(b []byte) string {
 // SCM_TIMESTAMPING (three timespecs, software first), then IP_RECVERR with
 // origin TIMESTAMPING, ee_info (SCM_TSTAMP_*) and ee_data (the OPT_ID).
 func txStampOOB(sec, nsec int64, level, typ int32, origin byte, info, id uint32) []byte {
-	ts := make([]byte, unix.CmsgSpace(48))
-	binary.NativeEndian.PutUint64(ts[0:8], uint64(unix.CmsgLen(48)))
-	binary.NativeEndian.PutUint32(ts[8:12], unix.SOL_SOCKET)
-	binary.NativeEndian.PutUint32(ts[12:16], unix.SO_TIMESTAMPING)
-	binary.NativeEndian.PutUint64(ts[16:24], uint64(sec))
-	binary.NativeEndian.PutUint64(ts[24:32], uint64(nsec))
-	ee := make([]byte, unix.CmsgSpace(16))
-	binary.NativeEndian.PutUint64(ee[0:8], uint64(unix.CmsgLen(16)))
-	binary.NativeEndian.PutUint32(ee[8:12], uint32(level))
-	binary.NativeEndian.PutUint32(ee[12:16], uint32(typ))
-	binary.NativeEndian.PutUint32(ee[16:20], uint32(unix.ENOMSG))
-	ee[20] = origin
-	binary.NativeEndian.PutUint32(ee[24:28], info)
-	binary.NativeEndian.PutUint32(ee[28:32], id)
-	return append(ts, ee...)
+	ts := make([]byte, 48)
+	binary.NativeEndian.PutUint64(ts[0:8], uint64(sec))
+	binary.NativeEndian.PutUint64(ts[8:16], uint64(nsec))
+	ee := make([]byte, 16)
+	binary.NativeEndian.PutUint32(ee[0:4], uint32(unix.ENOMSG))
+	ee[4] = origin
+	binary.NativeEndian.PutUint32(ee[8:12], info)
+	binary.NativeEndian.PutUint32(ee[12:16], id)
+	return append(cmsg(unix.SOL_SOCKET, unix.SO_TIMESTAMPING, ts), cmsg(level, typ, ee)...)
 }
 
 func TestDecodeTxStamp(t *testing.T) {
