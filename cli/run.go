@@ -204,11 +204,8 @@ func parseRun(c *ucli.Context) (*reportRun[diagnose.Report], error) {
 	var jobs []tcpcheck.Job
 	return &reportRun[diagnose.Report]{
 		formats: []string{"text", "json", "markdown", "html"},
-		resolve: func(ctx context.Context) (err error) {
-			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
-			return err
-		},
-		run: func(ctx context.Context) (diagnose.Report, error) { return diagnoseRun(ctx, c, req, jobs) },
+		resolve: resolveTCPJobsInto(&jobs, req.targets, req.family),
+		run:     func(ctx context.Context) (diagnose.Report, error) { return diagnoseRun(ctx, c, req, jobs) },
 		write: func(out *output, rep diagnose.Report) error {
 			switch out.format {
 			case "json":
@@ -285,6 +282,15 @@ func diagnoseRun(ctx context.Context, c *ucli.Context, req runRequest, jobs []tc
 // ladder dominates (about twice the longest idle tried).
 func estimateRun(p diagnose.Profile) time.Duration {
 	return 2*p.IdleMax + time.Duration(float64(p.ConnectCount)/p.ConnectRate*float64(time.Second)) + 30*time.Second
+}
+
+// resolveTCPJobsInto is the resolve step of the tcp, soak and run
+// commands: resolveTCPJobs into *jobs.
+func resolveTCPJobsInto(jobs *[]tcpcheck.Job, targets []tcpcheck.Target, family int) func(ctx context.Context) error {
+	return func(ctx context.Context) (err error) {
+		*jobs, err = resolveTCPJobs(ctx, targets, family)
+		return err
+	}
 }
 
 // resolveTCPJobs resolves every target to all its addresses.

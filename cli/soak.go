@@ -166,10 +166,7 @@ func parseSoak(c *ucli.Context) (*reportRun[soak.Report], error) {
 	var warnings []string
 	return &reportRun[soak.Report]{
 		formats: []string{"text", "json"},
-		resolve: func(ctx context.Context) (err error) {
-			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
-			return err
-		},
+		resolve: resolveTCPJobsInto(&jobs, req.targets, req.family),
 		run: func(ctx context.Context) (soak.Report, error) {
 			if err := soakLoginCheck(ctx, req.opt.Dial, jobs); err != nil {
 				return soak.Report{}, err

@@ -157,10 +157,7 @@ func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error)
 	var jobs []tcpcheck.Job
 	return &reportRun[tcpcheck.Report]{
 		formats: []string{"text", "json"},
-		resolve: func(ctx context.Context) (err error) {
-			jobs, err = resolveTCPJobs(ctx, req.targets, req.family)
-			return err
-		},
+		resolve: resolveTCPJobsInto(&jobs, req.targets, req.family),
 		run: func(ctx context.Context) (tcpcheck.Report, error) {
 			if !req.opt.Observe {
 				warnf(c, "no CAP_NET_RAW: no packet capture, so the origin of resets stays unknown (weaker evidence). Grant it with: sudo setcap cap_net_raw+ep %s", exePath())
