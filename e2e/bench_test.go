@@ -162,6 +162,22 @@ func medianStart(b *testing.B, l *lab.Lab, argv []string) time.Duration {
 	return ds[len(ds)/2]
 }
 
+// timedTrace runs `trace -P protocol` toward port 443 of every address,
+// timed as timedRun, and decodes its JSON report.
+func timedTrace(b *testing.B, l *lab.Lab, protocol string, addrs []netip.Addr) (time.Duration, trace.Report, float64) {
+	b.Helper()
+	argv := []string{binary, "--format", "json", "trace", "-n", "--protocol", protocol}
+	for _, a := range addrs {
+		argv = append(argv, netip.AddrPortFrom(a, 443).String())
+	}
+	d, out, rss := timedRun(b, l, argv)
+	var rep trace.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		b.Fatalf("not JSON: %v", err)
+	}
+	return d, rep, rss
+}
+
 // timedRun runs argv once in the client namespace: wall time, stdout and
 // the peak RSS in MB.
 func timedRun(b *testing.B, l *lab.Lab, argv []string) (time.Duration, string, float64) {
@@ -192,15 +208,7 @@ func BenchmarkLabTraceManyAddresses(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for _, n := range []int{1, len(addrs)} {
 			time.Sleep(restTime)
-			argv := []string{binary, "--format", "json", "trace", "-n", "--protocol", "tcp"}
-			for _, a := range addrs[:n] {
-				argv = append(argv, netip.AddrPortFrom(a, 443).String())
-			}
-			d, out, _ := timedRun(b, l, argv)
-			var rep trace.Report
-			if err := json.Unmarshal([]byte(out), &rep); err != nil {
-				b.Fatalf("not JSON: %v", err)
-			}
+			d, rep, _ := timedTrace(b, l, "tcp", addrs[:n])
 			found, want := answeredCells(rep, 5)
 			b.ReportMetric(float64(found)/float64(want)*100, fmt.Sprintf("cells-pct-%d", n))
 			b.ReportMetric(d.Seconds(), fmt.Sprintf("wall-s-%d", n))
@@ -216,15 +224,7 @@ func BenchmarkLabTraceRSS(b *testing.B) {
 	l, addrs := manyAddressLab(b, 64)
 	for i := 0; i < b.N; i++ {
 		time.Sleep(restTime)
-		argv := []string{binary, "--format", "json", "trace", "-n", "--protocol", "all"}
-		for _, a := range addrs {
-			argv = append(argv, netip.AddrPortFrom(a, 443).String())
-		}
-		d, out, rss := timedRun(b, l, argv)
-		var rep trace.Report
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
-			b.Fatalf("not JSON: %v", err)
-		}
+		d, rep, rss := timedTrace(b, l, "all", addrs)
 		found, want := answeredCells(rep, 5)
 		b.ReportMetric(rss, "peak-rss-MB")
 		fmt.Printf("trace -P all to %d addresses (%d traces): peak RSS %.1f MB (target <= 40 MB), %d of %d cells, %.2f s\n",
