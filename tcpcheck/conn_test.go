@@ -89,31 +89,39 @@ func TestDialRefusedAndTLSError(t *testing.T) {
 	}
 }
 
-func TestDialTCPEchoAndReset(t *testing.T) {
+// serveLoopback listens on a loopback port until the test ends and hands
+// every connection to handle in its own goroutine.
+func serveLoopback(t *testing.T, handle func(c net.Conn)) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				buf := make([]byte, 64)
-				n, _ := c.Read(buf)
-				c.Write(buf[:n])
-				time.Sleep(100 * time.Millisecond)
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			}()
+			go handle(c)
 		}
 	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func TestDialTCPEchoAndReset(t *testing.T) {
+	ap := serveLoopback(t, func(c net.Conn) {
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Write(buf[:n])
+		time.Sleep(100 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
 	cfg := DefaultDialConfig()
 	cfg.App = AppTCP
-	dr := Dial(t.Context(), cfg, netip.MustParseAddrPort(ln.Addr().String()))
+	dr := Dial(t.Context(), cfg, ap)
 	if dr.Conn == nil {
 		t.Fatalf("dial: %v", dr.Err)
 	}

@@ -2,7 +2,6 @@ package tcpcheck
 
 import (
 	"net"
-	"net/netip"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/probe"
@@ -36,21 +35,8 @@ func TestMinTTLVerdict(t *testing.T) {
 
 // On loopback the SYN-ACK arrives with TTL 64.
 func TestServerTTLByMinTTLLoopback(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	if got := ServerTTLByMinTTL(t.Context(), netip.MustParseAddrPort(ln.Addr().String()), DefaultDialConfig()); got != 64 {
+	ap := serveLoopback(t, func(c net.Conn) { c.Close() })
+	if got := ServerTTLByMinTTL(t.Context(), ap, DefaultDialConfig()); got != 64 {
 		t.Errorf("server TTL %d, want 64", got)
 	}
 }
