@@ -65,6 +65,13 @@ func onPath(tools ...string) bool {
 func mustRun(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
+	// dpkg refuses at once while another dpkg or apt holds its lock (an
+	// unattended upgrade, an install beside the tests): wait for it.
+	for deadline := time.Now().Add(2 * time.Minute); err != nil && name == "dpkg" &&
+		strings.Contains(string(out), "lock") && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Second)
+		out, err = exec.Command(name, args...).CombinedOutput()
+	}
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}

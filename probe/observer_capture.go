@@ -375,3 +375,18 @@ func captureFilter(remote netip.AddrPort, v6 bool, snapLen int) []bpf.Instructio
 		/* 27 */ reject,
 	}
 }
+
+// inboundFinRst counts the packets of c from the remote end that carry a
+// FIN or a RST.
+func inboundFinRst(c FlowCapture) int {
+	n := 0
+	for _, p := range c.Packets {
+		if p.Out {
+			continue
+		}
+		if info, err := DecodeCaptured(p.Data); err == nil && info.TCP != nil && info.TCP.Flags&(FlagFIN|FlagRST) != 0 {
+			n++
+		}
+	}
+	return n
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/hopcheck/hopcheck/internal/packetfx"
 )
 
 var (
@@ -299,5 +301,30 @@ func BenchmarkFlowHistoryMemory(b *testing.B) {
 	b.ReportMetric(float64(held), "bytes-held")
 	if max := (HistoryFirst + HistoryLast) * HistorySnapLen; held > max {
 		b.Fatalf("%d bytes held, bound %d", held, max)
+	}
+}
+
+// Capture waits for the history to hold the FINs and RSTs the flow record
+// holds; inboundFinRst is what it counts.
+func TestInboundFinRst(t *testing.T) {
+	in := func(b []byte) CapturedPacket { return CapturedPacket{Data: b} }
+	out := func(b []byte) CapturedPacket { return CapturedPacket{Data: b, Out: true} }
+	tests := []struct {
+		name string
+		pkts []CapturedPacket
+		want int
+	}{
+		{"none", nil, 0},
+		{"inbound RST", []CapturedPacket{in(packetfx.SYN4Probe), in(packetfx.RST4)}, 1},
+		{"our own RST is not counted", []CapturedPacket{out(packetfx.RST4)}, 0},
+		{"a SYN is not a FIN or RST", []CapturedPacket{in(packetfx.SYN4Probe)}, 0},
+		{"ICMP is not counted", []CapturedPacket{in(packetfx.EchoReply4)}, 0},
+		{"undecodable", []CapturedPacket{in([]byte{0x45})}, 0},
+		{"two", []CapturedPacket{in(packetfx.RST4), in(packetfx.RST4)}, 2},
+	}
+	for _, tc := range tests {
+		if got := inboundFinRst(FlowCapture{Packets: tc.pkts}); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

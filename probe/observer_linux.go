@@ -342,11 +342,31 @@ func (o *Observer) Forget(port uint16) {
 // port: both directions and the ICMP errors quoting it (see HistoryFirst
 // and the other bounds). Empty when the capture socket could not be
 // opened (CaptureErr) or nothing was seen.
+//
+// The FINs and RSTs of the flow record and the packet history are read
+// from two sockets by two goroutines, so a RST the record already holds
+// may not be in the history yet: Capture waits up to captureCatchUp for
+// the history to hold as many inbound FINs and RSTs as the record.
 func (o *Observer) Capture(port uint16) FlowCapture {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.hist.snapshot(port)
+	deadline := time.Now().Add(captureCatchUp)
+	for {
+		o.mu.Lock()
+		c := o.hist.snapshot(port)
+		want := 0
+		if r, ok := o.flows[port]; ok {
+			want = len(r.FinRst)
+		}
+		o.mu.Unlock()
+		if o.capErr != nil || inboundFinRst(c) >= want || time.Now().After(deadline) {
+			return c
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
+
+// captureCatchUp bounds how long Capture waits for the capture socket's
+// reader to catch up with the raw socket's.
+const captureCatchUp = 250 * time.Millisecond
 
 // CaptureErr says why the flows' packets are not captured (nil: they are).
 func (o *Observer) CaptureErr() error { return o.capErr }
