@@ -3,13 +3,17 @@ GO        ?= go
 BIN       ?= bin/hopcheck
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# urfave_cli_no_docs leaves urfave/cli's markdown/roff renderers (go-md2man,
+# blackfriday) out of the binary: their init cost every command's start-up;
+# `hopcheck man` prints the page embedded at build time (cli/hopcheck.1).
+GOTAGS    := urfave_cli_no_docs
 LDFLAGS   := -s -w -X github.com/hopcheck/hopcheck/cli.Version=$(VERSION) -X github.com/hopcheck/hopcheck/cli.Commit=$(COMMIT)
 export CGO_ENABLED = 0
 
 .PHONY: build test unit lint bench bench-soak fuzz demo deps deb nfpm clean
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+	$(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) .
 
 # The whole suite: unit tests everywhere, lab tests in network namespaces
 # (root needed; they skip otherwise, or fail under HOPCHECK_LAB=required).

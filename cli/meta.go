@@ -1,6 +1,7 @@
 package cli
 
 import (
+	_ "embed"
 	"fmt"
 	"io"
 	"runtime"
@@ -131,6 +132,18 @@ func completionCommand() *ucli.Command {
 	}
 }
 
+// manPage is the manual page (roff, section 1) that urfave/cli renders
+// from the command definitions (App.ToManWithSection(1)), rendered at
+// build time rather than at run time: TestManPageIsCurrent fails when it
+// is stale and rewrites it with HOPCHECK_UPDATE_MAN=1. Embedding it lets
+// the binary be built with -tags urfave_cli_no_docs (see the Makefile),
+// which leaves urfave/cli's markdown and roff renderers (go-md2man,
+// blackfriday) out: their package initialisation cost every command about
+// 0.7 ms of start-up, a single trace included.
+//
+//go:embed hopcheck.1
+var manPage string
+
 func manCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:  "man",
@@ -139,11 +152,7 @@ func manCommand() *ucli.Command {
 			if c.NArg() > 0 {
 				return usageErr("man takes no arguments (got %q)", c.Args().First())
 			}
-			page, err := c.App.ToManWithSection(1)
-			if err != nil {
-				return cantRunErr("man: %v", err)
-			}
-			_, err = io.WriteString(c.App.Writer, page)
+			_, err := io.WriteString(c.App.Writer, manPage)
 			return err
 		},
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -25,7 +24,21 @@ type Retention struct {
 // order.
 const stampLayout = "20060102T150405.000Z"
 
-var kindRE = regexp.MustCompile(`^[a-z][a-z0-9]*$`)
+// validKind reports whether kind is a lower-case ASCII letter followed by
+// lower-case ASCII letters and digits (what `^[a-z][a-z0-9]*$` matches),
+// checked by hand so that no regexp is compiled at process start.
+func validKind(kind string) bool {
+	if kind == "" || kind[0] < 'a' || kind[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(kind); i++ {
+		c := kind[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
 
 // Entry is one saved report.
 type Entry struct {
@@ -93,7 +106,7 @@ func WriteAtomic(path string, data []byte, perm os.FileMode) error {
 // (dir is created if needed), then applies keep to the reports of that
 // kind. kind is lower-case letters and digits ("run", "soak").
 func Save(dir string, kind string, v any, now time.Time, keep Retention) (string, error) {
-	if !kindRE.MatchString(kind) {
+	if !validKind(kind) {
 		return "", fmt.Errorf("history: kind %q must be lower-case letters and digits", kind)
 	}
 	if keep.Keep < 0 || keep.MaxAge < 0 {
@@ -159,7 +172,7 @@ func parseName(name string) (Entry, bool) {
 		return Entry{}, false
 	}
 	kind, stamp := base[:i], base[i+1:]
-	if !kindRE.MatchString(kind) {
+	if !validKind(kind) {
 		return Entry{}, false
 	}
 	at, err := time.Parse(stampLayout, stamp)

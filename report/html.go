@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/hopcheck/hopcheck/diagnose"
@@ -16,9 +17,13 @@ import (
 //go:embed html.tmpl
 var htmlSource string
 
-// htmlTemplate is parsed once; html/template escapes every measured
+// htmlTemplate is parsed once, on first use rather than at process
+// start (parsing costs about 0.5 ms, which every command, a single trace
+// included, would otherwise pay); html/template escapes every measured
 // string for its context (text, attribute).
-var htmlTemplate = template.Must(template.New("report").Parse(htmlSource))
+var htmlTemplate = sync.OnceValues(func() (*template.Template, error) {
+	return template.New("report").Parse(htmlSource)
+})
 
 // WriteHTML writes r as one self-contained HTML file: inline CSS and SVG,
 // no scripts, fonts, images or links to anything outside the file (a
@@ -29,11 +34,15 @@ var htmlTemplate = template.Must(template.New("report").Parse(htmlSource))
 // idle ladder.
 func WriteHTML(w io.Writer, r diagnose.Report) error {
 	page := newHTMLPage(sanitize(r, printable))
+	tmpl, err := htmlTemplate()
+	if err != nil {
+		return fmt.Errorf("parse HTML report template: %w", err)
+	}
 	var b strings.Builder
-	if err := htmlTemplate.Execute(&b, page); err != nil {
+	if err := tmpl.Execute(&b, page); err != nil {
 		return fmt.Errorf("render HTML report: %w", err)
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err = io.WriteString(w, b.String())
 	return err
 }
 
