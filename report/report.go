@@ -637,7 +637,7 @@ func hopNotes(p pathView, row pathRow) []string {
 		if i > 0 {
 			prefix = p.Labels[i] + ": "
 		}
-		if a := asymmNote(h); a != "" {
+		if a := trace.AsymmNote(h); a != "" {
 			notes = append(notes, prefix+a)
 		}
 		if h.Note == "" {
@@ -651,16 +651,6 @@ func hopNotes(p pathView, row pathRow) []string {
 		}
 	}
 	return notes
-}
-
-// asymmNote is tracepath's "asymm N" for a hop whose reply came back over
-// more or fewer hops than lie before it: "asymm 5 (+2)" is a reply that
-// crossed 5 hops back to hop 3. "" when symmetric or unknown.
-func asymmNote(h *trace.Hop) string {
-	if h.ReturnHops == 0 || h.Asymm == 0 || h.Received == 0 {
-		return ""
-	}
-	return fmt.Sprintf("asymm %d (%+d)", h.ReturnHops, h.Asymm)
 }
 
 // mapStrings returns a deep copy of v with f applied to every string

@@ -1,6 +1,10 @@
 package trace
 
-import "github.com/hopcheck/hopcheck/probe"
+import (
+	"fmt"
+
+	"github.com/hopcheck/hopcheck/probe"
+)
 
 // annotateReturn sets the hop's return distance from the TTL its reply
 // arrived with, and the asymmetry when it differs from the forward
@@ -17,4 +21,15 @@ func annotateReturn(h *Hop) {
 // replyTTL came: hop k of a symmetric path answers with k. 0 unknown.
 func ReturnHops(replyTTL int) int {
 	return probe.SenderHop(replyTTL)
+}
+
+// AsymmNote is tracepath's "asymm N" for a hop whose reply came back over
+// more or fewer hops than lie before it: "asymm 5 (+2)" is a reply that
+// crossed 5 hops back to hop 3. "" when symmetric or unknown. The trace
+// tables and the run report's hop table both show it, so it lives here.
+func AsymmNote(h *Hop) string {
+	if h.ReturnHops == 0 || h.Asymm == 0 || h.Received == 0 {
+		return ""
+	}
+	return fmt.Sprintf("asymm %d (%+d)", h.ReturnHops, h.Asymm)
 }

@@ -23,3 +23,20 @@ func TestAnnotateReturn(t *testing.T) {
 		}
 	}
 }
+
+func TestAsymmNote(t *testing.T) {
+	for _, tc := range []struct {
+		h    Hop
+		want string
+	}{
+		{Hop{TTL: 3, Received: 1, ReturnHops: 5, Asymm: 2}, "asymm 5 (+2)"},
+		{Hop{TTL: 3, Received: 1, ReturnHops: 2, Asymm: -1}, "asymm 2 (-1)"},
+		{Hop{TTL: 3, Received: 1, ReturnHops: 3}, ""},
+		{Hop{TTL: 3, Received: 0, ReturnHops: 5, Asymm: 2}, ""},
+		{Hop{TTL: 3, Received: 1}, ""},
+	} {
+		if got := AsymmNote(&tc.h); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.h, got, tc.want)
+		}
+	}
+}

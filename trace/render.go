@@ -222,7 +222,7 @@ func (tw *textWriter) hopRows(tb *texttable.Table, h Hop) {
 		return
 	}
 	row = append(row, msCell(h.RTTms.Last), msCell(h.RTTms.Avg), msCell(h.RTTms.Min),
-		msCell(h.RTTms.Max), msCell(h.RTTms.Stdev), texttable.Cell{Text: h.Note, Color: lossColor})
+		msCell(h.RTTms.Max), msCell(h.RTTms.Stdev), texttable.Cell{Text: hopNote(h), Color: lossColor})
 	if len(h.Responders) == 0 { // answers without an address: still a row
 		row[1] = texttable.Cell{Text: "?"}
 		tb.Rows = append(tb.Rows, row)
@@ -245,6 +245,20 @@ func (tw *textWriter) hopRows(tb *texttable.Table, h Hop) {
 			tb.Free(1, "  "+mplsLabel(l))
 		}
 	}
+}
+
+// hopNote is the NOTE of a hop's first row: tracepath's "asymm N (+d)"
+// when the reply came back over a different number of hops (the run
+// report's hop table shows the same), then the hop's own note.
+func hopNote(h Hop) string {
+	a := AsymmNote(&h)
+	switch {
+	case a == "":
+		return h.Note
+	case h.Note == "":
+		return a
+	}
+	return a + "; " + h.Note
 }
 
 func pluralWord(n int, one, many string) string {

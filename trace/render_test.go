@@ -55,6 +55,26 @@ func onFlows(ttl int, rs ...*probe.Response) []Observation {
 	return out
 }
 
+// symmetric rewrites every reply's TTL to what a symmetric return path
+// gives (the sender's initial TTL minus the hops before it), so that the
+// fixtures show asymmetry only where a test puts it on purpose.
+func symmetric(obs []Observation) []Observation {
+	for _, o := range obs {
+		if o.Response == nil || o.Response.ReplyTTL <= 0 {
+			continue
+		}
+		initial := 255
+		for _, i := range []int{64, 128} {
+			if o.Response.ReplyTTL <= i {
+				initial = i
+				break
+			}
+		}
+		o.Response.ReplyTTL = initial - o.TTL + 1
+	}
+	return obs
+}
+
 func sampleReport() Report {
 	// 198.18.3.2 is an MPLS P router: RFC 4950 labels in each reply.
 	mpls := func(ms float64) *probe.Response {
@@ -63,7 +83,7 @@ func sampleReport() Report {
 		return r
 	}
 	tcp := buildTrace(Target{Host: "api.example.com", Address: "198.19.0.10", Port: 443, Protocol: "tcp"}, "raw", 3, 2,
-		concat(
+		symmetric(concat(
 			onFlows(1, te("198.18.1.1", 0.41), te("198.18.1.1", 0.52), te("198.18.1.1", 0.38),
 				te("198.18.1.1", 0.45), te("198.18.1.1", 0.4), te("198.18.1.1", 0.6)),
 			onFlows(2, nil, nil, nil, nil, nil, nil),
@@ -72,17 +92,17 @@ func sampleReport() Report {
 			onFlows(4, te("203.0.113.7", 10.5), nil, te("203.0.113.7", 11.5), nil, nil, te("203.0.113.7", 12.25)),
 			onFlows(5, synAck("198.19.0.10", 12.0), synAck("198.19.0.10", 12.5), synAck("198.19.0.10", 13.0),
 				synAck("198.19.0.10", 12.2), synAck("198.19.0.10", 12.4), synAck("198.19.0.10", 14.1)),
-		))
+		)))
 	tcp.Hops[0].Responders[0].Hostname = "gw.lab.example"
 	tcp.Hops[3].Responders[0].Hostname = "edge1.transit.example"
 	tcp.Hops[3].Responders[0].ASN = "AS64500"
 	tcp.Hops[4].Responders[0].Hostname = "api.example.com"
 
 	udp := buildTrace(Target{Host: "2001:db8::10", Address: "2001:db8::10", Port: 33434, Protocol: "udp"}, "unprivileged", 3, 1,
-		concat(
+		symmetric(concat(
 			at(1, te("2001:db8:1::1", 0.5), te("2001:db8:1::1", 0.7), te("2001:db8:1::1", 0.6)),
 			at(2, unreach("2001:db8:2::1", 1, 1.5), unreach("2001:db8:2::1", 1, 1.6), nil),
-		))
+		)))
 	udp.Error = "trace interrupted: context canceled"
 
 	return Report{
@@ -111,7 +131,7 @@ func protocolsReport() Report {
 			}
 			obs = append(obs, at(h, te(addr, float64(h)), te(addr, float64(h)+0.5), te(addr, float64(h)+0.25))...)
 		}
-		return append(obs, at(ttl, mk(last, 5), mk(last, 5.5), mk(last, 6))...)
+		return symmetric(append(obs, at(ttl, mk(last, 5), mk(last, 5.5), mk(last, 6))...))
 	}
 	icmp := buildTrace(Target{Host: "api.example.com", Address: dst, Protocol: "icmp"}, "raw", 3, 1,
 		path(5, echo, dst))
@@ -119,7 +139,7 @@ func protocolsReport() Report {
 		path(5, func(a string, ms float64) *probe.Response { return unreach(a, 3, ms) }, dst))
 	// A firewall at hop 4 rejects TCP to 443 (ICMP admin prohibited).
 	tcpObs := path(3, te, "198.18.3.1")
-	tcpObs = append(tcpObs, at(4, unreach("198.18.4.1", 13, 4), unreach("198.18.4.1", 13, 4.5), nil)...)
+	tcpObs = append(tcpObs, symmetric(at(4, unreach("198.18.4.1", 13, 4), unreach("198.18.4.1", 13, 4.5), nil))...)
 	tcpObs = append(tcpObs, at(5, nil, nil, nil)...)
 	tcp := buildTrace(Target{Host: "api.example.com", Address: dst, Port: 443, Protocol: "tcp"}, "raw", 3, 1, tcpObs)
 	other := buildTrace(Target{Host: "api.example.com", Address: "198.19.0.11", Port: 443, Protocol: "tcp"}, "raw", 3, 1,
@@ -259,5 +279,76 @@ func TestWriteJSONEmptyLists(t *testing.T) {
 	_ = WriteJSON(&b, Report{})
 	if !strings.Contains(b.String(), `"traces": []`) {
 		t.Errorf("nil traces not written as []:\n%s", b.String())
+	}
+}
+
+// TestWriteTextAsymm: a hop whose reply comes back over more or fewer
+// routers than lie before it carries tracepath's "asymm N (+d)" note, as in
+// the run report's hop table, before its own note; symmetric hops and hops
+// of unknown return distance carry none.
+func TestWriteTextAsymm(t *testing.T) {
+	replyTTL := func(r *probe.Response, ttl int) *probe.Response { r.ReplyTTL = ttl; return r }
+	obs := concat(
+		at(1, replyTTL(te("198.18.1.1", 0.5), 255), replyTTL(te("198.18.1.1", 0.6), 255), replyTTL(te("198.18.1.1", 0.4), 255)),
+		// Hop 2 answers from 4 routers away: the return path is 2 longer.
+		at(2, replyTTL(te("198.18.2.1", 1.5), 252), replyTTL(te("198.18.2.1", 1.6), 252), replyTTL(te("198.18.2.1", 1.4), 252)),
+		// Hop 3 comes back over 2 routers, one fewer, and drops a reply.
+		at(3, replyTTL(te("198.18.3.1", 2.5), 254), nil, replyTTL(te("198.18.3.1", 2.4), 254)),
+		at(4, replyTTL(echo("198.19.0.20", 3.5), 61), replyTTL(echo("198.19.0.20", 3.6), 61), replyTTL(echo("198.19.0.20", 3.4), 61)),
+	)
+	tr := buildTrace(Target{Host: "mq.example.com", Address: "198.19.0.20", Protocol: "icmp"}, "raw", 3, 1, obs)
+	r := Report{SchemaVersion: SchemaVersion, Tool: "hopcheck dev", Traces: []Trace{tr}}
+	var b bytes.Buffer
+	if err := WriteText(&b, r, TextOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "text-asymm.golden", b.Bytes())
+	text := b.String()
+	for _, want := range []string{"asymm 4 (+2)\n", "asymm 2 (-1)\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, "asymm"); n != 2 {
+		t.Errorf("%d asymm notes, want 2 (hops 1 and 4 are symmetric):\n%s", n, text)
+	}
+	// The JSON carries the same numbers (docs/schema-trace.md).
+	b.Reset()
+	if err := WriteJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	var got [][2]int
+	for _, h := range back.Traces[0].Hops {
+		got = append(got, [2]int{h.ReturnHops, h.Asymm})
+	}
+	if want := [][2]int{{1, 0}, {4, 2}, {2, -1}, {4, 0}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("JSON return_hops/asymm by hop = %v, want %v", got, want)
+	}
+}
+
+func TestHopNote(t *testing.T) {
+	asym := Hop{TTL: 3, Received: 2, ReturnHops: 5, Asymm: 2}
+	noted := asym
+	noted.Note = "!X administratively prohibited"
+	for _, tc := range []struct {
+		h    Hop
+		want string
+	}{
+		{asym, "asymm 5 (+2)"},
+		{noted, "asymm 5 (+2); !X administratively prohibited"},
+		{Hop{TTL: 3, Received: 2, ReturnHops: 3, Note: "ECMP: 2 responders"}, "ECMP: 2 responders"},
+		{Hop{TTL: 3, Note: "no reply"}, "no reply"},
+	} {
+		if got := hopNote(tc.h); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.h, got, tc.want)
+		}
+	}
+	// The side-by-side view still finds the unreachable marker after the note.
+	if c := compactResponder(Hop{Received: 2, Responders: []Responder{{Address: "198.18.4.1"}}, Note: noted.Note}); c.Text != "198.18.4.1 !X" {
+		t.Errorf("compact responder %q", c.Text)
 	}
 }
