@@ -57,7 +57,8 @@ fuzz:
 
 # The Debian package ($(DIST)/hopcheck_<version>_amd64.deb), built with nfpm:
 # the binary, the man page and bash/zsh completion generated from the CLI
-# definition, a systemd service and timer (not enabled), /etc/default/hopcheck.
+# definition, a systemd service and timer (not enabled), the service's default
+# options in /usr/share/hopcheck/default; no conffile (dpkg -r leaves nothing).
 # nfpm is a build tool, not a dependency of hopcheck: it is installed into
 # bin/ (once per version; Go's module and build caches make a rebuild cheap)
 # rather than added to go.mod.

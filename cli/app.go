@@ -77,8 +77,9 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 		Description: "hopcheck traces the hops toward the Sportradar UOF hosts (or any TCP service) and runs connect,\n" +
 			"concurrency, data and idle tests to name the hop or box that resets or silently drops connections.\n\n" +
 			"Exit status: 0 no findings, 1 findings (diff: a material change), 2 bad input, 3 could not run.\n\n" +
-			"Files (Debian package): /etc/default/hopcheck, the options of hopcheck.service (started by\n" +
-			"hopcheck.timer once enabled); /etc/hopcheck/token, the access token it reads.",
+			"Files (Debian package): /usr/share/hopcheck/default, the default options of hopcheck.service\n" +
+			"(started by hopcheck.timer once enabled), overridden by /etc/default/hopcheck if the admin creates it;\n" +
+			"/etc/hopcheck/token, the access token it reads (created by the admin).",
 		Version:              Version,
 		Writer:               stdout,
 		ErrWriter:            stderr,

@@ -21,12 +21,41 @@ var packagedFiles = []string{
 	"./usr/share/zsh/vendor-completions/_hopcheck",
 	"./usr/lib/systemd/system/hopcheck.service",
 	"./usr/lib/systemd/system/hopcheck.timer",
-	"./etc/default/hopcheck",
+	"./usr/share/hopcheck/default",
 }
 
-// What is left after dpkg -r: the conffile, and the state the service and
-// the admin made (Debian keeps them until purge).
-var keptUntilPurge = []string{"/etc/default/hopcheck", "/etc/hopcheck", "/var/lib/hopcheck"}
+// The files the admin makes (the package never creates them: no conffile,
+// nothing under /etc) and the directory systemd makes when the service
+// first starts (StateDirectory=), where its runs keep their history.
+const (
+	adminDefaults = "/etc/default/hopcheck"
+	adminTokenDir = "/etc/hopcheck"
+	adminToken    = "/etc/hopcheck/token"
+	stateDir      = "/var/lib/hopcheck"
+	timerWants    = "/etc/systemd/system/timers.target.wants/hopcheck.timer"
+)
+
+// leftovers lists what of the package, its maintainer scripts, its service
+// and its admin is on this machine: files and directories, the service
+// user and group.
+func leftovers() []string {
+	var left []string
+	paths := []string{"/usr/share/hopcheck", adminDefaults, adminTokenDir, stateDir, timerWants}
+	for _, f := range packagedFiles {
+		paths = append(paths, strings.TrimPrefix(f, "."))
+	}
+	for _, path := range paths {
+		if exists(path) {
+			left = append(left, path)
+		}
+	}
+	for _, db := range []string{"passwd", "group"} {
+		if exec.Command("getent", db, "hopcheck").Run() == nil {
+			left = append(left, db+" entry hopcheck")
+		}
+	}
+	return left
+}
 
 // requirePackaging skips (or, with HOPCHECK_LAB=required, fails) where the
 // package cannot be installed for real: it needs root and dpkg, and must
@@ -43,6 +72,10 @@ func requirePackaging(t *testing.T) {
 		why = "a hopcheck package is installed on this machine; the test would replace it"
 	case exec.Command("getent", "passwd", "hopcheck").Run() == nil:
 		why = "a user hopcheck exists on this machine; the package would take it as its service user"
+	case exec.Command("getent", "group", "hopcheck").Run() == nil:
+		why = "a group hopcheck exists on this machine; the package's useradd would refuse to make it"
+	case exists(adminDefaults) || exists(adminTokenDir) || exists(stateDir):
+		why = "an admin's " + adminDefaults + ", " + adminTokenDir + " or " + stateDir + " exists on this machine; the test makes and deletes them"
 	}
 	if why == "" {
 		return
@@ -85,8 +118,10 @@ func exists(path string) bool {
 
 // TestDebianPackage builds the package with `make deb`, checks its
 // contents, installs it on this machine, checks the capability, the
-// service user and the units (installed, not enabled), then removes and
-// purges it and checks that nothing of it is left.
+// service user and the units (installed, not enabled), then removes it and
+// checks that nothing of it is left, and purges it. A second install plays
+// the admin (options, token) and the service's runs (history): dpkg -r
+// keeps those, dpkg -P removes the history and keeps the admin's files.
 func TestDebianPackage(t *testing.T) {
 	requirePackaging(t)
 	dist := t.TempDir()
@@ -115,6 +150,11 @@ func TestDebianPackage(t *testing.T) {
 	for _, line := range strings.Split(listing, "\n") {
 		if f := strings.Fields(line); len(f) >= 6 {
 			listed[f[len(f)-1]] = f[0]
+			// dpkg -r keeps conffiles and the directories they need:
+			// the package ships nothing under /etc.
+			if strings.HasPrefix(f[len(f)-1], "./etc/") {
+				t.Errorf("dpkg-deb -c lists %s; the package ships nothing under /etc", f[len(f)-1])
+			}
 		}
 	}
 	for _, want := range packagedFiles {
@@ -125,8 +165,8 @@ func TestDebianPackage(t *testing.T) {
 	if mode := listed["./usr/bin/hopcheck"]; mode != "-rwxr-xr-x" {
 		t.Errorf("/usr/bin/hopcheck mode %s; want -rwxr-xr-x", mode)
 	}
-	if conffiles := mustRun(t, "dpkg-deb", "-I", deb, "conffiles"); strings.TrimSpace(conffiles) != "/etc/default/hopcheck" {
-		t.Errorf("conffiles %q; want /etc/default/hopcheck", conffiles)
+	if info := mustRun(t, "dpkg-deb", "-I", deb); strings.Contains(info, "conffiles") {
+		t.Errorf("the package has conffiles (dpkg -r would keep them):\n%s", info)
 	}
 	if depends := mustRun(t, "dpkg-deb", "-f", deb, "Depends"); !strings.Contains(depends, "libcap2-bin") {
 		t.Errorf("Depends %q; want libcap2-bin (setcap in postinst)", depends)
@@ -136,6 +176,13 @@ func TestDebianPackage(t *testing.T) {
 		if exec.Command("dpkg", "-s", "hopcheck").Run() == nil {
 			if out, err := exec.Command("dpkg", "-P", "hopcheck").CombinedOutput(); err != nil {
 				t.Errorf("cleanup: dpkg -P hopcheck: %v\n%s", err, out)
+			}
+		}
+		// What the test made as the admin (requirePackaging made sure
+		// none of it was there before).
+		for _, path := range []string{adminDefaults, adminTokenDir, stateDir} {
+			if err := os.RemoveAll(path); err != nil {
+				t.Errorf("cleanup: %v", err)
 			}
 		}
 	})
@@ -155,17 +202,27 @@ func TestDebianPackage(t *testing.T) {
 		"/usr/bin/hopcheck", "trace", "--privilege", "raw", "-n", "--protocol", "icmp", "--max-hops", "2", "--format", "json", "127.0.0.1").CombinedOutput(); err != nil || !strings.Contains(string(out), `"reached": true`) {
 		t.Errorf("raw trace of loopback as user hopcheck: %v\n%s", err, out)
 	}
+	for _, path := range []string{adminDefaults, adminTokenDir, stateDir} {
+		if exists(path) {
+			t.Errorf("dpkg -i made %s; the admin (or systemd, at the service's first start) makes it", path)
+		}
+	}
 	unit, err := os.ReadFile("/usr/lib/systemd/system/hopcheck.service")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"User=hopcheck", "AmbientCapabilities=CAP_NET_RAW", "LoadCredential=token:/etc/hopcheck/token",
-		"EnvironmentFile=/etc/default/hopcheck", "ExecStart=/usr/bin/hopcheck run ", "--history ", "--metrics-file ", "--token-file %d/token"} {
+	for _, want := range []string{"User=hopcheck", "AmbientCapabilities=CAP_NET_RAW", "StateDirectory=hopcheck",
+		"LoadCredential=token:/etc/hopcheck/token", "AssertPathExists=/etc/hopcheck/token",
+		"EnvironmentFile=/usr/share/hopcheck/default\nEnvironmentFile=-/etc/default/hopcheck\n",
+		"ExecStart=/usr/bin/hopcheck run ", "--history ", "--metrics-file ", "--token-file %d/token"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("hopcheck.service lacks %q", want)
 		}
 	}
-	if exists("/etc/systemd/system/timers.target.wants/hopcheck.timer") {
+	if defaults, err := os.ReadFile("/usr/share/hopcheck/default"); err != nil || !strings.Contains(string(defaults), "HOPCHECK_OPTS=") {
+		t.Errorf("/usr/share/hopcheck/default: %v %q; want the defaults of HOPCHECK_OPTS", err, defaults)
+	}
+	if exists(timerWants) {
 		t.Errorf("the package enabled hopcheck.timer; it must only install it")
 	}
 	if onPath("systemd-analyze") {
@@ -194,48 +251,55 @@ func TestDebianPackage(t *testing.T) {
 	}
 	// An admin enables the timer (systemctl does that offline too); dpkg -r
 	// must not leave its symlink behind.
-	const wants = "/etc/systemd/system/timers.target.wants/hopcheck.timer"
-	enabled := false
-	if onPath("systemctl") {
+	enableTimer := func() bool {
+		if !onPath("systemctl") {
+			return false
+		}
 		if out, err := exec.Command("systemctl", "enable", "hopcheck.timer").CombinedOutput(); err != nil {
 			t.Logf("systemctl enable hopcheck.timer: %v %s (not checked)", err, out)
-		} else {
-			enabled = exists(wants)
+			return false
 		}
+		return exists(timerWants)
 	}
-	t.Logf("timer enabled by systemctl for the removal check: %v", enabled)
-	// What the service and the admin add: purge removes it too.
-	mustRun(t, "install", "-d", "-o", "hopcheck", "-g", "hopcheck", "/var/lib/hopcheck/history")
-	if err := os.WriteFile("/etc/hopcheck/token", []byte("not-a-real-token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	t.Logf("timer enabled by systemctl for the removal check: %v", enableTimer())
 
+	// The service never ran: dpkg -r leaves nothing, dpkg -P neither.
 	mustRun(t, "dpkg", "-r", "hopcheck")
-	for _, f := range packagedFiles {
-		path := strings.TrimPrefix(f, ".")
-		kept := false
-		for _, k := range keptUntilPurge {
-			kept = kept || path == k
-		}
-		if exists(path) != kept {
-			t.Errorf("after dpkg -r: %s exists %v; want %v", path, exists(path), kept)
-		}
-	}
-	if enabled && exists(wants) {
-		t.Errorf("after dpkg -r: %s is left (the timer the admin enabled)", wants)
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("after dpkg -r: %s left", strings.Join(left, ", "))
 	}
 	mustRun(t, "dpkg", "-P", "hopcheck")
-	for _, path := range append(keptUntilPurge, "/usr/bin/hopcheck", "/usr/lib/systemd/system/hopcheck.service") {
-		if exists(path) {
-			t.Errorf("after dpkg -P: %s is left", path)
-		}
-	}
-	for _, db := range []string{"passwd", "group"} {
-		if exec.Command("getent", db, "hopcheck").Run() == nil {
-			t.Errorf("after dpkg -P: %s entry hopcheck is left", db)
-		}
+	if left := leftovers(); len(left) > 0 {
+		t.Errorf("after dpkg -P: %s left", strings.Join(left, ", "))
 	}
 	if exec.Command("dpkg", "-s", "hopcheck").Run() == nil {
 		t.Errorf("after dpkg -P: dpkg -s hopcheck still knows the package")
+	}
+
+	// Again, with what the admin and the service's runs add: the admin's
+	// options and token, and history in the directory systemd made for
+	// the service (which does not run here: it would reach the internet).
+	mustRun(t, "dpkg", "-i", deb)
+	t.Logf("timer enabled again: %v", enableTimer())
+	if err := os.WriteFile(adminDefaults, []byte("HOPCHECK_OPTS=\"--profile quick --keep 50\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "install", "-d", "-m", "700", adminTokenDir)
+	if err := os.WriteFile(adminToken, []byte("not-a-real-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "install", "-d", "-o", "hopcheck", "-g", "hopcheck", stateDir, stateDir+"/history")
+	mustRun(t, "install", "-m", "644", "-o", "hopcheck", "-g", "hopcheck", "/dev/null", stateDir+"/last.json")
+
+	mustRun(t, "dpkg", "-r", "hopcheck")
+	if left, want := strings.Join(leftovers(), ", "), strings.Join([]string{adminDefaults, adminTokenDir, stateDir}, ", "); left != want {
+		t.Errorf("after dpkg -r with the admin's files and a run's history: %s left; want %s", left, want)
+	}
+	mustRun(t, "dpkg", "-P", "hopcheck")
+	if left, want := strings.Join(leftovers(), ", "), strings.Join([]string{adminDefaults, adminTokenDir}, ", "); left != want {
+		t.Errorf("after dpkg -P with the admin's files: %s left; want %s (the history purged, the admin's files kept)", left, want)
+	}
+	if token, err := os.ReadFile(adminToken); err != nil || string(token) != "not-a-real-token\n" {
+		t.Errorf("after dpkg -P: the admin's token %q, %v; want it untouched", token, err)
 	}
 }
