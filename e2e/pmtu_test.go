@@ -150,6 +150,20 @@ func TestPMTUBlackholeTowardClientIPv6(t *testing.T) {
 				if len(rep.Findings) != 0 {
 					t.Fatalf("findings %+v with packet-too-big allowed; %s", rep.Findings, resultSummary(rep))
 				}
+				// run -6's DF search draws router 2's packet-too-big: it must
+				// not teach the client's kernel the path MTU (the IPv6 twin of
+				// TestRunLeavesNoPathMTUCached).
+				r := runIn(t, l, l.ClientNS, nil, "--format", "json", "run", "-6", "--profile", "quick", "--idle-max", "2s",
+					"--target", "https://"+labHost, "--ca-file", l.CAFile, "--token-file", l.TokenFile())
+				runRep := decodeJSON[diagnose.Report](t, r)
+				if loc := runRep.Targets[0].Localisation; loc == nil || loc.PMTU == nil || loc.PMTU.MTU != 1400 || loc.PMTU.FragNeededHop != 2 {
+					t.Errorf("run -6: localisation %+v: want the DF search to find MTU 1400 at hop 2", loc)
+				}
+				after, _ := tcpJSON(t, l, "connect", "-6", "--count", "1", "--ca-file", l.CAFile, "https://"+netip.AddrPortFrom(l.Server6, 443).String())
+				if si := after.Results[0].Connections[0].Segment; si == nil || si.PathMTU != 1500 || si.AdvMSS < 1400 {
+					out, _ := l.Command(t.Context(), l.ClientNS, "ip", "-6", "route", "get", l.Server6.String()).CombinedOutput()
+					t.Errorf("after run -6: segment %+v; want pmtu 1500 and a full MSS (route: %s)", si, out)
+				}
 				return
 			}
 			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
