@@ -5,6 +5,7 @@ import (
 
 	"fmt"
 	"github.com/hopcheck/hopcheck/diagnose"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -125,5 +126,78 @@ func TestRunLeavesNoPathMTUCached(t *testing.T) {
 	if si == nil || si.PathMTU != 1500 || si.AdvMSS < 1400 {
 		out, _ := l.Command(t.Context(), l.ClientNS, "ip", "route", "get", l.Server4.String()).CombinedOutput()
 		t.Fatalf("after run: segment %+v; want pmtu 1500 and a full MSS (route: %s)", si, out)
+	}
+}
+
+// The IPv6 twin of the two tests above, in one lab per case: the link
+// between routers 2 and 3 has an MTU of 1400 and router 3 drops the
+// packet-too-big it owes the server. `tcp connect -6` and then `run -6`
+// (java profile) report a pmtu-blackhole toward the client whose bracket
+// holds 1400 (IPv6 headers are 40+20 bytes, not 20+20); with the
+// packet-too-big let through `tcp connect -6` reports nothing.
+func TestPMTUBlackholeTowardClientIPv6(t *testing.T) {
+	t.Parallel() // mostly waiting for stalled handshakes
+	for _, hide := range []bool{true, false} {
+		name := map[bool]string{true: "packet-too-big hidden", false: "packet-too-big allowed"}[hide]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, hide
+			l := buildLab(t, lab.Scenario{Name: fmt.Sprintf("pmtu6-client-%v", hide), Routers: rs})
+			rep, wall := tcpJSON(t, l, "connect", "-6", "--count", "4", "--rate", "5", "--tls-profile", "java",
+				"--ca-file", l.CAFile, "--token-file", l.TokenFile(), "https://"+netip.AddrPortFrom(l.Server6, 443).String())
+			if !hide {
+				if len(rep.Findings) != 0 {
+					t.Fatalf("findings %+v with packet-too-big allowed; %s", rep.Findings, resultSummary(rep))
+				}
+				// run -6's DF search draws router 2's packet-too-big: it must
+				// not teach the client's kernel the path MTU (the IPv6 twin of
+				// TestRunLeavesNoPathMTUCached).
+				r := runIn(t, l, l.ClientNS, nil, "--format", "json", "run", "-6", "--profile", "quick", "--idle-max", "2s",
+					"--target", "https://"+labHost, "--ca-file", l.CAFile, "--token-file", l.TokenFile())
+				runRep := decodeJSON[diagnose.Report](t, r)
+				if loc := runRep.Targets[0].Localisation; loc == nil || loc.PMTU == nil || loc.PMTU.MTU != 1400 || loc.PMTU.FragNeededHop != 2 {
+					t.Errorf("run -6: localisation %+v: want the DF search to find MTU 1400 at hop 2", loc)
+				}
+				after, _ := tcpJSON(t, l, "connect", "-6", "--count", "1", "--ca-file", l.CAFile, "https://"+netip.AddrPortFrom(l.Server6, 443).String())
+				if si := after.Results[0].Connections[0].Segment; si == nil || si.PathMTU != 1500 || si.AdvMSS < 1400 {
+					out, _ := l.Command(t.Context(), l.ClientNS, "ip", "-6", "route", "get", l.Server6.String()).CombinedOutput()
+					t.Errorf("after run -6: segment %+v; want pmtu 1500 and a full MSS (route: %s)", si, out)
+				}
+				return
+			}
+			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
+			if f.Direction != "toward-client" || len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 ||
+				!strings.Contains(f.Advice, "MSS") {
+				t.Errorf("tcp connect -6: finding %+v: want toward-client, a bracket holding 1400, MSS clamping advice", f)
+			}
+			t.Logf("tcp connect -6: MTU bracket %v, wall %.1fs; %s", f.MTUBracket, wall.Seconds(), strings.Join(f.Evidence, " | "))
+
+			start := time.Now()
+			r := runIn(t, l, l.ClientNS, nil, "--format", "json", "run", "-6", "--profile", "quick", "--idle-max", "2s",
+				"--tls-profile", "java", "--target", "https://"+labHost, "--ca-file", l.CAFile, "--token-file", l.TokenFile())
+			if r.code != 1 {
+				t.Fatalf("run -6: exit %d, want 1 (findings)\nstderr: %s", r.code, r.stderr)
+			}
+			runRep := decodeJSON[diagnose.Report](t, r)
+			var rf *diagnose.Finding
+			for i := range runRep.Findings {
+				if runRep.Findings[i].Kind == tcpcheck.KindPMTUBlackhole && runRep.Findings[i].Direction == "toward-client" {
+					rf = &runRep.Findings[i]
+				}
+			}
+			if rf == nil {
+				t.Fatalf("run -6: no pmtu-blackhole toward the client: %v", kindsOf(runRep))
+			}
+			if len(rf.MTUBracket) != 2 || rf.MTUBracket[0] > 1400 || rf.MTUBracket[1] < 1400 {
+				t.Errorf("run -6: mtu bracket %v, want it to hold 1400", rf.MTUBracket)
+			}
+			// The forward DF search places the small link: router 2 reports it.
+			if rf.Hop != 2 || rf.HopAddress != l.Router6[1].String() || rf.MTU != 1400 {
+				t.Errorf("run -6: pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400 (localisation %+v)",
+					rf.Hop, rf.HopAddress, rf.MTU, l.Router6[1], runRep.Targets[0].Localisation)
+			}
+			t.Logf("run -6: findings %v, bracket %v, hop %d mtu %d, wall %v", kindsOf(runRep), rf.MTUBracket, rf.Hop, rf.MTU, time.Since(start).Round(time.Second))
+		})
 	}
 }
