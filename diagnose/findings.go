@@ -45,6 +45,7 @@ func diagnoseTarget(t TargetReport) []Finding {
 			out = append(out, refine(Finding{Finding: f}, t))
 		}
 	}
+	out = foldStallsIntoBlackhole(out)
 	out = append(out, pathFindings(t, base)...)
 	out = append(out, localisationFindings(t, base)...)
 	for i := range out {
@@ -308,4 +309,39 @@ func culpritHop(fs []Finding) int {
 		}
 	}
 	return best
+}
+
+// foldStallsIntoBlackhole drops an unplaced data-stall of a target whose
+// connect test found a PMTU black hole toward the client: the stall is
+// that black hole met again by the data test (the server's full-size
+// segments vanish), and two findings for one fault, one of them "origin
+// unknown", would send a reader looking for a second box. The black-hole
+// finding keeps a line saying the data test stalled too.
+func foldStallsIntoBlackhole(fs []Finding) []Finding {
+	hole := false
+	for _, f := range fs {
+		hole = hole || (f.Kind == KindPMTUBlackhole && f.Direction == "toward-client")
+	}
+	if !hole {
+		return fs
+	}
+	var out []Finding
+	folded := false
+	for _, f := range fs {
+		if f.Kind == tcpcheck.KindDataStall && f.Hop == 0 {
+			folded = true
+			continue
+		}
+		out = append(out, f)
+	}
+	if folded {
+		for i := range out {
+			if out[i].Kind == KindPMTUBlackhole && out[i].Direction == "toward-client" {
+				out[i].Evidence = append(append([]string(nil), out[i].Evidence...),
+					"the data test stalled too (the same black hole: the server's full-size segments do not arrive)")
+				break
+			}
+		}
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"sort"
 	"strings"
 	"testing"
 
@@ -229,6 +230,52 @@ func TestRefinePMTUBlackholeTowardClient(t *testing.T) {
 		}
 		if got == nil || got.Hop != tc.wantHop || got.MTU != tc.wantMTU || len(got.MTUBracket) != 2 {
 			t.Errorf("%s: %+v; want hop %d mtu %d toward-client", tc.name, got, tc.wantHop, tc.wantMTU)
+		}
+	}
+}
+
+// An unplaced data-stall beside the connect test's black hole toward the
+// client is the same fault: one finding, which says the data test
+// stalled too. A stall the DF search placed, or one without such a black
+// hole, stays.
+func TestDataStallFoldsIntoBlackholeTowardClient(t *testing.T) {
+	hole := tcpcheck.Finding{Kind: tcpcheck.KindPMTUBlackhole, Target: "https://x", Address: "198.18.9.2", Origin: probe.OriginMiddlebox,
+		Direction: "toward-client", MTUBracket: []int{1394, 1401}, Evidence: []string{"stalled"}}
+	stall := tcpcheck.Finding{Kind: tcpcheck.KindDataStall, Target: "https://x", Address: "198.18.9.2", Origin: probe.OriginUnknown,
+		Evidence: []string{"no progress"}}
+	tests := []struct {
+		name      string
+		findings  map[string][]tcpcheck.Finding
+		pmtu      *PMTU
+		wantKinds []string
+		wantNote  bool
+	}{
+		{"stall folded", map[string][]tcpcheck.Finding{"connect": {hole}, "data": {stall}}, &PMTU{MTU: 1400, FragNeededHop: 2}, []string{"pmtu-blackhole"}, true},
+		{"no black hole: stall stays", map[string][]tcpcheck.Finding{"data": {stall}}, nil, []string{"data-stall"}, false},
+		{"stall placed by the DF search stays", map[string][]tcpcheck.Finding{"connect": {hole}, "data": {stall}},
+			&PMTU{MTU: 1280, BlackholeHop: 3}, []string{"pmtu-blackhole", "pmtu-blackhole", "data-stall"}, false}, // the forward one from the DF search too
+	}
+	for _, tc := range tests {
+		tg := target()
+		tg.TestFindings = tc.findings
+		if tc.pmtu != nil {
+			tg.Localisation = &Localisation{PMTU: tc.pmtu}
+		}
+		var kinds []string
+		note := false
+		for _, f := range Diagnose([]TargetReport{tg}) {
+			if f.Kind == tcpcheck.KindPMTUBlackhole || f.Kind == tcpcheck.KindDataStall {
+				kinds = append(kinds, f.Kind)
+			}
+			for _, e := range f.Evidence {
+				note = note || strings.Contains(e, "data test stalled too")
+			}
+		}
+		sort.Strings(kinds)
+		want := append([]string(nil), tc.wantKinds...)
+		sort.Strings(want)
+		if strings.Join(kinds, ",") != strings.Join(want, ",") || note != tc.wantNote {
+			t.Errorf("%s: kinds %v note %v; want %v note %v", tc.name, kinds, note, want, tc.wantNote)
 		}
 	}
 }
