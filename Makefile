@@ -18,7 +18,7 @@ build:
 # The whole suite: unit tests everywhere, lab tests in network namespaces
 # (root needed; they skip otherwise, or fail under HOPCHECK_LAB=required).
 test:
-	$(GO) test -count=1 -timeout 14m -parallel 4 ./...
+	$(GO) test -count=1 -timeout 14m -parallel 8 ./...
 
 # The embedded demo: a faulty namespace lab diagnosed end to end (root).
 demo: deps build

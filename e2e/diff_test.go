@@ -19,6 +19,7 @@ import (
 // reports are `hopcheck tcp idle`'s): diff reports exactly that change,
 // exit 1; the same report against itself is no change, exit 0.
 func TestDiffIdleTimeoutChange(t *testing.T) {
+	t.Parallel() // it mostly waits
 	var labs [2]*lab.Lab
 	for i, timeout := range []time.Duration{10 * time.Second, 6 * time.Second} {
 		rs := make([]lab.Router, 3)

@@ -220,6 +220,7 @@ func TestRunCleanPathHasNoFindings(t *testing.T) {
 }
 
 func TestRunHTMLMarksCulprit(t *testing.T) {
+	t.Parallel() // it mostly waits
 	rs := make([]lab.Router, 5)
 	rs[2].IdleTimeout, rs[2].IdleAction = 4*time.Second, "reset"
 	l := buildLab(t, lab.Scenario{Name: "run-html", Routers: rs})

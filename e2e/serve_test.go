@@ -23,6 +23,7 @@ import (
 // Prometheus text (checked with the client library's parser), a bad
 // target is a 400 with one line, and /metrics serves the exporter's own.
 func TestServeProbe(t *testing.T) {
+	t.Parallel() // it mostly waits
 	l := buildLab(t, lab.Scenario{Name: "serve", Routers: make([]lab.Router, 2)})
 	listen := fmt.Sprintf("%s:9516", l.Client4)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

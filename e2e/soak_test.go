@@ -158,6 +158,7 @@ func TestSoakIdleResetOnlyAboveTimeout(t *testing.T) {
 // incomplete with what was measured; the checkpoint file was rewritten
 // meanwhile.
 func TestSoakInterruptedReportIncomplete(t *testing.T) {
+	t.Parallel() // it mostly waits
 	l := buildLab(t, lab.Scenario{Name: "soak-sigint", Routers: make([]lab.Router, 2)})
 	dir := t.TempDir()
 	checkpoint := filepath.Join(dir, "checkpoint.json")

@@ -80,6 +80,7 @@ func checkIdle(t *testing.T, f tcpcheck.Finding, trueT float64) {
 
 // Scenario 1: router 3 of 5 resets flows idle ≥ 10 s.
 func TestTCPIdleResetByRouter(t *testing.T) {
+	t.Parallel() // it mostly waits
 	rs := make([]lab.Router, 5)
 	rs[2].IdleTimeout, rs[2].IdleAction = 10*time.Second, lab.IdleActionReset
 	l := buildLab(t, lab.Scenario{Name: "idle-reset-r3", Routers: rs})
@@ -95,6 +96,7 @@ func TestTCPIdleResetByRouter(t *testing.T) {
 
 // Scenario 2: router 2 of 4 silently drops flows idle ≥ 8 s.
 func TestTCPIdleDropByRouter(t *testing.T) {
+	t.Parallel() // it mostly waits
 	rs := make([]lab.Router, 4)
 	rs[1].IdleTimeout, rs[1].IdleAction = 8*time.Second, lab.IdleActionDrop
 	l := buildLab(t, lab.Scenario{Name: "idle-drop-r2", Routers: rs})
@@ -110,6 +112,7 @@ func TestTCPIdleDropByRouter(t *testing.T) {
 
 // Scenario 3: the server closes idle keep-alive connections after 6 s.
 func TestTCPIdleCloseByServer(t *testing.T) {
+	t.Parallel() // it mostly waits
 	l := buildLab(t, lab.Scenario{Name: "idle-close-server", Routers: make([]lab.Router, 2),
 		Server: lab.Server{IdleClose: 6 * time.Second}})
 	target := fmt.Sprintf("https://%s", l.Server4)
