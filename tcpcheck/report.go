@@ -145,6 +145,9 @@ type Transfer struct {
 	PathMTU     int     `json:"pmtu"`
 	Retransmits int     `json:"total_retrans"`
 	Lost        int     `json:"lost"`
+	// Cure is the one retry of a stalled download with a clamped MSS
+	// (nil: no stall, or a retry could tell nothing).
+	Cure *TransferCure `json:"cure,omitempty"`
 }
 
 // ConnRecord is one connection (or one use of it) and how it ended.

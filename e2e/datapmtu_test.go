@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hopcheck/hopcheck/lab"
+	"github.com/hopcheck/hopcheck/tcpcheck"
+)
+
+// A PMTU black hole toward the client that only the download meets: the
+// link between routers 2 and 3 has an MTU of 1400, router 3 drops the
+// frag-needed it owes the server, and the server's TLS flight is one
+// small segment (a one-certificate ECDSA chain), so every handshake
+// completes and the market descriptions' full-size segments die. The
+// data test retries the download once with the MSS clamped; it completes:
+// a pmtu-blackhole toward the client, not a data-stall. With the
+// frag-needed let through the download completes: no finding, no retry.
+func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for the stall
+	for _, hide := range []bool{true, false} {
+		name := map[bool]string{true: "frag-needed hidden", false: "frag-needed allowed"}[hide]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rs := make([]lab.Router, 3)
+			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, hide
+			l := buildLab(t, lab.Scenario{Name: "data-pmtu-" + map[bool]string{true: "hidden", false: "allowed"}[hide], Routers: rs,
+				Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
+			rep, wall := tcpJSON(t, l, "data", "--stall", "2s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), fmt.Sprintf("https://%s", l.Server4))
+			if len(rep.Results) != 1 || rep.Results[0].Transfer == nil {
+				t.Fatalf("no transfer: %s", resultSummary(rep))
+			}
+			tr := rep.Results[0].Transfer
+			if !hide {
+				if len(rep.Findings) != 0 || tr.Stalled || tr.Cure != nil || tr.Bytes < 1<<20 {
+					t.Fatalf("findings %+v, transfer %+v with frag-needed allowed; %s", rep.Findings, tr, resultSummary(rep))
+				}
+				t.Logf("allowed: %d bytes, pmtu %d, wall %v", tr.Bytes, tr.PathMTU, wall.Round(100*time.Millisecond))
+				return
+			}
+			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
+			if f.Direction != "toward-client" || len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 ||
+				!strings.Contains(f.Advice, "TCPMSS") {
+				t.Errorf("finding %+v: want toward-client, a bracket holding 1400, MSS clamping advice", f)
+			}
+			for _, other := range rep.Findings {
+				if other.Kind == tcpcheck.KindDataStall {
+					t.Errorf("a data-stall beside the pmtu-blackhole that explains it: %+v", other)
+				}
+			}
+			if !tr.Stalled || tr.Cure == nil || tr.Cure.Outcome != tcpcheck.OutcomeOK || tr.Cure.Bytes < 1<<20 || tr.Cure.AdvMSS > 1360 {
+				t.Errorf("transfer %+v cure %+v: want a stalled download and one clamped retry that completed", tr, tr.Cure)
+			}
+			t.Logf("hidden: stalled after %d bytes, cure %+v, bracket %v, wall %v; %s", tr.Bytes, *tr.Cure, f.MTUBracket,
+				wall.Round(100*time.Millisecond), strings.Join(f.Evidence, " | "))
+		})
+	}
+}
