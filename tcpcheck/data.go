@@ -106,6 +106,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		}
 		var cure *TransferCure
 		if curable(st) && ctx.Err() == nil {
+			cn.Abort() // one connection at a time toward a rate-limited API
 			cure = s.cureDownload(ctx)
 			tr.Cure = cure
 		}
