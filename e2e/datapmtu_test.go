@@ -58,3 +58,35 @@ func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
 		})
 	}
 }
+
+// run in the same lab (frag-needed hidden, small server flight): the
+// connect test passes, the data test's download stalls and a clamped
+// retry cures it; the forward DF search places the black hole at router 2
+// (it reports the MTU 1400 link).
+func TestRunDataPMTUBlackholeTowardClient(t *testing.T) {
+	t.Parallel() // mostly waiting for the stall and the localisation
+	rs := make([]lab.Router, 3)
+	rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, true
+	l := buildLab(t, lab.Scenario{Name: "run-data-pmtu", Routers: rs, Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
+	start := time.Now()
+	rep, _ := runReport(t, l, "--idle-max", "2s")
+	var holes []string
+	for _, f := range rep.Findings {
+		if f.Kind == tcpcheck.KindPMTUBlackhole && f.Direction == "toward-client" {
+			holes = append(holes, fmt.Sprintf("%v@%d", f.MTUBracket, f.Hop))
+			if len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 {
+				t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
+			}
+			if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
+				t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400", f.Hop, f.HopAddress, f.MTU, l.Router4[1])
+			}
+		}
+		if f.Kind == tcpcheck.KindDataStall || f.Kind == tcpcheck.KindConnectTimeout {
+			t.Errorf("a %s beside the black hole: %+v", f.Kind, f)
+		}
+	}
+	if len(holes) != 1 {
+		t.Fatalf("%d pmtu-blackhole toward the client (%v), want 1: %v", len(holes), holes, kindsOf(rep))
+	}
+	t.Logf("findings %v, black hole %v, wall %v", kindsOf(rep), holes, time.Since(start).Round(time.Second))
+}

@@ -113,7 +113,7 @@ func downloadStallFinding(target, address string, st stalledDownload, cure *Tran
 			Confidence: "high", MTUBracket: []int{cureAdv + hdr, st.AdvMSS + hdr - 1}, Direction: "toward-client"}
 		f.Evidence = []string{
 			fmt.Sprintf("the download on a connection advertising MSS %d stalled after %d bytes (no progress for %v, no FIN or RST): the server's full-size segments (%d bytes) never arrive", st.AdvMSS, st.Bytes, st.StallAfter, st.AdvMSS+hdr),
-			fmt.Sprintf("the same download on a connection advertising MSS %d (clamped) completed: %d bytes in %.1fs; the path toward the client carries packets of %d bytes, not %d (path MTU %d-%d)", cureAdv, cure.Bytes, cure.DurationS, cureAdv+hdr, st.AdvMSS+hdr, cureAdv+hdr, st.AdvMSS+hdr-1),
+			fmt.Sprintf("the same download on a connection advertising MSS %d (clamped) completed: %d bytes in %.2fs; the path toward the client carries packets of %d bytes, not %d (path MTU %d-%d)", cureAdv, cure.Bytes, cure.DurationS, cureAdv+hdr, st.AdvMSS+hdr, cureAdv+hdr, st.AdvMSS+hdr-1),
 			"no ICMP frag-needed / packet-too-big reaches the server (filtered on the way back), so it never learns to send smaller segments: a PMTU black hole toward the client (the TLS handshake's smaller server flight passed)",
 		}
 		f.Evidence = append(f.Evidence, more...)
