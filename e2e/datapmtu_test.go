@@ -16,19 +16,25 @@ import (
 // small segment (a one-certificate ECDSA chain), so every handshake
 // completes and the market descriptions' full-size segments die. The
 // data test retries the download once with the MSS clamped; it completes:
-// a pmtu-blackhole toward the client, not a data-stall. With the
-// frag-needed let through the download completes: no finding, no retry.
+// a pmtu-blackhole toward the client, not a data-stall (IPv4 and IPv6:
+// router 3 drops its packet-too-big too). With the frag-needed let
+// through the download completes: no finding, no retry.
 func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
 	t.Parallel() // mostly waiting for the stall
-	for _, hide := range []bool{true, false} {
-		name := map[bool]string{true: "frag-needed hidden", false: "frag-needed allowed"}[hide]
+	for _, tc := range []struct{ hide, v6 bool }{{true, false}, {true, true}, {false, false}} {
+		hide := tc.hide
+		name := map[bool]string{true: "frag-needed hidden", false: "frag-needed allowed"}[hide] + map[bool]string{true: "/ipv6", false: "/ipv4"}[tc.v6]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			rs := make([]lab.Router, 3)
 			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, hide
-			l := buildLab(t, lab.Scenario{Name: "data-pmtu-" + map[bool]string{true: "hidden", false: "allowed"}[hide], Routers: rs,
+			l := buildLab(t, lab.Scenario{Name: "data-pmtu-" + map[bool]string{true: "hidden", false: "allowed"}[hide] + map[bool]string{true: "6", false: "4"}[tc.v6], Routers: rs,
 				Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
-			rep, wall := tcpJSON(t, l, "data", "--stall", "2s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), fmt.Sprintf("https://%s", l.Server4))
+			target := fmt.Sprintf("https://%s", l.Server4)
+			if tc.v6 {
+				target = fmt.Sprintf("https://[%s]", l.Server6)
+			}
+			rep, wall := tcpJSON(t, l, "data", "--stall", "2s", "--ca-file", l.CAFile, "--token-file", l.TokenFile(), target)
 			if len(rep.Results) != 1 || rep.Results[0].Transfer == nil {
 				t.Fatalf("no transfer: %s", resultSummary(rep))
 			}
