@@ -311,7 +311,8 @@ func culpritHop(fs []Finding) int {
 	return best
 }
 
-// foldStallsIntoBlackhole drops an unplaced data-stall of a target whose
+// foldStallsIntoBlackhole drops an unplaced data-stall (and a second
+// black hole toward the client, the data test's) of a target whose
 // connect test found a PMTU black hole toward the client: the stall is
 // that black hole met again by the data test (the server's full-size
 // segments vanish), and two findings for one fault, one of them "origin
@@ -326,11 +327,19 @@ func foldStallsIntoBlackhole(fs []Finding) []Finding {
 		return fs
 	}
 	var out []Finding
-	folded := false
+	folded, holes := false, 0
 	for _, f := range fs {
 		if f.Kind == tcpcheck.KindDataStall && f.Hop == 0 {
 			folded = true
 			continue
+		}
+		if f.Kind == KindPMTUBlackhole && f.Direction == "toward-client" {
+			// The data test's download cured by a clamped MSS beside the
+			// connect test's handshakes cured likewise: one black hole.
+			if holes++; holes > 1 {
+				folded = true
+				continue
+			}
 		}
 		out = append(out, f)
 	}

@@ -243,6 +243,9 @@ func TestDataStallFoldsIntoBlackholeTowardClient(t *testing.T) {
 		Direction: "toward-client", MTUBracket: []int{1394, 1401}, Evidence: []string{"stalled"}}
 	stall := tcpcheck.Finding{Kind: tcpcheck.KindDataStall, Target: "https://x", Address: "198.18.9.2", Origin: probe.OriginUnknown,
 		Evidence: []string{"no progress"}}
+	// The data test's download, cured by a clamped MSS (tcpcheck/datacure.go).
+	dataHole := tcpcheck.Finding{Kind: tcpcheck.KindPMTUBlackhole, Target: "https://x", Address: "198.18.9.2", Origin: probe.OriginMiddlebox,
+		Direction: "toward-client", MTUBracket: []int{1240, 1499}, Evidence: []string{"download stalled"}}
 	tests := []struct {
 		name      string
 		findings  map[string][]tcpcheck.Finding
@@ -251,6 +254,8 @@ func TestDataStallFoldsIntoBlackholeTowardClient(t *testing.T) {
 		wantNote  bool
 	}{
 		{"stall folded", map[string][]tcpcheck.Finding{"connect": {hole}, "data": {stall}}, &PMTU{MTU: 1400, FragNeededHop: 2}, []string{"pmtu-blackhole"}, true},
+		{"data's black hole folded into connect's", map[string][]tcpcheck.Finding{"connect": {hole}, "data": {dataHole}}, &PMTU{MTU: 1400, FragNeededHop: 2}, []string{"pmtu-blackhole"}, true},
+		{"data's black hole alone stays", map[string][]tcpcheck.Finding{"data": {dataHole}}, &PMTU{MTU: 1400, FragNeededHop: 2}, []string{"pmtu-blackhole"}, false},
 		{"no black hole: stall stays", map[string][]tcpcheck.Finding{"data": {stall}}, nil, []string{"data-stall"}, false},
 		{"stall placed by the DF search stays", map[string][]tcpcheck.Finding{"connect": {hole}, "data": {stall}},
 			&PMTU{MTU: 1280, BlackholeHop: 3}, []string{"pmtu-blackhole", "pmtu-blackhole", "data-stall"}, false}, // the forward one from the DF search too

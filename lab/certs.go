@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,6 +30,12 @@ import (
 // through a PMTU black hole toward the client that hangs the real
 // service's.
 func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string, err error) {
+	return writeCerts(dir, ips, false)
+}
+
+// writeCerts is WriteCerts; small writes a one-certificate chain instead:
+// an ECDSA P-256 leaf signed by the CA (Server.SmallCertChain).
+func writeCerts(dir string, ips []netip.Addr, small bool) (caFile, certFile, keyFile string, err error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -74,7 +81,12 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 	if err != nil {
 		return "", "", "", fmt.Errorf("parsing intermediate certificate: %w", err)
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	var key crypto.Signer
+	if small {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	} else {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	}
 	if err != nil {
 		return "", "", "", fmt.Errorf("generating server key: %w", err)
 	}
@@ -90,7 +102,11 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 	for _, ip := range ips {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(ip.AsSlice()))
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter, &key.PublicKey, interKey)
+	issuer, issuerKey, chain := inter, crypto.Signer(interKey), [][]byte{interDER}
+	if small {
+		issuer, issuerKey, chain = ca, caKey, nil
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), issuerKey)
 	if err != nil {
 		return "", "", "", fmt.Errorf("creating server certificate: %w", err)
 	}
@@ -114,7 +130,7 @@ func WriteCerts(dir string, ips []netip.Addr) (caFile, certFile, keyFile string,
 		mode os.FileMode
 	}{
 		{caFile, pemOf("CERTIFICATE", caDER), 0o644},
-		{certFile, pemOf("CERTIFICATE", der, interDER), 0o644},
+		{certFile, pemOf("CERTIFICATE", append([][]byte{der}, chain...)...), 0o644},
 		{keyFile, pemOf("PRIVATE KEY", keyDER), 0o600},
 	} {
 		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {

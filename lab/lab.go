@@ -80,6 +80,12 @@ type Server struct {
 	// link (198.18.N.3..., 2001:db8:0:N::3...), behind the same routers:
 	// traces to many addresses (Lab.ServerExtra4/6). 0 = none; at most 200.
 	ExtraAddresses int
+	// SmallCertChain serves a one-certificate ECDSA chain (a TLS server
+	// flight of about 1 KB, one segment below any IPv6-capable MTU)
+	// instead of the public-CA-shaped RSA leaf plus intermediate: a lab
+	// where the handshake passes a PMTU black hole toward the client and
+	// only a download's full-size segments die.
+	SmallCertChain bool
 }
 
 // Server defaults.
@@ -300,7 +306,7 @@ func (l *Lab) build(ctx context.Context, topo topology, binary string) error {
 		go func() { errs <- configureNode(ctx, nd) }()
 	}
 	go func() {
-		ca, cert, key, err := WriteCerts(l.Dir, []netip.Addr{l.Server4, l.Server6})
+		ca, cert, key, err := writeCerts(l.Dir, []netip.Addr{l.Server4, l.Server6}, l.Server.SmallCertChain)
 		if err == nil {
 			l.CAFile = ca
 			err = l.startServer(ctx, binary, cert, key)

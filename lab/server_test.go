@@ -110,6 +110,41 @@ func TestWriteCertsVerifies(t *testing.T) {
 	}
 }
 
+// Server.SmallCertChain: one ECDSA leaf signed by the CA, verifying for
+// the addresses, so small that the server's whole flight (leaf + ECDSA
+// CertificateVerify ~80 B + the other messages ~200 B) fits one segment
+// of a 1280-byte path: the handshake passes a black hole a download dies in.
+func TestWriteCertsSmallChain(t *testing.T) {
+	dir := t.TempDir()
+	ips := []netip.Addr{netip.MustParseAddr("198.18.6.2"), netip.MustParseAddr("2001:db8:0:6::2")}
+	caFile, certFile, keyFile, err := writeCerts(dir, ips, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pair.Certificate) != 1 {
+		t.Fatalf("server.pem holds %d certificates, want the leaf alone", len(pair.Certificate))
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.PublicKeyAlgorithm != x509.ECDSA {
+		t.Errorf("leaf key %v, want ECDSA", leaf.PublicKeyAlgorithm)
+	}
+	if n := len(pair.Certificate[0]); n+80+200 > 1280-60 {
+		t.Errorf("leaf of %d bytes: the server flight would not fit one 1280-byte packet", n)
+	}
+	for _, name := range []string{"198.18.6.2", "2001:db8:0:6::2", ServerName} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: caPool(t, caFile), DNSName: name}); err != nil {
+			t.Errorf("verify for %s: %v", name, err)
+		}
+	}
+}
+
 func caPool(t *testing.T, caFile string) *x509.CertPool {
 	t.Helper()
 	pem, err := os.ReadFile(caFile)

@@ -59,43 +59,8 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		s.res.Error = fmt.Sprintf("data test not run: %v", werr)
 		return s.res, nil
 	}
-	outcome, stalled := OutcomeOK, false
-	var endErr error
-	var endAt time.Time
-	var cut *bodyCut // HTTPS: the response whose body ended early
-	status := 0      // HTTPS: the status of a response that arrived whole
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-loop:
-	for werr == nil {
-		select {
-		case <-ctx.Done():
-			outcome, endErr = OutcomeTimeout, ctx.Err()
-			break loop
-		case ev, ok := <-cn.Events():
-			if !ok || ev.err != nil {
-				if ev.err == nil {
-					ev.err = fmt.Errorf("stream ended")
-				}
-				outcome, endErr, endAt, cut = Classify(PhaseRequest, ev.err), ev.err, ev.at, ev.cut
-				break loop
-			}
-			if done, st := xfer.complete(ev, cn.received.Load()-before); done {
-				status = st
-				break loop
-			}
-		case <-tick.C:
-			if since := s.now().Sub(time.Unix(0, cn.lastRead.Load())); since >= opt.StallAfter {
-				stalled, outcome = true, OutcomeTimeout
-				endErr = fmt.Errorf("no progress for %v after %d bytes", opt.StallAfter, cn.received.Load()-before)
-				endAt = s.now()
-				break loop
-			}
-		}
-	}
-	if werr != nil {
-		outcome, endErr, endAt = Classify(PhaseRequest, werr), werr, s.now()
-	}
+	w := s.watchTransfer(ctx, cn, xfer, werr, before)
+	outcome, stalled, endErr, endAt, cut, status := w.outcome, w.stalled, w.endErr, w.endAt, w.cut, w.status
 	moved := cn.received.Load() - before
 	rec.Uses = 1
 	var attr *probe.Attribution
@@ -135,7 +100,17 @@ loop:
 	var findings []Finding
 	switch transferKind(end) {
 	case KindDataStall:
-		findings = append(findings, stallFinding(s, fmt.Sprintf("the handshake worked, then the transfer stopped after %d bytes: no progress for %v", moved, opt.StallAfter), infoEv))
+		st := stalledDownload{Bytes: moved, StallAfter: opt.StallAfter, V6: s.dst.Addr().Is6()}
+		if dr.Segment != nil {
+			st.AdvMSS = dr.Segment.synMSS()
+		}
+		var cure *TransferCure
+		if curable(st) && ctx.Err() == nil {
+			cn.Abort() // one connection at a time toward a rate-limited API
+			cure = s.cureDownload(ctx)
+			tr.Cure = cure
+		}
+		findings = append(findings, downloadStallFinding(s.res.Target, s.res.Address, st, cure, infoEv))
 	case KindMidstreamReset:
 		f := Finding{Kind: KindMidstreamReset, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
 		f.Evidence = append(f.Evidence, fmt.Sprintf("the transfer was reset after %d bytes", moved))
@@ -266,10 +241,63 @@ func closedOrReset(readErr, writeErr error, packets []PacketRec) (Outcome, error
 }
 
 func stallFinding(s *session, what string, more []string) Finding {
-	f := Finding{Kind: KindDataStall, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
+	return newStallFinding(s.res.Target, s.res.Address, what, more)
+}
+
+func newStallFinding(target, address, what string, more []string) Finding {
+	f := Finding{Kind: KindDataStall, Target: target, Address: address, Origin: probe.OriginUnknown, Confidence: "medium"}
 	f.Evidence = append(f.Evidence, what)
 	f.Evidence = append(f.Evidence, "no FIN or RST: full-size segments vanish on the way (PMTU black hole: ICMP fragmentation-needed filtered, no MSS clamping)")
 	f.Evidence = append(f.Evidence, more...)
 	f.Advice = "Full-size packets are lost without an ICMP error: allow ICMP fragmentation-needed / packet-too-big on your firewalls, clamp the TCP MSS at your edge (e.g. iptables TCPMSS --clamp-mss-to-pmtu), or lower the interface MTU; enable net.ipv4.tcp_mtu_probing=1 as a workaround."
 	return f
+}
+
+// watched is how watchTransfer saw a transfer end.
+type watched struct {
+	outcome Outcome
+	stalled bool
+	endErr  error
+	endAt   time.Time
+	cut     *bodyCut // HTTPS: the response whose body ended early
+	status  int      // HTTPS: the status of a response that arrived whole
+}
+
+// watchTransfer follows xfer on cn until it completes, ends or makes no
+// progress for StallAfter; werr is the error of starting it.
+func (s *session) watchTransfer(ctx context.Context, cn *Conn, xfer transfer, werr error, before int64) watched {
+	w := watched{outcome: OutcomeOK}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for werr == nil {
+		select {
+		case <-ctx.Done():
+			w.outcome, w.endErr = OutcomeTimeout, ctx.Err()
+			break loop
+		case ev, ok := <-cn.Events():
+			if !ok || ev.err != nil {
+				if ev.err == nil {
+					ev.err = fmt.Errorf("stream ended")
+				}
+				w.outcome, w.endErr, w.endAt, w.cut = Classify(PhaseRequest, ev.err), ev.err, ev.at, ev.cut
+				break loop
+			}
+			if done, st := xfer.complete(ev, cn.received.Load()-before); done {
+				w.status = st
+				break loop
+			}
+		case <-tick.C:
+			if since := s.now().Sub(time.Unix(0, cn.lastRead.Load())); since >= s.opt.StallAfter {
+				w.stalled, w.outcome = true, OutcomeTimeout
+				w.endErr = fmt.Errorf("no progress for %v after %d bytes", s.opt.StallAfter, cn.received.Load()-before)
+				w.endAt = s.now()
+				break loop
+			}
+		}
+	}
+	if werr != nil {
+		w.outcome, w.endErr, w.endAt = Classify(PhaseRequest, werr), werr, s.now()
+	}
+	return w
 }

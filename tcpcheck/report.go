@@ -145,6 +145,9 @@ type Transfer struct {
 	PathMTU     int     `json:"pmtu"`
 	Retransmits int     `json:"total_retrans"`
 	Lost        int     `json:"lost"`
+	// Cure is the one retry of a stalled download with a clamped MSS
+	// (nil: no stall, or a retry could tell nothing).
+	Cure *TransferCure `json:"cure,omitempty"`
 }
 
 // ConnRecord is one connection (or one use of it) and how it ended.
@@ -313,6 +316,9 @@ func WriteText(w io.Writer, r Report) error {
 		if t := res.Transfer; t != nil {
 			fmt.Fprintf(&b, "  transfer: %d bytes in %.1fs%s; MSS %d/%d, path MTU %d, retransmissions %d\n", t.Bytes, t.DurationS,
 				map[bool]string{true: " (stalled)", false: ""}[t.Stalled], t.SendMSS, t.RecvMSS, t.PathMTU, t.Retransmits)
+			if c := t.Cure; c != nil {
+				fmt.Fprintf(&b, "  retry with MSS clamped to %d: %s, %d bytes in %.1fs\n", c.ClampMSS, c.Outcome, c.Bytes, c.DurationS)
+			}
 		}
 		var ph []string
 		for _, name := range []string{"tcp", "tls", "first_byte"} {

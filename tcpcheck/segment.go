@@ -178,9 +178,15 @@ func (s *session) pmtuTowardClient(ctx context.Context) *Finding {
 	if capped {
 		f.Evidence = append(f.Evidence, "the kernel's cached path MTU toward the server (learned from a frag-needed an earlier packet drew) caps the MSS a new connection can advertise, so the bracket could not be narrowed further; later connections pass only thanks to that cache, which other hosts and a restarted client lack")
 	}
-	f.Advice = fmt.Sprintf("On the box where the path MTU drops to about %d, clamp the TCP MSS of forwarded SYNs to %d (iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu), and let ICMP fragmentation-needed / packet-too-big through toward the server. Meanwhile, on the client host, advertise a smaller MSS on the route to the server (ip route change <server prefix> via <gateway> advmss %d) or lower the interface MTU to %d.",
-		m.lo+hdr, m.lo, m.lo, m.lo+hdr)
+	f.Advice = blackholeAdvice(m.lo, hdr)
 	return f
+}
+
+// blackholeAdvice is the fix for a PMTU black hole toward the client
+// where segments of mss bytes (hdr bytes of headers) pass.
+func blackholeAdvice(mss, hdr int) string {
+	return fmt.Sprintf("On the box where the path MTU drops to about %d, clamp the TCP MSS of forwarded SYNs to %d (iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu), and let ICMP fragmentation-needed / packet-too-big through toward the server. Meanwhile, on the client host, advertise a smaller MSS on the route to the server (ip route change <server prefix> via <gateway> advmss %d) or lower the interface MTU to %d.",
+		mss+hdr, mss, mss, mss+hdr)
 }
 
 // linkMTU is the MTU of the interface holding local's address (0 when
