@@ -3,6 +3,7 @@ package trace
 import (
 	"container/heap"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -277,5 +278,26 @@ func TestAdaptiveBudgetOverFakeRouters(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The destination's port unreachables do not raise its budget: a UDP
+// trace sends probes beyond its hop before it is known, and those that go
+// unanswered are dropped unmarked (not misses), so its answers alone
+// would overstate it. A router's time-exceeded answers do.
+func TestAdaptCountsRoutersNotTheDestination(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := NewScheduler(SchedulerConfig{Now: func() time.Time { return now }})
+	dst := netip.MustParseAddr("198.18.9.2")
+	router := netip.MustParseAddr("198.18.0.2")
+	for ttl := 2; ttl < 12; ttl++ {
+		s.Answered(dst, ttl, "ttl4:"+strconv.Itoa(ttl), probe.Response{From: dst, Kind: probe.KindDestUnreachable, Code: 3, QuotedTTL: ttl - 1})
+		s.Answered(dst, 1, "ttl4:1", probe.Response{From: router, Kind: probe.KindTimeExceeded, QuotedTTL: 1})
+	}
+	if b := s.buckets[dst.String()]; b != nil && b.burst != 5 {
+		t.Errorf("destination's budget raised to %v by its port unreachables", b.burst)
+	}
+	if b := s.buckets[router.String()]; b == nil || b.burst != 20 {
+		t.Errorf("router's budget %+v, want raised to 20 after 10 answers", b)
 	}
 }

@@ -286,8 +286,11 @@ func (s *Scheduler) Answered(dst netip.Addr, ttl int, key string, r probe.Respon
 			}
 		}
 	}
-	if isICMPError(r.Kind) {
-		// The ICMP error's sender shows how fast it answers.
+	if isICMPError(r.Kind) && !r.Reached() {
+		// A router's ICMP error shows how fast it answers. Not the
+		// destination's port unreachables: probes sent beyond its hop
+		// before it was known are dropped unmarked when they go
+		// unanswered, so its answers alone would overstate it.
 		b := s.bucketFor(responderKey(from, classError), now)
 		b.streak++
 		s.adapt(b, now)
