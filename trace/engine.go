@@ -336,7 +336,7 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			if !now.Before(giveUp) {
 				delete(inflight, id)
 				count(ttl, pp.probe.Flow, func(t *tally) { t.inflight-- })
-				sched.Missed(pp.key)
+				sched.Missed(dst.Addr, ttl, pp.key)
 			} else if giveUp.Before(next) {
 				next = giveUp
 			}

@@ -3,6 +3,7 @@ package trace
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,14 @@ type SchedulerConfig struct {
 	// answer that way gets this budget, which only keeps us polite.
 	FastBurst float64
 	FastRate  float64
+	// MaxBurst and MaxRate cap the budget of a router seen to answer
+	// faster (see adapt). Zero means the default; at or below Burst and
+	// Rate, budgets never grow.
+	MaxBurst float64
+	MaxRate  float64
+	// AdaptHold is how long a router that showed rate limiting keeps the
+	// conservative budget before it may be tried faster again.
+	AdaptHold time.Duration
 	// ReserveTiers: a probe of query tier q may take a token only if
 	// 1+min(q, ReserveTiers) tokens are left, so that the first probes of
 	// other traces toward the same router are not starved by later
@@ -37,7 +46,8 @@ type SchedulerConfig struct {
 
 // DefaultSchedulerConfig stays within the Linux default (burst 6, 1/s).
 func DefaultSchedulerConfig() SchedulerConfig {
-	return SchedulerConfig{Burst: 5, Rate: 1, FastBurst: 20, FastRate: 100, ReserveTiers: 2}
+	return SchedulerConfig{Burst: 5, Rate: 1, FastBurst: 20, FastRate: 100, MaxBurst: 20, MaxRate: 50,
+		AdaptHold: 10 * time.Minute, ReserveTiers: 2}
 }
 
 // Scheduler paces probes per responder. It is safe for concurrent use by
@@ -83,6 +93,16 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 	if cfg.FastRate <= 0 {
 		cfg.FastRate = def.FastRate
 	}
+	if cfg.MaxBurst == 0 {
+		cfg.MaxBurst = def.MaxBurst
+	}
+	if cfg.MaxRate == 0 {
+		cfg.MaxRate = def.MaxRate
+	}
+	cfg.MaxBurst, cfg.MaxRate = max(cfg.MaxBurst, cfg.Burst), max(cfg.MaxRate, cfg.Rate)
+	if cfg.AdaptHold <= 0 {
+		cfg.AdaptHold = def.AdaptHold
+	}
 	if cfg.ReserveTiers < 0 {
 		cfg.ReserveTiers = 0
 	}
@@ -104,6 +124,14 @@ type bucket struct {
 	at     time.Time
 	// missed counts probes charged here that went unanswered in a row.
 	missed int
+	// The adaptive budget of a known responder's ICMP errors (adaptive):
+	// pending probes charged here and not yet answered or given up;
+	// streak, answers from this responder since the last miss or budget
+	// change; limitedAt, when it last left a probe unanswered.
+	adaptive  bool
+	pending   int
+	streak    int
+	limitedAt time.Time
 }
 
 // refill brings the bucket to time now.
@@ -172,6 +200,16 @@ func (s *Scheduler) keyFor(dst netip.Addr, proto probe.Protocol, ttl int) string
 	return "ttl" + fam + ":" + strconv.Itoa(ttl)
 }
 
+// isICMPError: answers that routers generate through their ICMP rate
+// limit.
+func isICMPError(k probe.ReplyKind) bool {
+	switch k {
+	case probe.KindTimeExceeded, probe.KindDestUnreachable, probe.KindParamProblem:
+		return true
+	}
+	return false
+}
+
 func responderKey(a netip.Addr, c answerClass) string {
 	if c == classReply {
 		return a.String() + "|reply"
@@ -184,10 +222,11 @@ func (s *Scheduler) bucketFor(key string, now time.Time) *bucket {
 	b, ok := s.buckets[key]
 	if !ok {
 		burst, rate := s.cfg.Burst, s.cfg.Rate
-		if len(key) > 6 && key[len(key)-6:] == "|reply" {
+		if strings.HasSuffix(key, "|reply") {
 			burst, rate = s.cfg.FastBurst, s.cfg.FastRate
 		}
-		b = &bucket{tokens: burst, burst: burst, rate: rate, at: now}
+		b = &bucket{tokens: burst, burst: burst, rate: rate, at: now,
+			adaptive: !strings.HasPrefix(key, "ttl") && !strings.HasSuffix(key, "|reply")}
 		s.buckets[key] = b
 	}
 	return b
@@ -202,13 +241,18 @@ func (s *Scheduler) Take(dst netip.Addr, proto probe.Protocol, ttl, tier int) (k
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	key = s.keyFor(dst, proto, ttl)
-	ok, retryAt = takeToken(s.bucketFor(key, now), now, tier, s.cfg.ReserveTiers)
+	b := s.bucketFor(key, now)
+	ok, retryAt = takeToken(b, now, tier, s.cfg.ReserveTiers)
+	if ok {
+		b.pending++
+	}
 	return key, ok, retryAt
 }
 
 // Answered records that a probe toward dst with ttl, charged to key, was
 // answered by r. It learns who answers at that hop (moving the budget spent
-// on the unknown router to the one now known) and where the destination is.
+// on the unknown router to the one now known) and where the destination is,
+// and counts the ICMP errors of each responder toward a faster budget.
 func (s *Scheduler) Answered(dst netip.Addr, ttl int, key string, r probe.Response) {
 	dst = dst.Unmap()
 	from := r.From.Unmap()
@@ -217,6 +261,7 @@ func (s *Scheduler) Answered(dst netip.Addr, ttl int, key string, r probe.Respon
 	now := s.cfg.Now()
 	if b, ok := s.buckets[key]; ok {
 		b.missed = 0
+		b.pending = max(b.pending-1, 0)
 	}
 	if r.Reached() {
 		h := ttl
@@ -226,39 +271,95 @@ func (s *Scheduler) Answered(dst netip.Addr, ttl int, key string, r probe.Respon
 		if old, ok := s.destHop[dst]; !ok || h < old {
 			s.destHop[dst] = h
 		}
-		return
+	} else {
+		if s.hopAt[dst] == nil {
+			s.hopAt[dst] = map[int]netip.Addr{}
+		}
+		s.hopAt[dst][ttl] = from
+		// What the unknown router's budget spent is spent at the known one.
+		if known := responderKey(from, classError); known != key {
+			if spent, ok := s.buckets[key]; ok {
+				spent.refill(now)
+				b := s.bucketFor(known, now)
+				b.refill(now)
+				b.tokens = min(b.tokens, spent.tokens)
+			}
+		}
 	}
-	if s.hopAt[dst] == nil {
-		s.hopAt[dst] = map[int]netip.Addr{}
-	}
-	s.hopAt[dst][ttl] = from
-	known := responderKey(from, classError)
-	if known == key {
-		return
-	}
-	// What the unknown router's budget spent is spent at the known one.
-	if spent, ok := s.buckets[key]; ok {
-		spent.refill(now)
-		b := s.bucketFor(known, now)
-		b.refill(now)
-		b.tokens = min(b.tokens, spent.tokens)
+	if isICMPError(r.Kind) && !r.Reached() {
+		// A router's ICMP error shows how fast it answers. Not the
+		// destination's port unreachables: probes sent beyond its hop
+		// before it was known are dropped unmarked when they go
+		// unanswered, so its answers alone would overstate it.
+		b := s.bucketFor(responderKey(from, classError), now)
+		b.streak++
+		s.adapt(b, now)
 	}
 }
 
-// Missed records that a probe charged to key went unanswered. Routers
-// that stop answering while our budget says they should (another program
-// probing them, a stricter limit) are given a pause: the bucket is emptied,
-// which delays the next probe there by a refill.
-func (s *Scheduler) Missed(key string) {
+// adapt raises a responder's budget one step (burst and rate doubled, up
+// to MaxBurst and MaxRate) once it has answered a conservative burst's
+// worth of probes since the last step and every probe charged to it: the
+// first step probes beyond what a Linux router (burst 6, 1/s) answers, and
+// the first probe it leaves unanswered (limited) falls back to the
+// conservative budget for AdaptHold. A router that answers only some
+// probes never gets there. Caller holds s.mu.
+func (s *Scheduler) adapt(b *bucket, now time.Time) {
+	if !b.adaptive || b.pending > 0 || b.streak < int(s.cfg.Burst) {
+		return
+	}
+	if b.burst >= s.cfg.MaxBurst && b.rate >= s.cfg.MaxRate {
+		return
+	}
+	if !b.limitedAt.IsZero() && now.Sub(b.limitedAt) < s.cfg.AdaptHold {
+		return
+	}
+	b.refill(now)
+	burst := min(2*b.burst, s.cfg.MaxBurst)
+	b.tokens += burst - b.burst
+	b.burst, b.rate = burst, min(2*b.rate, s.cfg.MaxRate)
+	b.streak = 0
+}
+
+// limited records that a responder left a probe unanswered: back to the
+// conservative budget, with what it had beyond it taken away (its own
+// bucket is likely empty). Caller holds s.mu.
+func (s *Scheduler) limited(b *bucket, now time.Time) {
+	b.refill(now)
+	b.streak = 0
+	b.limitedAt = now
+	if b.burst > s.cfg.Burst || b.rate > s.cfg.Rate {
+		b.burst, b.rate = s.cfg.Burst, s.cfg.Rate
+		b.tokens = min(b.tokens, 0)
+	}
+}
+
+// Missed records that a probe toward dst with ttl, charged to key, went
+// unanswered. Routers that stop answering while our budget says they
+// should (another program probing them, a stricter limit) are given a
+// pause: the bucket is emptied, which delays the next probe there by a
+// refill. The router known to answer at that hop loses any faster budget
+// it was given.
+func (s *Scheduler) Missed(dst netip.Addr, ttl int, key string) {
+	dst = dst.Unmap()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
+	if r, ok := s.hopAt[dst][ttl]; ok {
+		if b, ok := s.buckets[responderKey(r, classError)]; ok {
+			s.limited(b, now)
+		}
+	}
 	b, ok := s.buckets[key]
 	if !ok {
 		return
 	}
 	b.refill(now)
+	b.pending = max(b.pending-1, 0)
 	b.missed++
+	if b.adaptive {
+		s.limited(b, now)
+	}
 	if b.missed >= 2 {
 		b.tokens = min(b.tokens, 0)
 	}

@@ -191,7 +191,8 @@ func TestSchedulerMovesSpentBudgetToTheLearntRouter(t *testing.T) {
 // testScheduler is a scheduler ten times as fast as the real one (the fake
 // routers are too), so that budget tests run in tenths of seconds.
 func testScheduler() *Scheduler {
-	return NewScheduler(SchedulerConfig{Burst: 5, Rate: 10, FastBurst: 20, FastRate: 1000, ReserveTiers: 2})
+	return NewScheduler(SchedulerConfig{Burst: 5, Rate: 10, FastBurst: 20, FastRate: 1000, MaxBurst: 20, MaxRate: 500,
+		AdaptHold: time.Minute, ReserveTiers: 2})
 }
 
 func fastConfig() Config {
