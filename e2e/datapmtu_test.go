@@ -26,9 +26,7 @@ func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
 		name := map[bool]string{true: "frag-needed hidden", false: "frag-needed allowed"}[hide] + map[bool]string{true: "/ipv6", false: "/ipv4"}[tc.v6]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			rs := make([]lab.Router, 3)
-			rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, hide
-			l := buildLab(t, lab.Scenario{Name: "data-pmtu-" + map[bool]string{true: "hidden", false: "allowed"}[hide] + map[bool]string{true: "6", false: "4"}[tc.v6], Routers: rs,
+			l := buildLab(t, lab.Scenario{Name: "data-pmtu-" + map[bool]string{true: "hidden", false: "allowed"}[hide] + map[bool]string{true: "6", false: "4"}[tc.v6], Routers: smallLinkRouters(hide),
 				Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
 			target := fmt.Sprintf("https://%s", l.Server4)
 			if tc.v6 {
@@ -47,7 +45,7 @@ func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
 				return
 			}
 			f := oneFinding(t, rep, tcpcheck.KindPMTUBlackhole)
-			if f.Direction != "toward-client" || len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 ||
+			if f.Direction != "toward-client" || !bracketHolds(f.MTUBracket, 1400) ||
 				!strings.Contains(f.Advice, "TCPMSS") {
 				t.Errorf("finding %+v: want toward-client, a bracket holding 1400, MSS clamping advice", f)
 			}
@@ -71,22 +69,20 @@ func TestTCPDataPMTUBlackholeTowardClient(t *testing.T) {
 // (it reports the MTU 1400 link).
 func TestRunDataPMTUBlackholeTowardClient(t *testing.T) {
 	t.Parallel() // mostly waiting for the stall and the localisation
-	rs := make([]lab.Router, 3)
-	rs[1].LinkMTU, rs[2].HideFragNeeded = 1400, true
-	l := buildLab(t, lab.Scenario{Name: "run-data-pmtu", Routers: rs, Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
+	l := buildLab(t, lab.Scenario{Name: "run-data-pmtu", Routers: smallLinkRouters(true), Server: lab.Server{SmallCertChain: true, LargeSize: 1 << 20}})
 	start := time.Now()
 	rep, _ := runReport(t, l, "--idle-max", "2s")
 	var holes []string
-	for _, f := range rep.Findings {
-		if f.Kind == tcpcheck.KindPMTUBlackhole && f.Direction == "toward-client" {
-			holes = append(holes, fmt.Sprintf("%v@%d", f.MTUBracket, f.Hop))
-			if len(f.MTUBracket) != 2 || f.MTUBracket[0] > 1400 || f.MTUBracket[1] < 1400 {
-				t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
-			}
-			if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
-				t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400", f.Hop, f.HopAddress, f.MTU, l.Router4[1])
-			}
+	for _, f := range holesTowardClient(rep) {
+		holes = append(holes, fmt.Sprintf("%v@%d", f.MTUBracket, f.Hop))
+		if !bracketHolds(f.MTUBracket, 1400) {
+			t.Errorf("mtu bracket %v, want it to hold 1400", f.MTUBracket)
 		}
+		if f.Hop != 2 || f.HopAddress != l.Router4[1].String() || f.MTU != 1400 {
+			t.Errorf("pmtu-blackhole at hop %d (%s) mtu %d; want hop 2 (%s), mtu 1400", f.Hop, f.HopAddress, f.MTU, l.Router4[1])
+		}
+	}
+	for _, f := range rep.Findings {
 		if f.Kind == tcpcheck.KindDataStall || f.Kind == tcpcheck.KindConnectTimeout {
 			t.Errorf("a %s beside the black hole: %+v", f.Kind, f)
 		}
