@@ -171,8 +171,13 @@ func wantEvidence(t *testing.T, dir string, rep diagnose.Report, kind string, ho
 				t.Errorf("%s: RST TTL %d (index %d) is hop %d, want hop %d", c.File, ttl, f.ResetTTL, probe.SenderHop(ttl), hop)
 			}
 			if kind == "midstream-reset" {
-				if f.Trigger != 0 || c.Omitted == 0 {
-					t.Errorf("%s: trigger %d, %d packets omitted; want no trigger (the RST came amid the download) and the middle of the transfer not kept", c.File, f.Trigger, c.Omitted)
+				// The capture keeps at most the first and the last packets; how
+				// many packets 1 MB makes depends on the veths' GRO (as few as
+				// 75 seen), so the middle is left out only of a longer flow.
+				bound := probe.HistoryFirst + probe.HistoryLast
+				if f.Trigger != 0 || c.Packets > bound || (c.Omitted > 0 && c.Packets != bound) {
+					t.Errorf("%s: trigger %d, %d packets kept, %d omitted; want no trigger (the RST came amid the download) and at most %d packets kept, the middle left out of a longer flow",
+						c.File, f.Trigger, c.Packets, c.Omitted, bound)
 				}
 				break
 			}
