@@ -1,6 +1,7 @@
-// Package metrics turns hopcheck reports into Prometheus metrics with the
-// official client library: a node_exporter textfile (WriteRunFile) for
-// scheduled runs, and the exporter behind `hopcheck serve`.
+// Package metrics turns hopcheck reports into Prometheus metrics in the
+// text exposition format (expo.go): a node_exporter textfile
+// (WriteRunFile) for scheduled runs, and the exporter behind
+// `hopcheck serve`.
 package metrics
 
 import (
@@ -11,11 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/hopcheck/hopcheck/diagnose"
 	"github.com/hopcheck/hopcheck/history"
@@ -35,43 +31,35 @@ var (
 
 // runCollectors are the gauges of one run report.
 type runCollectors struct {
-	reg                           *prometheus.Registry
-	started, duration, complete   prometheus.Gauge
-	lastSuccess                   prometheus.Gauge
-	findingsByKind                *prometheus.GaugeVec
-	reached, hops, hopLoss        *prometheus.GaugeVec
-	hopRTT, serverHop             *prometheus.GaugeVec
-	idleTimeout, failure, culprit *prometheus.GaugeVec
-	targetFindings                *prometheus.GaugeVec
+	reg                           *Registry
+	started, duration, complete   *Series
+	lastSuccess                   *Series
+	findingsByKind                *Family
+	reached, hops, hopLoss        *Family
+	hopRTT, serverHop             *Family
+	idleTimeout, failure, culprit *Family
+	targetFindings                *Family
 }
 
 func newRunCollectors() *runCollectors {
-	g := func(name, help string) prometheus.Gauge {
-		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	r := NewRegistry()
+	return &runCollectors{
+		reg:            r,
+		started:        r.Gauge("hopcheck_run_timestamp_seconds", "When the run started (Unix time)."),
+		duration:       r.Gauge("hopcheck_run_duration_seconds", "Wall time of the run."),
+		complete:       r.Gauge("hopcheck_run_complete", "1 when the run finished, 0 when it was interrupted or timed out."),
+		lastSuccess:    r.Gauge(LastSuccessName, "When the last complete run that measured something ended (Unix time)."),
+		findingsByKind: r.GaugeVec("hopcheck_findings", "Findings of the run by kind.", "kind"),
+		targetFindings: r.GaugeVec("hopcheck_target_findings", "Findings per address and kind.", "target", "address", "kind", "hop"),
+		reached:        r.GaugeVec("hopcheck_path_reached", "1 when the trace reached the address.", pathLabels...),
+		hops:           r.GaugeVec("hopcheck_path_hops", "Hops to the address (the TTL that reached it; 0 not reached).", pathLabels...),
+		hopLoss:        r.GaugeVec("hopcheck_hop_loss_ratio", "Share of probes unanswered at a hop.", hopLabels...),
+		hopRTT:         r.GaugeVec("hopcheck_hop_rtt_seconds", "Average round-trip time to a hop.", hopLabels...),
+		serverHop:      r.GaugeVec("hopcheck_server_hop", "Hop of the server from the TTL of its SYN-ACK (0 unknown).", addrLabels...),
+		idleTimeout:    r.GaugeVec("hopcheck_idle_timeout_seconds", "Idle timeout of the path or server (0: none found up to the profile's idle maximum).", addrLabels...),
+		failure:        r.GaugeVec("hopcheck_connection_failure_ratio", "Share of connections of a test that ended with an outcome.", "target", "address", "test", "outcome"),
+		culprit:        r.GaugeVec("hopcheck_culprit_hop", "Hop the most severe finding names (0: none or the server).", addrLabels...),
 	}
-	v := func(name, help string, labels []string) *prometheus.GaugeVec {
-		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-	}
-	c := &runCollectors{
-		reg:            prometheus.NewRegistry(),
-		started:        g("hopcheck_run_timestamp_seconds", "When the run started (Unix time)."),
-		duration:       g("hopcheck_run_duration_seconds", "Wall time of the run."),
-		complete:       g("hopcheck_run_complete", "1 when the run finished, 0 when it was interrupted or timed out."),
-		lastSuccess:    g(LastSuccessName, "When the last complete run that measured something ended (Unix time)."),
-		findingsByKind: v("hopcheck_findings", "Findings of the run by kind.", []string{"kind"}),
-		targetFindings: v("hopcheck_target_findings", "Findings per address and kind.", []string{"target", "address", "kind", "hop"}),
-		reached:        v("hopcheck_path_reached", "1 when the trace reached the address.", pathLabels),
-		hops:           v("hopcheck_path_hops", "Hops to the address (the TTL that reached it; 0 not reached).", pathLabels),
-		hopLoss:        v("hopcheck_hop_loss_ratio", "Share of probes unanswered at a hop.", hopLabels),
-		hopRTT:         v("hopcheck_hop_rtt_seconds", "Average round-trip time to a hop.", hopLabels),
-		serverHop:      v("hopcheck_server_hop", "Hop of the server from the TTL of its SYN-ACK (0 unknown).", addrLabels),
-		idleTimeout:    v("hopcheck_idle_timeout_seconds", "Idle timeout of the path or server (0: none found up to the profile's idle maximum).", addrLabels),
-		failure:        v("hopcheck_connection_failure_ratio", "Share of connections of a test that ended with an outcome.", []string{"target", "address", "test", "outcome"}),
-		culprit:        v("hopcheck_culprit_hop", "Hop the most severe finding names (0: none or the server).", addrLabels),
-	}
-	c.reg.MustRegister(c.started, c.duration, c.complete, c.lastSuccess, c.findingsByKind, c.targetFindings, c.reached, c.hops,
-		c.hopLoss, c.hopRTT, c.serverHop, c.idleTimeout, c.failure, c.culprit)
-	return c
 }
 
 // Succeeded reports whether a run counts as a success for the last
@@ -83,7 +71,7 @@ func Succeeded(r diagnose.Report) bool {
 // RunRegistry returns a registry holding the metrics of r. lastSuccess is
 // the Unix time of the last successful run before this one (0 none): it
 // is kept when r did not succeed.
-func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
+func RunRegistry(r diagnose.Report, lastSuccess float64) *Registry {
 	c := newRunCollectors()
 	c.started.Set(float64(r.StartedAt.UnixNano()) / 1e9)
 	c.duration.Set(r.DurationS)
@@ -98,11 +86,11 @@ func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
 		tcpcheck.KindConnectTimeout, tcpcheck.KindConcurrencyLimit, tcpcheck.KindMidstreamReset, tcpcheck.KindMidstreamClose,
 		tcpcheck.KindDataStall, diagnose.KindPathLoss, diagnose.KindTCPFiltered, diagnose.KindHeaderRewrite, diagnose.KindNAT,
 		diagnose.KindPMTUBlackhole, diagnose.KindServerRestart, diagnose.KindNotReachable} {
-		c.findingsByKind.WithLabelValues(k) // present at 0, so alerts can use rate/changes
+		c.findingsByKind.With(k) // present at 0, so alerts can use rate/changes
 	}
 	for _, f := range r.Findings {
-		c.findingsByKind.WithLabelValues(f.Kind).Inc()
-		c.targetFindings.WithLabelValues(f.Target, f.Address, f.Kind, strconv.Itoa(f.Hop)).Inc()
+		c.findingsByKind.With(f.Kind).Inc()
+		c.targetFindings.With(f.Target, f.Address, f.Kind, strconv.Itoa(f.Hop)).Inc()
 	}
 	for _, t := range r.Targets {
 		for _, tr := range t.Traces {
@@ -111,17 +99,17 @@ func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
 			if tr.Reached {
 				reached = 1
 			}
-			c.reached.WithLabelValues(t.Target, t.Address, p).Set(reached)
-			c.hops.WithLabelValues(t.Target, t.Address, p).Set(float64(tr.ReachedTTL))
+			c.reached.With(t.Target, t.Address, p).Set(reached)
+			c.hops.With(t.Target, t.Address, p).Set(float64(tr.ReachedTTL))
 			for _, h := range tr.Hops {
 				responder := "*"
 				if len(h.Responders) > 0 {
 					responder = h.Responders[0].Address
 				}
 				hop := strconv.Itoa(h.TTL)
-				c.hopLoss.WithLabelValues(t.Target, t.Address, p, hop, responder).Set(h.LossPct / 100)
+				c.hopLoss.With(t.Target, t.Address, p, hop, responder).Set(h.LossPct / 100)
 				if h.Received > 0 {
-					c.hopRTT.WithLabelValues(t.Target, t.Address, p, hop, responder).Set(h.RTTms.Avg / 1000)
+					c.hopRTT.With(t.Target, t.Address, p, hop, responder).Set(h.RTTms.Avg / 1000)
 				}
 			}
 		}
@@ -133,39 +121,24 @@ func RunRegistry(r diagnose.Report, lastSuccess float64) *prometheus.Registry {
 			n := len(res.Connections)
 			for o, k := range res.Counts {
 				if o != "ok" && n > 0 {
-					c.failure.WithLabelValues(t.Target, t.Address, name, string(o)).Set(float64(k) / float64(n))
+					c.failure.With(t.Target, t.Address, name, string(o)).Set(float64(k) / float64(n))
 				}
 			}
 			if name == "idle" && res.Idle != nil && res.Idle.Cause == "" {
 				// A cause (e.g. the AMQP handshake timeout) means the closes
 				// were no idle timeout: export none rather than a false one.
-				c.idleTimeout.WithLabelValues(t.Target, t.Address).Set(res.Idle.TimeoutS)
+				c.idleTimeout.With(t.Target, t.Address).Set(res.Idle.TimeoutS)
 			}
 		}
-		c.serverHop.WithLabelValues(t.Target, t.Address).Set(float64(server))
-		c.culprit.WithLabelValues(t.Target, t.Address).Set(float64(t.CulpritHop))
+		c.serverHop.With(t.Target, t.Address).Set(float64(server))
+		c.culprit.With(t.Target, t.Address).Set(float64(t.CulpritHop))
 	}
 	return c.reg
 }
 
-// Encode writes the families in the Prometheus text format.
-func Encode(w io.Writer, fams []*dto.MetricFamily) error {
-	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, f := range fams {
-		if err := enc.Encode(f); err != nil {
-			return fmt.Errorf("encode metrics: %w", err)
-		}
-	}
-	return nil
-}
-
 // WriteRun writes the metrics of r in the text format.
 func WriteRun(w io.Writer, r diagnose.Report, lastSuccess float64) error {
-	fams, err := RunRegistry(r, lastSuccess).Gather()
-	if err != nil {
-		return fmt.Errorf("gather run metrics: %w", err)
-	}
-	return Encode(w, fams)
+	return WriteText(w, RunRegistry(r, lastSuccess))
 }
 
 // WriteRunFile writes the metrics of r to path for node_exporter's
@@ -192,22 +165,12 @@ func WriteRunFile(path string, r diagnose.Report) error {
 	return nil
 }
 
-// Parse parses the text format with the client library's parser.
-func Parse(data []byte) (map[string]*dto.MetricFamily, error) {
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	return p.TextToMetricFamilies(bytes.NewReader(data))
-}
-
 // LastSuccess reads the last success timestamp from an earlier metrics
 // file (0 when absent or unreadable).
 func LastSuccess(data []byte) float64 {
-	fams, err := Parse(data)
-	if err != nil {
+	v, ok := SampleValue(data, LastSuccessName)
+	if !ok {
 		return 0
 	}
-	f := fams[LastSuccessName]
-	if f == nil || len(f.Metric) == 0 || f.Metric[0].Gauge == nil {
-		return 0
-	}
-	return f.Metric[0].Gauge.GetValue()
+	return v
 }

@@ -34,7 +34,7 @@ func report(incomplete bool) diagnose.Report {
 
 func value(t *testing.T, text, name string, labels map[string]string) float64 {
 	t.Helper()
-	fams, err := Parse([]byte(text))
+	fams, err := parseText(t, []byte(text))
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, text)
 	}
@@ -242,7 +242,7 @@ func TestIdleTimeoutNotExportedWithCause(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	fams, err := Parse(b)
+	fams, err := parseText(t, b)
 	if err != nil {
 		t.Fatal(err)
 	}

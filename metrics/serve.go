@@ -9,10 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/hopcheck/hopcheck/diagnose"
 )
 
@@ -42,30 +38,36 @@ type Exporter struct {
 	// arrives before Prometheus gives up.
 	Offset time.Duration
 
-	reg      *prometheus.Registry
-	probes   *prometheus.CounterVec
-	inFlight prometheus.Gauge
-	duration prometheus.Histogram
+	reg      *Registry
+	probes   *Family
+	inFlight *Series
+	duration *Series
 }
 
 // NewExporter runs at most maxConcurrent probes at once.
 func NewExporter(probe ProbeFunc, maxConcurrent int) *Exporter {
 	e := &Exporter{probe: probe, slots: make(chan struct{}, max(1, maxConcurrent)), DefaultTimeout: 2 * time.Minute,
-		MaxTimeout: 10 * time.Minute, Offset: 500 * time.Millisecond, reg: prometheus.NewRegistry()}
-	e.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hopcheck_serve_probes_total",
-		Help: "Probe requests by result (ok, findings, incomplete, bad-request, busy, error)."}, []string{"result"})
-	e.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_serve_probes_in_flight", Help: "Probes running now."})
-	e.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hopcheck_serve_probe_duration_seconds",
-		Help: "Wall time of probes.", Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600}})
-	e.reg.MustRegister(e.probes, e.inFlight, e.duration, collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		MaxTimeout: 10 * time.Minute, Offset: 500 * time.Millisecond, reg: NewRegistry()}
+	e.probes = e.reg.CounterVec("hopcheck_serve_probes_total",
+		"Probe requests by result (ok, findings, incomplete, bad-request, busy, error).", "result")
+	e.inFlight = e.reg.Gauge("hopcheck_serve_probes_in_flight", "Probes running now.")
+	e.duration = e.reg.Histogram("hopcheck_serve_probe_duration_seconds", "Wall time of probes.",
+		[]float64{1, 5, 10, 30, 60, 120, 300, 600})
 	return e
+}
+
+// serveText answers with the registries in the text format.
+func serveText(w http.ResponseWriter, regs ...*Registry) {
+	w.Header().Set("Content-Type", ContentType)
+	_ = WriteText(w, regs...) // a write error means the scraper went away
 }
 
 // Handler serves /metrics and /probe.
 func (e *Exporter) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		serveText(w, e.reg, RuntimeRegistry())
+	})
 	mux.HandleFunc("/probe", e.serveProbe)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -79,7 +81,7 @@ func (e *Exporter) Handler() http.Handler {
 
 // badRequest answers 400 with one line naming the bad value.
 func (e *Exporter) badRequest(w http.ResponseWriter, format string, a ...any) {
-	e.probes.WithLabelValues("bad-request").Inc()
+	e.probes.With("bad-request").Inc()
 	http.Error(w, oneLine(fmt.Sprintf(format, a...)), http.StatusBadRequest)
 }
 
@@ -164,7 +166,7 @@ func (e *Exporter) serveProbe(w http.ResponseWriter, r *http.Request) {
 	select {
 	case e.slots <- struct{}{}:
 	case <-ctx.Done():
-		e.probes.WithLabelValues("busy").Inc()
+		e.probes.With("busy").Inc()
 		http.Error(w, fmt.Sprintf("all %d probe slots busy until the scrape timeout", cap(e.slots)), http.StatusServiceUnavailable)
 		return
 	}
@@ -180,25 +182,23 @@ func (e *Exporter) serveProbe(w http.ResponseWriter, r *http.Request) {
 			e.badRequest(w, "%v", err)
 			return
 		}
-		e.probes.WithLabelValues("error").Inc()
+		e.probes.With("error").Inc()
 		http.Error(w, oneLine(err.Error()), http.StatusInternalServerError)
 		return
 	}
 	reg := RunRegistry(rep, 0)
-	success := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_probe_success",
-		Help: "1 when the probe finished and measured something (findings do not make it fail)."})
-	dur := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hopcheck_probe_duration_seconds", Help: "Wall time of the probe."})
-	reg.MustRegister(success, dur)
+	success := reg.Gauge("hopcheck_probe_success", "1 when the probe finished and measured something (findings do not make it fail).")
+	dur := reg.Gauge("hopcheck_probe_duration_seconds", "Wall time of the probe.")
 	dur.Set(took.Seconds())
 	switch {
 	case Succeeded(rep) && len(rep.Findings) > 0:
 		success.Set(1)
-		e.probes.WithLabelValues("findings").Inc()
+		e.probes.With("findings").Inc()
 	case Succeeded(rep):
 		success.Set(1)
-		e.probes.WithLabelValues("ok").Inc()
+		e.probes.With("ok").Inc()
 	default:
-		e.probes.WithLabelValues("incomplete").Inc()
+		e.probes.With("incomplete").Inc()
 	}
-	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	serveText(w, reg)
 }

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hopcheck/hopcheck/history"
 	"github.com/hopcheck/hopcheck/soak"
 )
@@ -15,18 +13,9 @@ import (
 // SoakRegistry returns a registry holding the metrics of a soak report:
 // requests and failure/reset ratios (with their 95 % Wilson bounds) per
 // address and per idle-age band, resets by origin and hop, findings.
-func SoakRegistry(r soak.Report) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	v := func(name, help string, labels ...string) *prometheus.GaugeVec {
-		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-		reg.MustRegister(g)
-		return g
-	}
-	g := func(name, help string) prometheus.Gauge {
-		x := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-		reg.MustRegister(x)
-		return x
-	}
+func SoakRegistry(r soak.Report) *Registry {
+	reg := NewRegistry()
+	v, g := reg.GaugeVec, reg.Gauge
 	started := g("hopcheck_soak_timestamp_seconds", "When the soak started (Unix time).")
 	duration := g("hopcheck_soak_duration_seconds", "How long the soak measured.")
 	complete := g("hopcheck_soak_complete", "1 when the soak ran its whole duration, 0 when interrupted or a checkpoint.")
@@ -44,28 +33,28 @@ func SoakRegistry(r soak.Report) *prometheus.Registry {
 		complete.Set(1)
 	}
 	for _, t := range r.Targets {
-		requests.WithLabelValues(t.Target, t.Address).Set(float64(t.Requests))
+		requests.With(t.Target, t.Address).Set(float64(t.Requests))
 		for _, x := range []struct {
-			vec  *prometheus.GaugeVec
+			vec  *Family
 			rate float64
 			ci   [2]float64
 		}{{failure, t.Failures.Rate, t.Failures.CI}, {reset, t.Resets.Rate, t.Resets.CI}} {
-			x.vec.WithLabelValues(t.Target, t.Address, "point").Set(x.rate)
-			x.vec.WithLabelValues(t.Target, t.Address, "lower").Set(x.ci[0])
-			x.vec.WithLabelValues(t.Target, t.Address, "upper").Set(x.ci[1])
+			x.vec.With(t.Target, t.Address, "point").Set(x.rate)
+			x.vec.With(t.Target, t.Address, "lower").Set(x.ci[0])
+			x.vec.With(t.Target, t.Address, "upper").Set(x.ci[1])
 		}
 		for _, b := range t.Bands {
-			bandReq.WithLabelValues(t.Target, t.Address, b.Band).Set(float64(b.Requests))
+			bandReq.With(t.Target, t.Address, b.Band).Set(float64(b.Requests))
 			if b.Requests > 0 {
-				band.WithLabelValues(t.Target, t.Address, b.Band).Set(b.Failures.Rate)
+				band.With(t.Target, t.Address, b.Band).Set(b.Failures.Rate)
 			}
 		}
 		for _, h := range t.ResetsByHop {
-			resets.WithLabelValues(t.Target, t.Address, string(h.Origin), strconv.Itoa(h.Hop)).Set(float64(h.Count))
+			resets.With(t.Target, t.Address, string(h.Origin), strconv.Itoa(h.Hop)).Set(float64(h.Count))
 		}
 	}
 	for _, f := range r.Findings {
-		findings.WithLabelValues(f.Kind).Inc()
+		findings.With(f.Kind).Inc()
 	}
 	return reg
 }
@@ -76,12 +65,8 @@ func WriteSoakFile(path string, r soak.Report) error {
 	if !strings.HasSuffix(path, ".prom") {
 		return fmt.Errorf("metrics file %q: node_exporter's textfile collector reads only *.prom files", path)
 	}
-	fams, err := SoakRegistry(r).Gather()
-	if err != nil {
-		return fmt.Errorf("gather soak metrics: %w", err)
-	}
 	var buf bytes.Buffer
-	if err := Encode(&buf, fams); err != nil {
+	if err := WriteText(&buf, SoakRegistry(r)); err != nil {
 		return err
 	}
 	if err := history.WriteAtomic(path, buf.Bytes(), 0o644); err != nil {

@@ -26,7 +26,7 @@ func TestWriteSoakFileParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fams, err := Parse(data)
+	fams, err := parseText(t, data)
 	if err != nil {
 		t.Fatalf("client library parser: %v\n%s", err, data)
 	}
