@@ -42,6 +42,10 @@ type Config struct {
 	// first RetryBackoff after the previous pass ended, doubling.
 	RetryPasses  int
 	RetryBackoff time.Duration
+	// stallWait is how long the engine sleeps when it has nothing in
+	// flight and nothing it may send (a state it should never reach);
+	// tests set it long to make reaching it a failure.
+	stallWait time.Duration
 }
 
 // DefaultConfig returns the defaults of `hopcheck trace`.
@@ -128,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Scheduler == nil {
 		c.Scheduler = DefaultScheduler()
+	}
+	if c.stallWait <= 0 {
+		c.stallWait = 10 * time.Millisecond
 	}
 	return c
 }
@@ -408,11 +415,15 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		if err := drainReady(); err != nil {
 			return obs, destTTL, err
 		}
-		next := expire(time.Now())
+		expire(time.Now())
 		wake, err := sendReady()
 		if err != nil {
 			return obs, destTTL, err
 		}
+		// Answers read between the sends may have placed the destination,
+		// which settles the probes sent beyond it: look again before
+		// deciding whether the round is over.
+		next := expire(time.Now())
 		if len(wants) == 0 && len(inflight) == 0 {
 			retries := planRetries(cells, cfg, destTTL, pass)
 			if len(retries) == 0 {
@@ -427,16 +438,13 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			wants = retries
 			continue
 		}
-		if len(inflight) > 0 {
-			next = expire(time.Now())
-		}
 		if !wake.IsZero() && (len(inflight) == 0 || wake.Before(next)) {
 			next = wake
 		}
 		if len(inflight) == 0 && wake.IsZero() {
 			// Nothing in flight and nothing sendable: the window waits for
 			// nothing; should not happen, but never spin.
-			next = time.Now().Add(10 * time.Millisecond)
+			next = time.Now().Add(cfg.stallWait)
 		}
 		timer.Reset(max(time.Until(next), 0))
 		select {

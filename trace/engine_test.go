@@ -136,6 +136,64 @@ func TestRunStopsAtDestinationAndSkipsSilentHopsQuickly(t *testing.T) {
 	}
 }
 
+// heldPath answers like fakePath but holds every answer back until the
+// probe with releaseTTL is sent, then delivers them all at once: the
+// destination's answers are read between two sends, after probes beyond
+// it went out (which are never answered).
+type heldPath struct {
+	*fakePath
+	releaseTTL int
+	held       []probe.Response
+}
+
+func (h *heldPath) Send(p *probe.Probe) error {
+	h.mu.Lock()
+	h.next++
+	p.ID = h.next
+	p.SentAt = time.Now()
+	h.sent = append(h.sent, *p)
+	h.mu.Unlock()
+	switch {
+	case p.TTL <= len(h.routers):
+		h.held = append(h.held, probe.Response{ProbeID: p.ID, From: h.routers[p.TTL-1], Kind: probe.KindTimeExceeded, QuotedTTL: 1, RTT: time.Microsecond})
+	case p.TTL == len(h.routers)+1:
+		h.held = append(h.held, probe.Response{ProbeID: p.ID, From: h.dst, Kind: probe.KindEchoReply, QuotedTTL: -1, RTT: time.Microsecond})
+	}
+	if p.TTL == h.releaseTTL {
+		for _, r := range h.held {
+			h.out <- r
+		}
+		h.held = nil
+	}
+	return nil
+}
+
+// A round ends as soon as its last probes settle, also when the answers
+// that settle them (placing the destination, so that the probes beyond it
+// are not waited for) are read during the sends: it must not wait for
+// nothing (a stall, here an hour, the context's 5 s ending it).
+func TestRunEndsWhenTheDestinationSettlesProbesBeyondIt(t *testing.T) {
+	dst := netip.MustParseAddr("198.18.6.2")
+	hp := &heldPath{fakePath: newFakePath(dst, "198.18.0.2"), releaseTTL: 4}
+	defer hp.Close()
+	cfg := fastConfig()
+	cfg.Queries = 1
+	cfg.stallWait = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	obs, err := Run(ctx, hp, cfg, Destination{Addr: dst, Protocol: probe.ICMP})
+	if err != nil {
+		t.Fatalf("round did not end when its last probe settled: %v", err)
+	}
+	_, reached, at := Aggregate(obs, AggregateOptions{Queries: cfg.Queries, MaxHops: cfg.MaxHops})
+	if !reached || at != 2 {
+		t.Errorf("reached=%v at %d, want hop 2", reached, at)
+	}
+	if len(hp.sent) != 4 {
+		t.Errorf("sent %d probes, want TTL 1-4 once each", len(hp.sent))
+	}
+}
+
 func TestRunHonoursFlowsAndRounds(t *testing.T) {
 	dst := netip.MustParseAddr("2001:db8:0:2::2")
 	fp := newFakePath(dst, "2001:db8::2", "2001:db8:0:1::2")
