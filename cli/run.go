@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -270,8 +269,10 @@ func diagnoseRun(ctx context.Context, c *ucli.Context, req runRequest, jobs []tc
 	rep.Tool = "hopcheck " + Version
 	rep.Warnings = append(rep.Warnings, warnings...)
 	if req.evidence != "" {
-		local := func(a netip.Addr) netip.Addr { src, _ := probe.SourceFor(a); return src }
-		if _, err := diagnose.WriteEvidence(req.evidence, &rep, local); err != nil {
+		if err := diagnose.CaptureErr(rep); err != nil {
+			rep.Warnings = append(rep.Warnings, evidenceWarning(c.App.ErrWriter, flagString(c, "format"), req.evidence, err))
+		}
+		if _, err := diagnose.WriteEvidence(req.evidence, &rep, sourceToward); err != nil {
 			rep.Warnings = append(rep.Warnings, err.Error())
 		}
 	}

@@ -244,6 +244,10 @@ func prepareSoak(c *ucli.Context, req *soakRequest, jobs []tcpcheck.Job) ([]stri
 		req.opt.Evidence = ev
 	}
 	var warnings []string
+	if req.evidenceDir != "" && req.opt.Observe && len(jobs) > 0 {
+		warnings = append(warnings, evidenceCaptureCheck(c.App.ErrWriter, flagString(c, "format"), req.evidenceDir,
+			jobs[0].Target.Endpoint(jobs[0].Addr), captureErrToward)...)
+	}
 	if !req.opt.Observe {
 		w := "no CAP_NET_RAW: no packet capture, so the origin and hop of resets stay unknown. Grant it with: sudo setcap cap_net_raw+ep " + exePath()
 		warnf(c, "%s", w)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"os"
 	"time"
 
 	ucli "github.com/urfave/cli/v2"
@@ -19,6 +20,7 @@ func tcpFlags() []ucli.Flag {
 		&ucli.BoolFlag{Name: "no-verify", Usage: "idle: skip holding one connection past the timeout with TCP keepalive"},
 		&ucli.StringFlag{Name: "path", Value: "/v1/users/whoami.xml", Usage: "HTTP request path (data: the large object, default the UOF market descriptions, " + tcpcheck.DefaultDataPath + ")"},
 		&ucli.DurationFlag{Name: "stall", Value: 10 * time.Second, Usage: "data: no progress this long is a stall"},
+		&ucli.StringFlag{Name: "evidence", Usage: "write pcap files of the connections behind each finding into `DIR`"},
 	}
 	flags = append(flags, dialFlags(vhostFlagOnly)...)
 	return append(flags, familyFlags()...)
@@ -104,6 +106,8 @@ type tcpRequest struct {
 	targets []tcpcheck.Target
 	family  int
 	opt     tcpcheck.Options
+	// evidence is the --evidence directory ("" none).
+	evidence string
 }
 
 func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
@@ -146,6 +150,13 @@ func parseTCPRequest(c *ucli.Context, test string) (tcpRequest, error) {
 	opt.Dial.Insecure, opt.Dial.RootCAs, opt.Dial.Token, opt.Dial.AMQPVHost = dial.Insecure, dial.RootCAs, dial.Token, dial.AMQPVHost
 	opt.Dial.TLSProfile = dial.TLSProfile
 	req.opt = opt
+	// Directories last: bad input leaves nothing behind.
+	if dir := c.String("evidence"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return req, usageErr("--evidence %q: %v", dir, unwrapPathErr(err))
+		}
+		req.evidence = dir
+	}
 	return req, nil
 }
 
@@ -165,6 +176,9 @@ func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error)
 			progressOnTerminal(c, &req.opt.Log, "tcp %s: %d address(es)...\n", test, len(jobs))
 			report := tcpcheck.Run(ctx, test, req.opt, jobs)
 			report.Tool = "hopcheck " + Version
+			if req.evidence != "" {
+				tcpEvidence(c.App.ErrWriter, flagString(c, "format"), req.evidence, &report, sourceToward)
+			}
 			return report, nil
 		},
 		write: jsonOrText(tcpcheck.WriteJSON, tcpcheck.WriteText),

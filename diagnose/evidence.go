@@ -3,36 +3,32 @@ package diagnose
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/hopcheck/hopcheck/evidence"
-	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
 // EvidencePerFinding bounds the failed-connection captures written for
 // one finding.
-const EvidencePerFinding = 3
+const EvidencePerFinding = tcpcheck.EvidencePerFinding
 
 // WriteEvidence writes, for every finding about connections, a pcapng file
 // (Wireshark, tshark) per failed connection behind it, at most
-// EvidencePerFinding, from the flow observer's bounded history of the
-// connection: both directions from the SYN on, the ICMP errors quoting
-// it, a comment on each packet that matters. An idle-reset or idle-drop
-// finding also gets the in-flow confirmation's connection with its probes
-// and their answers, when that ran. index.json and index.txt map each
-// finding to its files and the frames to look at (docs/evidence.md). Each
-// file is named in its finding's evidence. local gives the client's
-// address toward a server when a capture lacks it. Returns the files
-// written.
+// EvidencePerFinding (tcpcheck.ConnectionsBehind), from the flow
+// observer's bounded history of the connection: both directions from the
+// SYN on, the ICMP errors quoting it, a comment on each packet that
+// matters. An idle-reset or idle-drop finding also gets the in-flow
+// confirmation's connection with its probes and their answers, when that
+// ran. index.json and index.txt map each finding to its files and the
+// frames to look at (docs/evidence.md). Each file is named in its
+// finding's evidence. local gives the client's address toward a server
+// when a capture lacks it. Returns the files written. `hopcheck tcp
+// --evidence` writes the same files with tcpcheck.WriteEvidence.
 func WriteEvidence(dir string, rep *Report, local func(netip.Addr) netip.Addr) ([]string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("evidence dir: %w", err)
+	w, err := evidence.NewWriter(dir, local)
+	if err != nil {
+		return nil, err
 	}
-	var files []string
-	var entries []evidence.Entry
 	for i := range rep.Findings {
 		f := &rep.Findings[i]
 		test := testOfKind(f.Kind)
@@ -44,68 +40,48 @@ func WriteEvidence(dir string, rep *Report, local func(netip.Addr) netip.Addr) (
 			if t.Address != f.Address || t.Target != f.Target {
 				continue
 			}
-			server, err := netip.ParseAddr(t.Address)
-			if err != nil {
+			if _, err := netip.ParseAddr(t.Address); err != nil {
 				continue
 			}
-			write := func(c probe.FlowCapture, name, role, what string, conn int) error {
-				if !c.Local.Addr().IsValid() {
-					c.Local = netip.AddrPortFrom(local(server), c.Local.Port())
-				}
-				story := evidence.Annotate(c)
-				data, err := evidence.Pcapng(c, story.Notes, evidence.Title(c, what))
+			entry := evidence.Entry{Finding: i + 1, Kind: f.Kind, Target: f.Target, Address: f.Address, Hop: f.Hop}
+			for _, c := range tcpcheck.ConnectionsBehind(f.Kind, t.Tests[test].Connections) {
+				e := entry
+				e.File, e.Role, e.Connection, e.Capture = evidence.FileName(t.Address, t.Port, f.Kind, fmt.Sprintf("conn%d", c.ID)),
+					evidence.RoleFailedConnection, c.ID, *c.Capture
+				line, err := w.Write(e, fmt.Sprintf("%s: connection %d, local port %d", f.Kind, c.ID, c.LocalPort))
 				if err != nil {
-					return fmt.Errorf("evidence %s: %w", name, err)
+					return w.Files(), err
 				}
-				path := filepath.Join(dir, name)
-				if err := evidence.WriteFile(path, data); err != nil {
-					return fmt.Errorf("evidence: %w", err)
-				}
-				files = append(files, path)
-				entries = append(entries, evidence.Entry{Finding: i + 1, Kind: f.Kind, Target: f.Target, Address: f.Address, Hop: f.Hop,
-					File: name, Role: role, Connection: conn, Capture: c})
-				f.Evidence = append(f.Evidence, fmt.Sprintf("pcapng: %s (%s; frames: %s; see %s)", path, what, frameSummary(story.Frames), evidence.IndexText))
-				return nil
-			}
-			for _, c := range connectionsBehind(f.Kind, t.Tests[test].Connections) {
-				what := fmt.Sprintf("%s: connection %d, local port %d", f.Kind, c.ID, c.LocalPort)
-				name := fmt.Sprintf("%s-%d-%s-conn%d.pcapng", safeName(t.Address), t.Port, f.Kind, c.ID)
-				if err := write(*c.Capture, name, evidence.RoleFailedConnection, what, c.ID); err != nil {
-					return files, err
-				}
+				f.Evidence = append(f.Evidence, line)
 			}
 			if in := inFlowOf(t); in != nil && t.inFlowCapture != nil && (f.Kind == tcpcheck.KindIdleReset || f.Kind == tcpcheck.KindIdleDrop) {
-				what := fmt.Sprintf("%s: in-flow confirmation, flow %s", f.Kind, in.Flow)
-				name := fmt.Sprintf("%s-%d-%s-inflow.pcapng", safeName(t.Address), t.Port, f.Kind)
-				if err := write(*t.inFlowCapture, name, evidence.RoleInFlowConfirmation, what, 0); err != nil {
-					return files, err
+				e := entry
+				e.File, e.Role, e.Capture = evidence.FileName(t.Address, t.Port, f.Kind, "inflow"), evidence.RoleInFlowConfirmation, *t.inFlowCapture
+				line, err := w.Write(e, fmt.Sprintf("%s: in-flow confirmation, flow %s", f.Kind, in.Flow))
+				if err != nil {
+					return w.Files(), err
+				}
+				f.Evidence = append(f.Evidence, line)
+			}
+		}
+	}
+	return w.Files(), w.Close()
+}
+
+// CaptureErr is why the connection tests' packet capture for evidence
+// could not be opened toward the first address where it could not (nil:
+// it was everywhere, or was not asked for).
+func CaptureErr(rep Report) error {
+	for _, t := range rep.Targets {
+		for _, name := range tcpcheck.TestNames() {
+			if res, ok := t.Tests[name]; ok {
+				if err := tcpcheck.CaptureErr([]tcpcheck.Result{res}); err != nil {
+					return err
 				}
 			}
 		}
 	}
-	if err := evidence.WriteIndex(dir, evidence.BuildIndex(entries)); err != nil {
-		return files, err
-	}
-	return files, nil
-}
-
-// connectionsBehind picks the failed connections with a capture behind a
-// finding, at most EvidencePerFinding: for idle findings those that failed
-// after idling first.
-func connectionsBehind(kind string, conns []tcpcheck.ConnRecord) []tcpcheck.ConnRecord {
-	var first, rest []tcpcheck.ConnRecord
-	for _, c := range conns {
-		if c.Outcome == tcpcheck.OutcomeOK || c.Capture == nil {
-			continue
-		}
-		if testOfKind(kind) == "idle" && c.IdleS == 0 {
-			rest = append(rest, c)
-			continue
-		}
-		first = append(first, c)
-	}
-	all := append(first, rest...)
-	return all[:min(len(all), EvidencePerFinding)]
+	return nil
 }
 
 func inFlowOf(t *TargetReport) *InFlow {
@@ -113,38 +89,6 @@ func inFlowOf(t *TargetReport) *InFlow {
 		return nil
 	}
 	return t.Localisation.InFlow
-}
-
-// frameSummary names the key frames in a few words.
-func frameSummary(f evidence.Frames) string {
-	var parts []string
-	if f.SynAck != 0 {
-		parts = append(parts, fmt.Sprintf("SYN-ACK %d (TTL %d)", f.SynAck, f.SynAckTTL))
-	}
-	if f.Trigger != 0 {
-		if f.Unanswered {
-			parts = append(parts, fmt.Sprintf("unanswered %d, %d retransmissions", f.Trigger, len(f.Retransmissions)))
-		} else {
-			parts = append(parts, fmt.Sprintf("trigger %d", f.Trigger))
-		}
-	}
-	if len(f.Resets) > 0 {
-		parts = append(parts, fmt.Sprintf("RST %d", f.Resets[0]))
-	}
-	if len(f.Fins) > 0 {
-		parts = append(parts, fmt.Sprintf("FIN %d", f.Fins[0]))
-	}
-	if len(f.InFlowProbes) > 0 {
-		parts = append(parts, fmt.Sprintf("%d in-flow probes, %d ICMP answers", len(f.InFlowProbes), len(f.InFlowAnswers)))
-	}
-	if len(parts) == 0 {
-		return "none identified"
-	}
-	return strings.Join(parts, ", ")
-}
-
-func safeName(addr string) string {
-	return strings.NewReplacer(":", "_", ".", "_").Replace(addr)
 }
 
 // testOfKind names the connection test whose connections a finding of

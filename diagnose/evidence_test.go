@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,5 +133,22 @@ func TestTestOfKind(t *testing.T) {
 		if got := testOfKind(kind); got != want {
 			t.Errorf("testOfKind(%s) = %q, want %q", kind, got, want)
 		}
+	}
+}
+
+// The connection tests' capture error (the flow observer's packet socket
+// could not be opened), the first with its address, for run's warning.
+func TestCaptureErr(t *testing.T) {
+	boom := errors.New("flow capture: packet socket: operation not permitted")
+	rep := Report{Targets: []TargetReport{
+		{Address: "198.18.5.2", Tests: map[string]tcpcheck.Result{"connect": {Address: "198.18.5.2"}}},
+		{Address: "198.18.5.3", Tests: map[string]tcpcheck.Result{"connect": {Address: "198.18.5.3"}, "idle": {Address: "198.18.5.3", CaptureErr: boom}}},
+	}}
+	if err := CaptureErr(rep); !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), "198.18.5.3: ") {
+		t.Errorf("CaptureErr = %v, want %v toward 198.18.5.3", err, boom)
+	}
+	rep.Targets = rep.Targets[:1]
+	if err := CaptureErr(rep); err != nil {
+		t.Errorf("CaptureErr = %v, want nil", err)
 	}
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/hopcheck/hopcheck/diagnose"
 	"github.com/hopcheck/hopcheck/evidence"
+	"github.com/hopcheck/hopcheck/lab"
 	"github.com/hopcheck/hopcheck/lab/labtest"
 	"github.com/hopcheck/hopcheck/probe"
+	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
 // tshark returns the path of tshark; without it the checks that need it
@@ -240,6 +243,54 @@ func wantSoakEvidence(t *testing.T, dir string, files []string, server string, h
 		}
 		if ttl := rowAt(rows, resets[0]).ttl; probe.SenderHop(ttl) != hop || ttl != f.ResetTTL {
 			t.Errorf("%s: RST TTL %d (index %d) is hop %d, want %d", file, ttl, f.ResetTTL, probe.SenderHop(ttl), hop)
+		}
+	}
+}
+
+// `tcp connect --evidence DIR` toward a router that resets every SYN: the
+// connect-reset finding names its captures (at most
+// tcpcheck.EvidencePerFinding), index.json lists them under the finding,
+// and each opens in tshark with the RST from hop 2 where the index says.
+func TestTCPConnectEvidence(t *testing.T) {
+	rs := make([]lab.Router, 3)
+	rs[1].SYNResetPercent = 100
+	l := buildLab(t, lab.Scenario{Name: "tcp-evidence", Routers: rs})
+	dir := t.TempDir()
+	server := l.Server4.String()
+	rep, _ := tcpJSON(t, l, "connect", "--count", "5", "--rate", "50", "--evidence", dir, fmt.Sprintf("tcp://%s:%d", server, l.Server.EchoPort))
+	f := oneFinding(t, rep, tcpcheck.KindConnectReset)
+	idx, err := evidence.ReadIndex(dir)
+	if err != nil {
+		t.Fatalf("--evidence: %v", err)
+	}
+	if len(idx.Findings) != 1 || idx.Findings[0].Kind != tcpcheck.KindConnectReset || rep.Findings[idx.Findings[0].Finding-1].Kind != tcpcheck.KindConnectReset {
+		t.Fatalf("index.json findings %+v; want the connect-reset finding of %+v", idx.Findings, rep.Findings)
+	}
+	caps := idx.Findings[0].Captures
+	if len(caps) == 0 || len(caps) > tcpcheck.EvidencePerFinding {
+		t.Fatalf("%d captures, want 1..%d; finding evidence %q", len(caps), tcpcheck.EvidencePerFinding, f.Evidence)
+	}
+	t.Logf("finding evidence:\n  %s", strings.Join(f.Evidence, "\n  "))
+	bin := tshark(t)
+	for _, c := range caps {
+		path := filepath.Join(dir, c.File)
+		if !strings.Contains(strings.Join(f.Evidence, "\n"), "pcapng: "+path) {
+			t.Errorf("finding evidence %q does not name %s", f.Evidence, path)
+		}
+		if c.Role != evidence.RoleFailedConnection || c.Connection == 0 || len(c.Frames.Resets) == 0 {
+			t.Errorf("%s: role %s connection %d resets %v; want a failed connection with its RST", c.File, c.Role, c.Connection, c.Frames.Resets)
+		}
+		if bin == "" {
+			continue
+		}
+		rows := tsharkRows(t, bin, path)
+		resets := pick(rows, func(r frameRow) bool { return r.src == server && r.is(probe.FlagRST) })
+		if len(rows) != c.Packets || len(resets) == 0 || len(c.Frames.Resets) == 0 || resets[0] != c.Frames.Resets[0] {
+			t.Errorf("%s: tshark reads %d frames (index %d), RSTs %v (index %v)", c.File, len(rows), c.Packets, resets, c.Frames.Resets)
+			continue
+		}
+		if ttl := rowAt(rows, resets[0]).ttl; probe.SenderHop(ttl) != 2 || ttl != c.Frames.ResetTTL {
+			t.Errorf("%s: RST TTL %d (index %d) is hop %d, want hop 2", c.File, ttl, c.Frames.ResetTTL, probe.SenderHop(ttl))
 		}
 	}
 }

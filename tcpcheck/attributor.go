@@ -17,6 +17,9 @@ import (
 type Attributor struct {
 	dst netip.AddrPort
 	obs *probe.Observer // nil: no capture
+	// capErr says why the observer's packet history (evidence) is not
+	// kept: the observer or its packet socket could not be opened.
+	capErr error
 
 	mu      sync.Mutex
 	fp      probe.Fingerprint
@@ -32,11 +35,17 @@ func NewAttributor(dst netip.AddrPort, observe bool) (*Attributor, error) {
 	}
 	o, err := probe.NewObserver(dst)
 	if err != nil {
+		a.capErr = err
 		return a, err
 	}
-	a.obs = o
+	a.obs, a.capErr = o, o.CaptureErr()
 	return a, nil
 }
+
+// CaptureErr says why the flows' packet histories (History, for
+// evidence) are not kept although capture was asked for; nil: they are,
+// or capture was not asked for.
+func (a *Attributor) CaptureErr() error { return a.capErr }
 
 // Observing reports whether packets are captured.
 func (a *Attributor) Observing() bool { return a.obs != nil }

@@ -32,6 +32,9 @@ type Report struct {
 	Results    []Result   `json:"results"`
 	Findings   []Finding  `json:"findings"`
 	Incomplete bool       `json:"incomplete"`
+	// Warnings are run-wide caveats in words (e.g. --evidence without
+	// packet captures); omitted when none.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Result is the test of one address of one target.
@@ -65,6 +68,10 @@ type Result struct {
 	// PhaseStats summarises the phase timings of the connections that
 	// got through each phase.
 	PhaseStats map[string]Stats `json:"phase_stats_ms,omitempty"`
+	// CaptureErr says why the flow observer kept no packet histories of
+	// the connections (no --evidence files) although it was asked to
+	// (not in the JSON: the CLI turns it into a warning).
+	CaptureErr error `json:"-"`
 }
 
 // Stats are order statistics of durations in milliseconds.

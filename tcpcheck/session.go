@@ -93,6 +93,7 @@ func newSession(opt Options, job Job, start time.Time) *session {
 		s.logf("flow observer for %s: %v", s.dst, err)
 	}
 	s.attr = a
+	s.res.CaptureErr = a.CaptureErr()
 	return s
 }
 
