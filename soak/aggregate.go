@@ -7,6 +7,7 @@ package soak
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hopcheck/hopcheck/probe"
@@ -124,8 +125,11 @@ type Sample struct {
 	Phase   Phase
 	// Origin and Hop of a captured RST or FIN that ended it ("" if none
 	// was captured: no CAP_NET_RAW, or a timeout).
-	Origin    probe.Origin
-	Hop       int
+	Origin probe.Origin
+	Hop    int
+	// Place is how Origin and Hop were decided (return-path
+	// fingerprints, or a symmetric count).
+	Place     Placement
 	LatencyMs float64 // the whole request (fresh: dial and first exchange)
 }
 
@@ -177,9 +181,9 @@ type Aggregator struct {
 	total  counts
 	bands  [numBands]counts
 	phases [numPhases]int
-	// resets by origin and by (origin, hop).
+	// resets by origin and by (origin, attributed hop).
 	resetOrigin [numOrigins]int
-	resetHop    [numOrigins][maxHop + 1]int
+	resetHop    [numOrigins][maxHop + 1]*hopGroup
 	// idle bracket: the longest idle age that succeeded and the shortest
 	// that failed, among pooled requests (ns; -1 none).
 	longestOK, shortestFail time.Duration
@@ -222,7 +226,12 @@ func (a *Aggregator) Add(s Sample) {
 		oi = originIndex(s.Origin)
 		a.resetOrigin[oi]++
 		if s.Hop > 0 && s.Hop <= maxHop {
-			a.resetHop[oi][s.Hop]++
+			g := a.resetHop[oi][s.Hop]
+			if g == nil {
+				g = &hopGroup{}
+				a.resetHop[oi][s.Hop] = g
+			}
+			g.add(s.Place)
 		}
 	}
 	if !s.Fresh {
@@ -255,3 +264,69 @@ func (a *Aggregator) Add(s Sample) {
 
 // Requests is the number of requests counted.
 func (a *Aggregator) Requests() int { return a.total.requests }
+
+// hopGroup is the resets placed at one (origin, hop): how many, and by
+// which method, each method with the lowest confidence it had and the
+// first reset's details. Its size is bounded by the methods and the four
+// observations, whatever the number of resets.
+type hopGroup struct {
+	count        int
+	observations []string // union, in order seen
+	byMethod     [numMethods]methodGroup
+}
+
+type methodGroup struct {
+	count      int
+	confidence string // the lowest seen
+	address    string // the first known
+	candidates []int
+	countHop   int
+	evidence   []string
+}
+
+func (g *hopGroup) add(p Placement) {
+	g.count++
+	for _, o := range p.Observations {
+		if !slices.Contains(g.observations, o) {
+			g.observations = append(g.observations, o)
+		}
+	}
+	m := &g.byMethod[methodIndex(p.Method)]
+	if m.count == 0 {
+		m.confidence, m.candidates, m.countHop, m.evidence = p.Confidence, p.Candidates, p.CountHop, p.Evidence
+	}
+	m.count++
+	m.confidence = lowerConfidence(m.confidence, p.Confidence)
+	if m.address == "" {
+		m.address = p.HopAddress
+	}
+}
+
+// report is the group's entry of resets_by_hop: the commonest method's
+// details (the better method on a tie).
+func (g *hopGroup) report(o probe.Origin, hop int) HopCount {
+	h := HopCount{Origin: o, Hop: hop, Count: g.count}
+	best := -1
+	for i, m := range g.byMethod {
+		if m.count > 0 && (best < 0 || m.count > g.byMethod[best].count) {
+			best = i
+		}
+	}
+	if best < 0 || methods[best] == "" {
+		return h
+	}
+	m := g.byMethod[best]
+	h.Method, h.Confidence, h.HopAddress, h.TTLCountHop = methods[best], m.confidence, m.address, m.countHop
+	h.HopCandidates = append([]int(nil), m.candidates...)
+	h.Evidence = append([]string(nil), m.evidence...)
+	h.Observations = append([]string(nil), g.observations...)
+	h.Methods = map[string]int{}
+	for i, x := range g.byMethod {
+		if x.count > 0 {
+			if methods[i] != "" {
+				h.Methods[methods[i]] = x.count
+			}
+		}
+	}
+	return h
+}

@@ -65,7 +65,8 @@ func TestAggregatorSummary(t *testing.T) {
 	if s.Phases["connect"].Count != 2 || s.Phases["read"].Count != 10 {
 		t.Errorf("phases %+v", s.Phases)
 	}
-	if len(s.ResetsByHop) != 1 || s.ResetsByHop[0] != (HopCount{probe.OriginMiddlebox, 2, 12}) || s.ResetsByOrigin["middlebox"] != 12 {
+	if h := s.ResetsByHop; len(h) != 1 || h[0].Origin != probe.OriginMiddlebox || h[0].Hop != 2 || h[0].Count != 12 || h[0].Method != "" ||
+		s.ResetsByOrigin["middlebox"] != 12 {
 		t.Errorf("resets by hop %+v, by origin %v", s.ResetsByHop, s.ResetsByOrigin)
 	}
 	if s.IdleBracketS != [2]float64{10, 45} {
@@ -115,7 +116,7 @@ func TestFindings(t *testing.T) {
 	}{
 		{"clean", TargetReport{Requests: 100, Bands: []BandReport{band(BandFresh, 10, 0, 0), band(BandUnder30s, 90, 0, 0)}}, nil, nil},
 		{"idle reset above 20s", TargetReport{Requests: 200, Resets: tcpcheck.NewRate(20, 200), IdleBracketS: [2]float64{19.5, 21},
-			ResetsByHop: []HopCount{{probe.OriginMiddlebox, 2, 20}},
+			ResetsByHop: []HopCount{{Origin: probe.OriginMiddlebox, Hop: 2, Count: 20}},
 			Bands:       []BandReport{band(BandFresh, 20, 0, 0), band(BandUnder30s, 160, 0, 0), band(Band30to60s, 20, 20, 20)}},
 			[]string{tcpcheck.KindIdleReset}, func(t *testing.T, fs []tcpcheck.Finding) {
 				f := fs[0]
@@ -126,7 +127,7 @@ func TestFindings(t *testing.T) {
 		{"idle drop (timeouts)", TargetReport{Requests: 200, IdleBracketS: [2]float64{4, 75},
 			Bands: []BandReport{band(BandFresh, 20, 0, 0), band(BandUnder30s, 160, 0, 0), band(Band1to5m, 20, 20, 0)}},
 			[]string{tcpcheck.KindIdleDrop}, nil},
-		{"syn resets", TargetReport{Requests: 1000, Resets: tcpcheck.NewRate(20, 1000), ResetsByHop: []HopCount{{probe.OriginMiddlebox, 2, 20}},
+		{"syn resets", TargetReport{Requests: 1000, Resets: tcpcheck.NewRate(20, 1000), ResetsByHop: []HopCount{{Origin: probe.OriginMiddlebox, Hop: 2, Count: 20}},
 			Bands: []BandReport{band(BandFresh, 1000, 20, 20)}},
 			[]string{tcpcheck.KindConnectReset}, nil},
 		{"failures everywhere", TargetReport{Requests: 1000, Failures: tcpcheck.NewRate(10, 1000),

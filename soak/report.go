@@ -88,11 +88,34 @@ type BandReport struct {
 	Outcomes map[tcpcheck.Outcome]int `json:"outcomes"`
 }
 
-// HopCount is how many resets came from one origin at one hop.
+// HopCount is how many resets came from one origin at one hop: the hop
+// the return-path fingerprints place the sender at, and how.
 type HopCount struct {
 	Origin probe.Origin `json:"origin"`
 	Hop    int          `json:"hop"`
 	Count  int          `json:"count"`
+	// Method decided the hop for most of these resets: fingerprint (the
+	// RST's TTL matches the hop's ICMP answers), ttl-count (a symmetric
+	// count, no matching fingerprint), server (the server's own TTL),
+	// bracket or none; Methods counts the resets by method. Confidence
+	// is the lowest of Method's resets. Absent without packet capture.
+	Method     string         `json:"method,omitempty"`
+	Methods    map[string]int `json:"methods,omitempty"`
+	Confidence string         `json:"confidence,omitempty"`
+	// Observations of any of these resets: asymmetric-return,
+	// in-path-blocking, on-path-injection, forged-ttl.
+	Observations []string `json:"observations,omitempty"`
+	// HopAddress is the address the hop's ICMP answers came from.
+	HopAddress string `json:"hop_address,omitempty"`
+	// HopCandidates lists the hops the evidence allows when it could not
+	// decide (Hop is the likelier).
+	HopCandidates []int `json:"hop_candidates,omitempty"`
+	// TTLCountHop is the hop a symmetric count of the RST's TTL names
+	// (what older reports gave as hop); it differs from Hop when the
+	// return path is longer or shorter than the way there.
+	TTLCountHop int `json:"ttl_count_hop,omitempty"`
+	// Evidence is the placement's reasoning for the first such reset.
+	Evidence []string `json:"evidence,omitempty"`
 }
 
 // Latency are quantiles of the request latency (upper bucket edges of a
@@ -136,9 +159,9 @@ func (a *Aggregator) Summarize() TargetReport {
 		if a.resetOrigin[oi] > 0 {
 			t.ResetsByOrigin[string(o)] = a.resetOrigin[oi]
 		}
-		for hop, n := range a.resetHop[oi] {
-			if n > 0 {
-				t.ResetsByHop = append(t.ResetsByHop, HopCount{Origin: o, Hop: hop, Count: n})
+		for hop, g := range a.resetHop[oi] {
+			if g != nil {
+				t.ResetsByHop = append(t.ResetsByHop, g.report(o, hop))
 			}
 		}
 	}
@@ -237,7 +260,8 @@ func Findings(t TargetReport) []tcpcheck.Finding {
 	if t.Requests == 0 {
 		return out
 	}
-	origin, hop, agree, captured := majorityHop(t.ResetsByHop)
+	top, agree, captured := majorityHop(t.ResetsByHop)
+	origin, hop := top.Origin, top.Hop
 	base := func(kind string, r tcpcheck.Rate) tcpcheck.Finding {
 		f := tcpcheck.Finding{Kind: kind, Target: t.Target, Address: t.Address, Origin: probe.OriginUnknown, Confidence: "medium",
 			Rate: r.Rate, RateCI: []float64{r.CI[0], r.CI[1]}}
@@ -252,10 +276,19 @@ func Findings(t TargetReport) []tcpcheck.Finding {
 			return
 		}
 		f.Origin, f.Hop = origin, hop
-		f.Evidence = append(f.Evidence, fmt.Sprintf("%d of %d attributed resets came from %s at hop %d", agree, captured, origin, hop))
+		where := fmt.Sprintf("hop %d", hop)
+		if top.HopAddress != "" {
+			where += " (" + top.HopAddress + ")"
+		}
+		by := ""
+		if top.Method != "" {
+			by = ", placed by " + top.Method
+		}
+		f.Evidence = append(f.Evidence, fmt.Sprintf("%d of %d attributed resets came from %s at %s%s", agree, captured, origin, where, by))
 		if origin != probe.OriginUnknown && agree*10 >= captured*8 {
 			f.Confidence = "high"
 		}
+		placed(f, top)
 	}
 	var fresh, pooledClean, idleFail []BandReport
 	for _, b := range t.Bands {
@@ -333,8 +366,9 @@ func Findings(t TargetReport) []tcpcheck.Finding {
 	return out
 }
 
-// majorityHop is the commonest (origin, hop) of the attributed resets.
-func majorityHop(hc []HopCount) (probe.Origin, int, int, int) {
+// majorityHop is the commonest (origin, hop) of the attributed resets,
+// its count and the count of all.
+func majorityHop(hc []HopCount) (HopCount, int, int) {
 	total := 0
 	var best HopCount
 	for _, h := range hc {
@@ -343,7 +377,30 @@ func majorityHop(hc []HopCount) (probe.Origin, int, int, int) {
 			best = h
 		}
 	}
-	return best.Origin, best.Hop, best.Count, total
+	return best, best.Count, total
+}
+
+// placed folds how the resets of h were placed into f, as `tcp idle`
+// folds its return-path reattribution into its finding: the reasoning,
+// the correction of the TTL count, the hop's address, the undecided
+// candidates, the observations, and a confidence never above the
+// placement's.
+func placed(f *tcpcheck.Finding, h HopCount) {
+	if h.Method == "" {
+		return // no placement (a report without it): the count alone
+	}
+	f.Evidence = append(f.Evidence, h.Evidence...)
+	if h.Origin == probe.OriginMiddlebox && h.TTLCountHop > 0 && h.TTLCountHop != h.Hop {
+		f.Evidence = append(f.Evidence, fmt.Sprintf("return-path fingerprints correct the TTL count: hop %d, not hop %d", h.Hop, h.TTLCountHop))
+	}
+	if h.Origin == probe.OriginMiddlebox {
+		f.HopAddress = h.HopAddress
+	}
+	if len(h.HopCandidates) > 1 {
+		f.HopCandidates = append([]int(nil), h.HopCandidates...)
+	}
+	f.Observations = append(f.Observations, h.Observations...)
+	f.Confidence = lowerConfidence(f.Confidence, h.Confidence)
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -395,7 +452,7 @@ func WriteText(w io.Writer, r Report) error {
 		if len(t.ResetsByHop) > 0 {
 			var hs []string
 			for _, h := range t.ResetsByHop {
-				hs = append(hs, fmt.Sprintf("%s hop %d: %d", h.Origin, h.Hop, h.Count))
+				hs = append(hs, hopText(h))
 			}
 			fmt.Fprintf(&b, "  resets by origin and hop: %s\n", strings.Join(hs, ", "))
 		}
@@ -413,6 +470,14 @@ func WriteText(w io.Writer, r Report) error {
 		where := string(f.Origin)
 		if f.Hop > 0 {
 			where += fmt.Sprintf(" at hop %d", f.Hop)
+			if f.HopAddress != "" {
+				where += " (" + f.HopAddress + ")"
+			}
+		}
+		// As `hopcheck tcp` writes a finding's origin.
+		where += f.UndecidedText()
+		if len(f.Observations) > 0 {
+			where += " [" + strings.Join(f.Observations, ", ") + "]"
 		}
 		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s\n", f.Kind, f.Target, f.Address, where, f.Confidence)
 		for _, e := range f.Evidence {
@@ -424,6 +489,28 @@ func WriteText(w io.Writer, r Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// hopText is one resets_by_hop entry in the text report, e.g.
+// "middlebox hop 3 (198.18.2.2) by fingerprint, high [asymmetric-return]: 4".
+func hopText(h HopCount) string {
+	s := fmt.Sprintf("%s hop %d", h.Origin, h.Hop)
+	if h.HopAddress != "" {
+		s += " (" + h.HopAddress + ")"
+	}
+	if h.Method != "" {
+		s += " by " + h.Method
+		if h.Confidence != "" {
+			s += ", " + h.Confidence
+		}
+	}
+	if h.Origin == probe.OriginMiddlebox && h.TTLCountHop > 0 && h.TTLCountHop != h.Hop {
+		s += fmt.Sprintf(" (TTL count: hop %d)", h.TTLCountHop)
+	}
+	if len(h.Observations) > 0 {
+		s += " [" + strings.Join(h.Observations, ", ") + "]"
+	}
+	return s + fmt.Sprintf(": %d", h.Count)
 }
 
 func rateText(r tcpcheck.Rate) string {

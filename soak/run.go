@@ -34,6 +34,12 @@ type Options struct {
 	Dial     tcpcheck.DialConfig
 	// Observe attributes resets with the flow observer (CAP_NET_RAW).
 	Observe bool
+	// HopPrints traces toward an address for its hops' return-path
+	// fingerprints, against which a captured RST or FIN that a symmetric
+	// count does not give to the server is placed (attrib.Attribute).
+	// Called at most once per address per printsRefresh, when a reset
+	// first needs it. nil: tcpcheck.HopPrints (TCP SYNs to the port).
+	HopPrints func(ctx context.Context, dst netip.AddrPort, maxHop int) tcpcheck.PathPrints
 	// MinuteRing is how many minutes of time series are kept (default 180).
 	MinuteRing int
 	// CheckpointEvery calls Checkpoint with the report so far (default 1
@@ -147,6 +153,7 @@ type worker struct {
 	dst    netip.AddrPort
 	budget chan struct{}
 	attr   *tcpcheck.Attributor
+	prints *printCache // nil without capture
 
 	mu       sync.Mutex
 	agg      *Aggregator
@@ -173,6 +180,13 @@ func newWorker(opt Options, job tcpcheck.Job, budget chan struct{}) *worker {
 		opt.logf("flow observer for %s: %v", w.dst, err)
 	}
 	w.attr = a
+	if a.Observing() {
+		lookup := opt.HopPrints
+		if lookup == nil {
+			lookup = tcpcheck.HopPrints
+		}
+		w.prints = newPrintCache(lookup, w.dst)
+	}
 	return w
 }
 
@@ -334,6 +348,9 @@ func (w *worker) run(ctx, parent context.Context, end time.Time) {
 		break
 	}
 	wg.Wait()
+	if w.prints != nil {
+		w.prints.wait() // a background refresh, cut short by ctx
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, pc := range append(w.hot, w.resting...) {
@@ -362,13 +379,12 @@ func (w *worker) forgetOld(now time.Time) {
 func (w *worker) fresh(ctx, parent context.Context, end time.Time) {
 	start := time.Now()
 	dr := tcpcheck.Dial(ctx, w.opt.Dial, w.dst)
-	out, phase, err, at := dr.Outcome, dialPhase(dr), dr.Err, dr.FailedAt
+	out, phase, err := dr.Outcome, dialPhase(dr), dr.Err
 	if dr.Conn != nil && w.opt.Dial.App == tcpcheck.AppTCP {
 		// Plain TCP: the request is one echo exchange.
-		var t time.Time
-		out, t, err = dr.Conn.Reuse()
+		out, _, err = dr.Conn.Reuse()
 		if err != nil {
-			phase, at = requestPhase(err), t
+			phase = requestPhase(err)
 		}
 	}
 	latency := float64(time.Since(start).Microseconds()) / 1000
@@ -383,7 +399,7 @@ func (w *worker) fresh(ctx, parent context.Context, end time.Time) {
 	s := Sample{At: start, Fresh: true, Outcome: out, LatencyMs: latency}
 	if out != tcpcheck.OutcomeOK {
 		s.Phase = phase
-		s.Origin, s.Hop = w.attribute(dr.LocalPort, start, out, err, at)
+		s.Origin, s.Hop, s.Place = w.attribute(ctx, dr.LocalPort, start, out)
 	} else {
 		w.attr.Learn(dr.LocalPort)
 	}
@@ -414,7 +430,7 @@ func (w *worker) fresh(ctx, parent context.Context, end time.Time) {
 func (w *worker) reuse(ctx, parent context.Context, pc *pconn, end time.Time) {
 	start := time.Now()
 	age := start.Sub(pc.c.Fresh)
-	out, at, err := pc.c.Reuse()
+	out, _, err := pc.c.Reuse()
 	latency := float64(time.Since(start).Microseconds()) / 1000
 	if out != tcpcheck.OutcomeOK && parent.Err() != nil {
 		w.mu.Lock()
@@ -426,7 +442,7 @@ func (w *worker) reuse(ctx, parent context.Context, pc *pconn, end time.Time) {
 	s := Sample{At: start, IdleAge: age, Outcome: out, LatencyMs: latency}
 	if out != tcpcheck.OutcomeOK {
 		s.Phase = requestPhase(err)
-		s.Origin, s.Hop = w.attribute(pc.port, start, out, err, at)
+		s.Origin, s.Hop, s.Place = w.attribute(ctx, pc.port, start, out)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -440,20 +456,49 @@ func (w *worker) reuse(ctx, parent context.Context, pc *pconn, end time.Time) {
 }
 
 // attribute finds the FIN or RST that ended a failed request and who
-// sent it; evidence of the flow is written when asked for.
-func (w *worker) attribute(port uint16, since time.Time, out tcpcheck.Outcome, err error, at time.Time) (probe.Origin, int) {
+// sent it: one that a symmetric TTL count does not give to the server is
+// placed by the hops' return-path fingerprints (traced once per address,
+// see printCache), as `tcp idle` places it. Runs in the request's
+// goroutine without w.mu; evidence of the flow is written when asked for.
+func (w *worker) attribute(ctx context.Context, port uint16, since time.Time, out tcpcheck.Outcome) (probe.Origin, int, Placement) {
 	if !w.attr.Observing() || port == 0 {
-		return probe.OriginUnknown, 0
+		return probe.OriginUnknown, 0, Placement{}
 	}
 	c := w.attr.Capture(port, since, out.IsReset() || out == tcpcheck.OutcomeClosed)
-	origin, hop := probe.OriginUnknown, 0
-	if as := w.attr.Attribute(c); len(as) > 0 {
-		origin, hop = as[0].Attr.Origin, as[0].Attr.Hop
+	origin, hop, place := probe.OriginUnknown, 0, Placement{}
+	var prints tcpcheck.PathPrints
+	as := w.attr.Attribute(c)
+	if len(as) > 0 && as[0].Attr.Origin != probe.OriginServer && w.prints != nil {
+		prints = w.prints.get(ctx, w.traceMaxHop())
+	}
+	// The history is read after the fingerprints: a server answer that
+	// follows the RST has had time to arrive.
+	var history probe.FlowCapture
+	if len(as) > 0 || w.opt.Evidence != nil {
+		history = w.attr.History(port)
+	}
+	if len(as) > 0 {
+		server := c.FP
+		if !server.Known() {
+			server = w.attr.Server()
+		}
+		seg := as[0].Seg
+		origin, hop, place = placeReset(seg, server, as[0].Attr, prints, tcpcheck.ServerAnswerAfter(&history, seg.TTL, server.TTL))
 	}
 	if w.opt.Evidence != nil {
-		w.opt.Evidence.Write(w.job.Addr.String(), string(out), w.attr.History(port))
+		w.opt.Evidence.Write(w.job.Addr.String(), string(out), history)
 	}
-	return origin, hop
+	return origin, hop, place
+}
+
+// traceMaxHop is how far a fingerprint trace goes: one beyond the
+// server's counted hop (beyond it only the server answers), as `tcp idle`
+// traces; 30 while the server is unknown.
+func (w *worker) traceMaxHop() int {
+	if hop := probe.SenderHop(w.attr.Server().TTL); hop > 0 {
+		return min(hop+1, 30)
+	}
+	return 30
 }
 
 func dialPhase(dr tcpcheck.DialResult) Phase {

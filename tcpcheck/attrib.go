@@ -126,6 +126,12 @@ func (s *session) packetOf(attr *probe.Attribution) (PacketRec, *probe.FlowCaptu
 	return PacketRec{}, nil, false
 }
 
+// ServerAnswerAfter is serverAnswerAfter for the soak, which places the
+// RSTs of its own flows the same way.
+func ServerAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) tri.State {
+	return serverAnswerAfter(c, rstTTL, serverTTL)
+}
+
 // serverAnswerAfter reads a connection's packet history: did the server
 // (a segment with its SYN-ACK's TTL) still send after the RST that
 // arrived with rstTTL? Yes: the RST was injected beside the flow
