@@ -182,7 +182,9 @@ func (ra *reattribution) apply(f *Finding) {
 	if r.Origin == attrib.OriginUnknown {
 		return
 	}
-	if r.Origin == attrib.OriginMiddlebox && (f.Origin != probe.OriginMiddlebox || f.Hop != r.Hop) {
+	// A correction only when the count named another sender: the same hop
+	// found by both (the count's origin merely unsure) corrects nothing.
+	if r.Origin == attrib.OriginMiddlebox && (f.Origin == probe.OriginServer || f.Hop != r.Hop) {
 		f.Evidence = append(f.Evidence, fmt.Sprintf("return-path fingerprints correct the TTL count: hop %d, not %s", r.Hop, hopText(f.Hop, f.Origin)))
 	}
 	f.Origin = probe.Origin(r.Origin)

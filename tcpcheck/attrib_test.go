@@ -3,6 +3,7 @@ package tcpcheck
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/attrib"
@@ -44,6 +45,25 @@ func TestReattributionApply(t *testing.T) {
 	}
 	var none *reattribution
 	none.apply(&f) // no lookup: unchanged
+
+	// A correction line only when the count named another sender.
+	for _, c := range []struct {
+		origin     probe.Origin
+		hop        int
+		correction bool
+	}{
+		{probe.OriginMiddlebox, 5, true},  // another hop
+		{probe.OriginServer, 0, true},     // the server
+		{probe.OriginUnknown, 2, false},   // the same hop, the count unsure of the origin
+		{probe.OriginMiddlebox, 2, false}, // the same hop
+	} {
+		f := Finding{Hop: c.hop, Origin: c.origin}
+		(&reattribution{result: attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 2, Candidates: []int{2}, Confidence: "high"}}).apply(&f)
+		got := slices.ContainsFunc(f.Evidence, func(e string) bool { return strings.Contains(e, "correct the TTL count") })
+		if got != c.correction || f.Hop != 2 || f.Origin != probe.OriginMiddlebox {
+			t.Errorf("count %s hop %d: correction %v (evidence %q), hop %d %s", c.origin, c.hop, got, f.Evidence, f.Hop, f.Origin)
+		}
+	}
 }
 
 func TestServerAnswerAfter(t *testing.T) {
