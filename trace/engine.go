@@ -260,6 +260,14 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 	perTTL := map[int]tally{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// Probes still in flight when the round ends (cancelled, an error)
+	// are released, or their routers would count them pending for the
+	// life of the process (serve) and never be given a faster budget.
+	defer func() {
+		for _, pp := range inflight {
+			sched.Released(pp.key)
+		}
+	}()
 	responses := pr.Responses()
 	wants := firstPass(cfg)
 	pass := 0
@@ -319,6 +327,7 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 				// Beyond the destination: not wanted, not a miss.
 				delete(inflight, id)
 				count(ttl, pp.probe.Flow, func(t *tally) { t.inflight-- })
+				sched.Released(pp.key)
 				continue
 			}
 			wait := cfg.Timeout
@@ -396,6 +405,7 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 			}
 			p := probe.Probe{Protocol: dst.Protocol, Dst: dst.Addr, DstPort: dst.Port, TTL: w.ttl, Flow: w.flow}
 			if err := pr.Send(&p); err != nil {
+				sched.Released(key)
 				wants = append(kept, wants[i:]...)
 				return wake, err
 			}

@@ -247,6 +247,48 @@ func TestRunReturnsPartialOnCancel(t *testing.T) {
 	}
 }
 
+// Probes in flight when a trace is cancelled, and probes that went beyond
+// the destination, leave nothing pending in the process's scheduler: a
+// router with pending probes is never given a faster budget again (serve
+// cancels traces at every scrape timeout).
+func TestRunReleasesProbesItStopsWaitingFor(t *testing.T) {
+	routers := []string{"198.18.0.2", "198.18.1.2", "198.18.2.2"}
+	dst := netip.MustParseAddr("198.18.9.2")
+	sched := testScheduler()
+	pendingTotal := func() (n int) {
+		sched.mu.Lock()
+		defer sched.mu.Unlock()
+		for _, b := range sched.buckets {
+			n += b.pending
+		}
+		return n
+	}
+	// Learn the routers, then trace again and cancel while the probes of
+	// the silent hop beyond them (the destination never answers) wait.
+	fp := newFakePath(dst, routers...)
+	cfg := fastConfig()
+	cfg.Scheduler = sched
+	if _, err := Run(context.Background(), fp, cfg, Destination{Addr: dst, Protocol: probe.UDP, Port: 33434}); err != nil {
+		t.Fatal(err)
+	}
+	fp.Close()
+	if n := pendingTotal(); n != 0 {
+		t.Errorf("after a complete trace (probes beyond the destination dropped): %d probes pending", n)
+	}
+	quiet := newFakePath(dst, append(routers, "", "", "", "", "", "")...)
+	defer quiet.Close()
+	cfg.Timeout = 10 * time.Second
+	cfg.MaxHops = 9
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	if _, err := Run(ctx, quiet, cfg, Destination{Addr: dst, Protocol: probe.UDP, Port: 33434}); err == nil {
+		t.Fatal("want the context error")
+	}
+	if n := pendingTotal(); n != 0 {
+		t.Errorf("after a cancelled trace: %d probes pending", n)
+	}
+}
+
 // TestRunNearWaitIgnoresAnswersFromAnotherSocket: a SYN-ACK read from the
 // raw TCP socket before the ICMP socket's time-exceeded answers must not
 // make the earlier hops look silent.

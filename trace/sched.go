@@ -365,6 +365,19 @@ func (s *Scheduler) Missed(dst netip.Addr, ttl int, key string) {
 	}
 }
 
+// Released records that a probe charged to key will be neither answered
+// nor missed: its trace was cancelled or ended with it in flight, or it
+// went beyond the destination. It stops counting as pending (a router
+// with probes pending is never given a faster budget) and counts as
+// nothing else.
+func (s *Scheduler) Released(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.buckets[key]; ok {
+		b.pending = max(b.pending-1, 0)
+	}
+}
+
 // DestinationHop returns the destination's hop learnt so far (0 unknown).
 func (s *Scheduler) DestinationHop(dst netip.Addr) int {
 	s.mu.Lock()
