@@ -61,7 +61,7 @@ func attributeInFlowReset(f Finding, t TargetReport) (Finding, bool) {
 
 	before := hopText(f.Hop, f.Origin)
 	f.Evidence = append(f.Evidence, "in-flow TTL-limited probes and return-path fingerprints: "+joinEvidence(r.Evidence))
-	f.Origin, f.Confidence = probe.Origin(r.Origin), r.Confidence
+	f.Origin, f.Confidence, f.Method = probe.Origin(r.Origin), r.Confidence, string(r.Method)
 	// What the test's capture showed of the server after the RST stays;
 	// the rest is decided again here.
 	captured := slices.DeleteFunc(f.Observations, func(o string) bool {

@@ -56,7 +56,7 @@ func (p labPath) target(box, rstTTL int) TargetReport {
 	}
 	count := probe.SenderHop(rstTTL)
 	tg.TestFindings["idle"] = []tcpcheck.Finding{{Kind: tcpcheck.KindIdleReset, Target: "https://lab", Address: "198.18.5.2",
-		Hop: count, Origin: probe.OriginMiddlebox, Confidence: "high", Evidence: []string{"TTL count"}, IdleTimeoutS: 10}}
+		Hop: count, Origin: probe.OriginMiddlebox, Confidence: "high", Method: "ttl-count", Evidence: []string{"TTL count"}, IdleTimeoutS: 10}}
 	in := &InFlow{Behaviour: "reset", Hop: count}
 	for ttl := 1; ttl <= 6; ttl++ {
 		h := InFlowAnswer{TTL: ttl, Kind: "time-exceeded", From: fmt.Sprintf("198.18.%d.2", ttl-1), ReplyTTL: p.received(ttl)}
@@ -95,15 +95,16 @@ func TestDiagnoseAttributesResets(t *testing.T) {
 		wantConf []string
 		wantObs  string
 		wantAddr string
+		wantMeth string
 	}{
-		{name: "detour +1 at the culprit", p: labPath{ret: detour(3, 1)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantObs: "asymmetric-return", wantAddr: "198.18.2.2"},
-		{name: "detour +2 before the culprit", p: labPath{ret: detour(2, 2)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantObs: "asymmetric-return"},
-		{name: "detour +1 after the culprit", p: labPath{ret: detour(4, 1)}, box: 3, wantHop: 3, wantConf: []string{"high"}},
-		{name: "detour +2 after the culprit", p: labPath{ret: detour(4, 2)}, box: 3, wantHop: 3, wantConf: []string{"high"}},
-		{name: "box at 255", p: labPath{initial: map[int]int{3: 255}}, box: 3, wantHop: 3, wantConf: []string{"high"}},
-		{name: "box at 128", p: labPath{initial: map[int]int{3: 128}}, box: 3, wantHop: 3, wantConf: []string{"high"}},
-		{name: "forged server TTL", p: labPath{}, box: 3, forge: true, wantHop: 3, wantCand: []int{3, 4}, wantConf: []string{"medium", "low"}, wantObs: "forged-ttl"},
-		{name: "no ICMP from the box", p: labPath{silent: map[int]bool{3: true}}, box: 3, wantHop: 3, wantCand: []int{3, 4}, wantConf: []string{"medium", "low"}},
+		{name: "detour +1 at the culprit", p: labPath{ret: detour(3, 1)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantObs: "asymmetric-return", wantAddr: "198.18.2.2", wantMeth: "fingerprint"},
+		{name: "detour +2 before the culprit", p: labPath{ret: detour(2, 2)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantObs: "asymmetric-return", wantMeth: "fingerprint"},
+		{name: "detour +1 after the culprit", p: labPath{ret: detour(4, 1)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantMeth: "fingerprint"},
+		{name: "detour +2 after the culprit", p: labPath{ret: detour(4, 2)}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantMeth: "fingerprint"},
+		{name: "box at 255", p: labPath{initial: map[int]int{3: 255}}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantMeth: "fingerprint"},
+		{name: "box at 128", p: labPath{initial: map[int]int{3: 128}}, box: 3, wantHop: 3, wantConf: []string{"high"}, wantMeth: "fingerprint"},
+		{name: "forged server TTL", p: labPath{}, box: 3, forge: true, wantHop: 3, wantCand: []int{3, 4}, wantConf: []string{"medium", "low"}, wantObs: "forged-ttl", wantMeth: "bracket"},
+		{name: "no ICMP from the box", p: labPath{silent: map[int]bool{3: true}}, box: 3, wantHop: 3, wantCand: []int{3, 4}, wantConf: []string{"medium", "low"}, wantMeth: "bracket"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,6 +141,9 @@ func TestDiagnoseAttributesResets(t *testing.T) {
 			if tc.wantObs != "" && !slices.Contains(f.Observations, tc.wantObs) {
 				t.Errorf("observations %v lack %s; %s", f.Observations, tc.wantObs, ev)
 			}
+			if f.Method != tc.wantMeth {
+				t.Errorf("method %q, want %q (the test's count said ttl-count); %s", f.Method, tc.wantMeth, ev)
+			}
 			if tc.wantAddr != "" && f.HopAddress != tc.wantAddr {
 				t.Errorf("hop address %q, want %s", f.HopAddress, tc.wantAddr)
 			}
@@ -168,4 +172,47 @@ func TestDiagnoseKeepsCaptureObservations(t *testing.T) {
 		return
 	}
 	t.Fatalf("no idle-reset finding")
+}
+
+// The method of a connection finding after refine: the in-flow
+// attribution's, the forward bracket's where the in-flow probes alone
+// moved the hop, the test's where nothing moved it, none where no packet
+// was attributed.
+func TestRefineMethod(t *testing.T) {
+	p := labPath{}
+	for _, tc := range []struct {
+		name      string
+		kind      string
+		method    string // the test's
+		behaviour string // the in-flow probes' ("" not run)
+		want      string
+	}{
+		{"in-flow reset: fingerprint", tcpcheck.KindIdleReset, "ttl-count", "reset", "fingerprint"},
+		{"in-flow reject: the bracket moved the hop", tcpcheck.KindIdleReset, "ttl-count", "reject", "bracket"},
+		{"in-flow drop after a reset: the bracket", tcpcheck.KindIdleReset, "server", "drop", "bracket"},
+		{"in-flow server-reset: the test's", tcpcheck.KindIdleReset, "server", "server-reset", "server"},
+		{"no in-flow probes: the test's", tcpcheck.KindIdleReset, "ttl-count", "", "ttl-count"},
+		{"a drop: no packet", tcpcheck.KindIdleDrop, "", "drop", ""},
+	} {
+		tg := p.target(3, p.received(3))
+		f := &tg.TestFindings["idle"][0]
+		f.Kind, f.Method = tc.kind, tc.method
+		switch tc.behaviour {
+		case "":
+			tg.Localisation = nil
+		case "reset":
+		default:
+			in := tg.Localisation.InFlow
+			in.Behaviour = tc.behaviour
+			for i := range in.Expired {
+				if in.Expired[i].Kind == "rst" {
+					in.Expired[i] = InFlowAnswer{TTL: in.Expired[i].TTL, Kind: "none"}
+				}
+			}
+		}
+		got := refine(Finding{Finding: *f}, tg)
+		if got.Method != tc.want {
+			t.Errorf("%s: method %q, want %q", tc.name, got.Method, tc.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/hopcheck/hopcheck/attrib"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 	"github.com/hopcheck/hopcheck/trace"
@@ -93,6 +94,11 @@ func refine(f Finding, t TargetReport) Finding {
 			}
 			f.Hop, f.HopAddress, f.Origin = in.Hop, in.HopAddress, probe.OriginMiddlebox
 			f.Confidence = "high"
+			if f.Method != "" {
+				// The test's RST no longer places the box: the in-flow
+				// probes' forward bracket does.
+				f.Method = string(attrib.MethodBracket)
+			}
 			if f.IdleVerdict != nil {
 				f.Advice = f.IdleVerdict.WithOwnerAdvice(f.Advice, f.IdleTimeoutS)
 			}

@@ -16,3 +16,22 @@ func TestWhereNamesCandidatesAndObservations(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+func TestConfidenceTextNamesMethod(t *testing.T) {
+	for _, c := range []struct {
+		confidence, method, want string
+	}{
+		{"high", "fingerprint", "high (by fingerprint)"},
+		{"medium", "bracket", "medium (by bracket)"},
+		{"low", "ttl-count", "low (by ttl-count)"},
+		{"medium", "server", "medium (by server)"},
+		{"low", "none", "low"}, // nothing placed the sender
+		{"medium", "", "medium"},
+		{"", "", "unknown"},
+	} {
+		f := diagnose.Finding{Finding: tcpcheck.Finding{Confidence: c.confidence, Method: c.method}}
+		if got := confidenceText(f); got != c.want {
+			t.Errorf("confidence %q method %q: %q, want %q", c.confidence, c.method, got, c.want)
+		}
+	}
+}

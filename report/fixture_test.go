@@ -168,7 +168,7 @@ func demoReport() diagnose.Report {
 	idleReset := diagnose.Finding{
 		Finding: tcpcheck.Finding{
 			Kind: tcpcheck.KindIdleReset, Target: api.Target, Address: apiAddr, Hop: 3, HopAddress: routerAddr(3),
-			Origin: probe.OriginMiddlebox, Confidence: "high",
+			Origin: probe.OriginMiddlebox, Confidence: "high", Method: "fingerprint",
 			Evidence: []string{
 				"3 connection(s) failed (reset) after idling 8.45s or more; the longest idle that still worked was 7.95s",
 				"RST TTL 62 means hop 3, nearer than the server at hop 6 (SYN-ACK TTL 59)",
@@ -185,7 +185,7 @@ func demoReport() diagnose.Report {
 	concurrency := diagnose.Finding{
 		Finding: tcpcheck.Finding{
 			Kind: tcpcheck.KindConcurrencyLimit, Target: api.Target, Address: apiAddr, Hop: 6,
-			Origin: probe.OriginServer, Confidence: "medium",
+			Origin: probe.OriginServer, Confidence: "medium", Method: "server",
 			Evidence: []string{
 				"10 connections worked at once; connections 11 to 13 were reset during the TLS handshake",
 				"RST TTL 59 is the server's (hop 6, the same initial TTL as its SYN-ACK)",

@@ -167,7 +167,7 @@ func newHTMLFinding(f numberedFinding) htmlFinding {
 	}
 	add("Target", f.targetLine())
 	add("Origin", where(f.Finding))
-	add("Confidence", orUnknown(f.Confidence))
+	add("Confidence", confidenceText(f.Finding))
 	add("Phase", f.Phase)
 	add("Idle", idleLine(f.Finding))
 	add("Failure rate", rateLine(f.Finding))

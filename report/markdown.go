@@ -225,7 +225,7 @@ func mdFinding(b *strings.Builder, f numberedFinding) {
 			fmt.Fprintf(b, "- **%s:** %s\n", k, md(val))
 		}
 	}
-	item("Severity", fmt.Sprintf("%s, confidence %s", severityName(f.Severity), orUnknown(f.Confidence)))
+	item("Severity", fmt.Sprintf("%s, confidence %s", severityName(f.Severity), confidenceText(f.Finding)))
 	item("Target", f.targetLine())
 	item("Origin", where(f.Finding))
 	item("Phase", f.Phase)

@@ -135,6 +135,10 @@ func culpritAddress(tv targetView) string {
 	return ""
 }
 
+// confidenceText is a finding's confidence and what placed its sender,
+// when a method did: "high (by fingerprint)".
+func confidenceText(f diagnose.Finding) string { return orUnknown(f.Confidence) + f.MethodText() }
+
 func orUnknown(s string) string {
 	if s == "" {
 		return "unknown"
@@ -364,7 +368,7 @@ func (tw *textWriter) finding(f numberedFinding, total int) {
 	}
 	tw.line("")
 	tw.line(tw.paint(sevColor, fmt.Sprintf("FINDING %d/%d  %s  [%s, confidence %s]",
-		f.N, total, clean(f.Kind), severityName(f.Severity), orUnknown(clean(f.Confidence)))))
+		f.N, total, clean(f.Kind), severityName(f.Severity), clean(confidenceText(f.Finding)))))
 	field := func(name, value string) {
 		if value == "" {
 			return

@@ -3,6 +3,7 @@ package soak
 import (
 	"bytes"
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -284,5 +285,52 @@ func TestPrintCacheEndOfSoak(t *testing.T) {
 	p.wait()
 	if pp.ServerHop != 0 || !p.at.IsZero() {
 		t.Errorf("a cancelled trace was kept: %+v at %v", pp, p.at)
+	}
+}
+
+// A soak finding names what placed its resets: the majority entry's
+// method, the count's (ttl-count, or server) for an entry of a report
+// without placements, server for a burst of server resets, and none when
+// no reset was attributed.
+func TestFindingsMethod(t *testing.T) {
+	bands := []BandReport{
+		{Band: "fresh", Requests: 20, Failures: tcpcheck.NewRate(0, 20), Resets: tcpcheck.NewRate(0, 20)},
+		{Band: "<30s", Requests: 160, Failures: tcpcheck.NewRate(20, 160), Resets: tcpcheck.NewRate(20, 160)},
+	}
+	for _, c := range []struct {
+		name  string
+		hops  []HopCount
+		burst bool
+		want  map[string]string // kind → method
+	}{
+		{"fingerprint", []HopCount{{Origin: probe.OriginMiddlebox, Hop: 3, Count: 20, Method: "fingerprint", Confidence: "high"}}, false,
+			map[string]string{tcpcheck.KindIdleReset: "fingerprint"}},
+		{"bracket", []HopCount{{Origin: probe.OriginMiddlebox, Hop: 3, Count: 20, Method: "bracket", Confidence: "medium"}}, false,
+			map[string]string{tcpcheck.KindIdleReset: "bracket"}},
+		{"the majority's method", []HopCount{
+			{Origin: probe.OriginMiddlebox, Hop: 5, Count: 5, Method: "ttl-count", Confidence: "low"},
+			{Origin: probe.OriginMiddlebox, Hop: 3, Count: 15, Method: "fingerprint", Confidence: "high"}}, false,
+			map[string]string{tcpcheck.KindIdleReset: "fingerprint"}},
+		{"an older report: the count", []HopCount{{Origin: probe.OriginMiddlebox, Hop: 3, Count: 20}}, false,
+			map[string]string{tcpcheck.KindIdleReset: "ttl-count"}},
+		{"an older report: the server", []HopCount{{Origin: probe.OriginServer, Hop: 6, Count: 20}}, false,
+			map[string]string{tcpcheck.KindIdleReset: "server"}},
+		{"nothing attributed", nil, false, map[string]string{tcpcheck.KindIdleReset: ""}},
+		{"a burst of server resets", nil, true, map[string]string{tcpcheck.KindIdleReset: "", "server-restart": "server"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := TargetReport{Target: "tcp://lab", Address: "198.18.9.2", Requests: 180, Resets: tcpcheck.NewRate(20, 180),
+				Failures: tcpcheck.NewRate(20, 180), Bands: bands, ResetsByHop: c.hops, IdleBracketS: [2]float64{1, 4}, ServerHop: 6}
+			if c.burst {
+				tr.Bursts = []Minute{{Start: t0, Requests: 60, ResetsByOrigin: map[string]int{"server": 9}}}
+			}
+			got := map[string]string{}
+			for _, f := range Findings(tr) {
+				got[f.Kind] = f.Method
+			}
+			if !maps.Equal(got, c.want) {
+				t.Errorf("methods %v, want %v", got, c.want)
+			}
+		})
 	}
 }

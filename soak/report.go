@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hopcheck/hopcheck/attrib"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
@@ -355,7 +356,7 @@ func Findings(t TargetReport) []tcpcheck.Finding {
 	}
 	if len(t.Bursts) > 0 {
 		f := tcpcheck.Finding{Kind: "server-restart", Target: t.Target, Address: t.Address, Origin: probe.OriginServer, Confidence: "medium",
-			Hop: t.ServerHop}
+			Hop: t.ServerHop, Method: string(attrib.MethodServer)}
 		for _, m := range t.Bursts {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("%s: %d server resets in one minute (%d requests)", m.Start.Format(time.RFC3339),
 				m.ResetsByOrigin[string(probe.OriginServer)], m.Requests))
@@ -387,8 +388,14 @@ func majorityHop(hc []HopCount) (HopCount, int, int) {
 // placement's.
 func placed(f *tcpcheck.Finding, h HopCount) {
 	if h.Method == "" {
-		return // no placement (a report without it): the count alone
+		// No placement (a report without it): the count alone.
+		f.Method = string(attrib.MethodTTLCount)
+		if h.Origin == probe.OriginServer {
+			f.Method = string(attrib.MethodServer)
+		}
+		return
 	}
+	f.Method = h.Method
 	f.Evidence = append(f.Evidence, h.Evidence...)
 	if h.Origin == probe.OriginMiddlebox && h.TTLCountHop > 0 && h.TTLCountHop != h.Hop {
 		f.Evidence = append(f.Evidence, fmt.Sprintf("return-path fingerprints correct the TTL count: hop %d, not hop %d", h.Hop, h.TTLCountHop))

@@ -188,6 +188,7 @@ func (ra *reattribution) apply(f *Finding) {
 		f.Evidence = append(f.Evidence, fmt.Sprintf("return-path fingerprints correct the TTL count: hop %d, not %s", r.Hop, hopText(f.Hop, f.Origin)))
 	}
 	f.Origin = probe.Origin(r.Origin)
+	f.Method = string(r.Method)
 	if r.Origin == attrib.OriginMiddlebox {
 		f.Hop = r.Hop
 		if ra.address != "" {
@@ -201,6 +202,32 @@ func (ra *reattribution) apply(f *Finding) {
 	for _, o := range r.Observations {
 		f.Observations = append(f.Observations, string(o))
 	}
+}
+
+// countMethod is the method behind a symmetric count's attribution
+// (probe.Attribute), for a finding that takes its origin and hop from it
+// before any reattribution: server when the packet carries the server's
+// TTL, ttl-count when its TTL was counted, none when its TTL is unknown;
+// "" without an attribution.
+func countMethod(a *probe.Attribution) string {
+	switch {
+	case a == nil:
+		return ""
+	case a.Origin == probe.OriginServer:
+		return string(attrib.MethodServer)
+	case a.Hop == 0 && a.Origin == probe.OriginUnknown:
+		return string(attrib.MethodNone)
+	}
+	return string(attrib.MethodTTLCount)
+}
+
+// MethodText is " (by fingerprint)" for a finding whose sender a method
+// placed, else "": the text reports add it to a finding's confidence.
+func (f Finding) MethodText() string {
+	if f.Method == "" || f.Method == string(attrib.MethodNone) {
+		return ""
+	}
+	return " (by " + f.Method + ")"
 }
 
 func hopText(hop int, origin probe.Origin) string {

@@ -1,10 +1,12 @@
 package tcpcheck
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hopcheck/hopcheck/attrib"
 	"github.com/hopcheck/hopcheck/internal/tri"
@@ -115,5 +117,99 @@ func TestAttribText(t *testing.T) {
 	}
 	if got := attribText(Finding{HopCandidates: []int{3}}); got != "" {
 		t.Errorf("decided: %q", got)
+	}
+}
+
+func TestCountMethod(t *testing.T) {
+	server := probe.Fingerprint{TTL: 59} // hop 6
+	for _, tc := range []struct {
+		name string
+		attr *probe.Attribution
+		want string
+	}{
+		{"no packet attributed", nil, ""},
+		{"the server's TTL", ptr(probe.Attribute(probe.Segment{TTL: 59}, server)), "server"},
+		{"a nearer sender, counted", ptr(probe.Attribute(probe.Segment{TTL: 62}, server)), "ttl-count"},
+		{"another initial TTL, counted", ptr(probe.Attribute(probe.Segment{TTL: 250}, server)), "ttl-count"},
+		{"counted but no server to compare with", ptr(probe.Attribute(probe.Segment{TTL: 62}, probe.Fingerprint{})), "ttl-count"},
+		{"TTL unknown", ptr(probe.Attribute(probe.Segment{TTL: 0}, server)), "none"},
+	} {
+		if got := countMethod(tc.attr); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// The method of a finding: the reattribution's when it placed the sender,
+// the count's otherwise.
+func TestReattributionApplyMethod(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before string // the count's method
+		result attrib.Result
+		want   string
+	}{
+		{"fingerprint corrects the count", "ttl-count",
+			attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 3, Confidence: "high", Method: attrib.MethodFingerprint}, "fingerprint"},
+		{"bracket", "ttl-count",
+			attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 3, Candidates: []int{3, 4}, Confidence: "medium", Method: attrib.MethodBracket}, "bracket"},
+		{"the server", "ttl-count",
+			attrib.Result{Origin: attrib.OriginServer, Hop: 6, Confidence: "medium", Method: attrib.MethodServer}, "server"},
+		{"nothing matched, only the count again", "ttl-count",
+			attrib.Result{Origin: attrib.OriginMiddlebox, Hop: 4, Confidence: "low", Method: attrib.MethodTTLCount}, "ttl-count"},
+		{"unknown: the count's stays", "server",
+			attrib.Result{Origin: attrib.OriginUnknown, Confidence: "low", Method: attrib.MethodTTLCount}, "server"},
+	} {
+		f := Finding{Hop: 4, Origin: probe.OriginMiddlebox, Confidence: "high", Method: tc.before}
+		(&reattribution{result: tc.result}).apply(&f)
+		if f.Method != tc.want {
+			t.Errorf("%s: method %q, want %q", tc.name, f.Method, tc.want)
+		}
+	}
+	f := Finding{Method: "ttl-count"}
+	var none *reattribution
+	none.apply(&f)
+	if f.Method != "ttl-count" {
+		t.Errorf("no reattribution: method %q", f.Method)
+	}
+}
+
+// Findings whose sender only the symmetric count placed (no capture to
+// reattribute from) say so; without an attributed packet they name no
+// method.
+func TestCountFindingsMethod(t *testing.T) {
+	server := probe.Fingerprint{TTL: 59}
+	box, srv := probe.Attribute(probe.Segment{TTL: 62}, server), probe.Attribute(probe.Segment{TTL: 59}, server)
+	s := &session{attr: &Attributor{}, res: Result{Target: "t", Address: "198.18.5.2"}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		attrs []probe.Attribution
+		want  string
+	}{
+		{"box by count", []probe.Attribution{box, box}, "ttl-count"},
+		{"server", []probe.Attribution{srv}, "server"},
+		{"nothing captured", nil, ""},
+	} {
+		if got := s.rateFinding(ctx, KindConnectReset, 2, 10, tc.attrs).Method; got != tc.want {
+			t.Errorf("rate finding, %s: method %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	idle := &IdleResult{TimeoutS: 10, BracketS: [2]float64{8, 12}, Behaviour: behaviourReset}
+	l := &Ladder{Lo: 8 * time.Second, Hi: 12 * time.Second}
+	for _, tc := range []struct {
+		name string
+		fs   []idleFailure
+		want string
+	}{
+		{"box by count", []idleFailure{{behaviour: behaviourReset, attr: &box}}, "ttl-count"},
+		{"server", []idleFailure{{behaviour: behaviourReset, attr: &srv}}, "server"},
+		{"no packet", []idleFailure{{behaviour: behaviourReset}}, ""},
+	} {
+		if got := s.idleFinding(ctx, l, idle, tc.fs).Method; got != tc.want {
+			t.Errorf("idle finding, %s: method %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -104,7 +104,7 @@ func RunConcurrency(ctx context.Context, opt Options, job Job, start time.Time) 
 			Confidence: "medium", Limit: limit}
 		f.Evidence = append(f.Evidence, fmt.Sprintf("with %d connections open, connection %d and %d more attempt(s) failed", limit, cr.FirstFail, extraFails-1))
 		if a := majority(failAttrs); a != nil {
-			f.Origin, f.Hop = a.Origin, a.Hop
+			f.Origin, f.Hop, f.Method = a.Origin, a.Hop, countMethod(a)
 			f.Evidence = append(f.Evidence, a.Reason)
 			if a.Origin != probe.OriginUnknown && len(failAttrs) >= 2 {
 				f.Confidence = "high"

@@ -142,7 +142,7 @@ func (s *session) rateFinding(ctx context.Context, kind string, k, n int, attrs 
 		Rate: round4(float64(k) / float64(n)), RateCI: []float64{round4(lo), round4(hi)}}
 	f.Evidence = append(f.Evidence, fmt.Sprintf("rate %.4f, 95 %% Wilson interval [%.4f, %.4f]", f.Rate, lo, hi))
 	if a := majority(attrs); a != nil {
-		f.Origin, f.Hop = a.Origin, a.Hop
+		f.Origin, f.Hop, f.Method = a.Origin, a.Hop, countMethod(a)
 		agree := 0
 		for _, x := range attrs {
 			if x.Origin == a.Origin && x.Hop == a.Hop {

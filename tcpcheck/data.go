@@ -115,7 +115,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		f := Finding{Kind: KindMidstreamReset, Target: s.res.Target, Address: s.res.Address, Origin: probe.OriginUnknown, Confidence: "medium"}
 		f.Evidence = append(f.Evidence, fmt.Sprintf("the transfer was reset after %d bytes", moved))
 		if attr != nil {
-			f.Origin, f.Hop = attr.Origin, attr.Hop
+			f.Origin, f.Hop, f.Method = attr.Origin, attr.Hop, countMethod(attr)
 			f.Evidence = append(f.Evidence, attr.Reason)
 			f.HopAddress = s.hopAddress(ctx, attr)
 			if attr.Origin != probe.OriginUnknown {
@@ -135,7 +135,7 @@ func RunData(ctx context.Context, opt Options, job Job, start time.Time) (Result
 		}
 		switch {
 		case attr != nil:
-			f.Origin, f.Hop = attr.Origin, attr.Hop
+			f.Origin, f.Hop, f.Method = attr.Origin, attr.Hop, countMethod(attr)
 			f.Evidence = append(f.Evidence, attr.Reason)
 			f.HopAddress = s.hopAddress(ctx, attr)
 			f.Confidence = "medium"

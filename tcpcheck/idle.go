@@ -638,7 +638,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 		f.Evidence = append(f.Evidence, fmt.Sprintf("%d of them were ended by the other side while idle, at the moment of expiry", whileIdle))
 	}
 	if attr != nil {
-		f.Origin, f.Hop = attr.Origin, attr.Hop
+		f.Origin, f.Hop, f.Method = attr.Origin, attr.Hop, countMethod(attr)
 		f.Evidence = append(f.Evidence, attr.Reason)
 		switch {
 		case !s.observing():

@@ -266,6 +266,11 @@ type Finding struct {
 	// Observations name what the evidence shows of the sender:
 	// forged-ttl, on-path-injection, in-path-blocking, asymmetric-return.
 	Observations []string `json:"observations,omitempty"`
+	// Method says what placed the sender of the finding's RST or FIN
+	// (attrib.Method): fingerprint, bracket, ttl-count, server or none;
+	// "" when no packet was attributed (no capture, a drop, a finding
+	// about something else).
+	Method string `json:"method,omitempty"`
 	// TransferBytes of ExpectedBytes arrived before a midstream-close
 	// (HTTPS body bytes or echoed bytes; expected 0: unknown).
 	TransferBytes int64 `json:"transfer_bytes,omitempty"`
@@ -365,7 +370,7 @@ func WriteText(w io.Writer, r Report) error {
 			}
 		}
 		where += attribText(f) // tcpcheck/attrib.go
-		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s\n", f.Kind, f.Target, f.Address, where, f.Confidence)
+		fmt.Fprintf(&b, "\nFINDING %s  %s %s  origin %s, confidence %s%s\n", f.Kind, f.Target, f.Address, where, f.Confidence, f.MethodText())
 		for _, e := range f.Evidence {
 			fmt.Fprintf(&b, "  - %s\n", e)
 		}

@@ -53,7 +53,7 @@ func TestWriteReport(t *testing.T) {
 		Port: 443, App: AppHTTPS, Counts: map[Outcome]int{OutcomeOK: 3, OutcomeReset: 1}, ServerTTL: 59, ServerHop: 6,
 		Idle: &IdleResult{TimeoutS: 9.5, BracketS: [2]float64{9, 10}, MaxS: 30, Behaviour: "reset", Width: 12, Verified: "survived"}}},
 		Findings: []Finding{{Kind: KindIdleReset, Target: "https://x", Address: "198.18.0.2", Hop: 3, HopAddress: "198.18.2.2",
-			Origin: probe.OriginMiddlebox, Confidence: "high", Evidence: []string{"e1"}, Advice: "a", IdleTimeoutS: 9.5, IdleBracketS: []float64{9, 10}}}}
+			Origin: probe.OriginMiddlebox, Confidence: "high", Method: "fingerprint", Evidence: []string{"e1"}, Advice: "a", IdleTimeoutS: 9.5, IdleBracketS: []float64{9, 10}}}}
 	var js bytes.Buffer
 	if err := WriteJSON(&js, r); err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestWriteReport(t *testing.T) {
 	var back Report
 	dec := json.NewDecoder(&js)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&back); err != nil || back.Findings[0].HopAddress != "198.18.2.2" || back.Results[0].Idle.TimeoutS != 9.5 {
+	if err := dec.Decode(&back); err != nil || back.Findings[0].HopAddress != "198.18.2.2" || back.Results[0].Idle.TimeoutS != 9.5 || back.Findings[0].Method != "fingerprint" {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 	var empty bytes.Buffer
@@ -72,7 +72,7 @@ func TestWriteReport(t *testing.T) {
 	if err := WriteText(&txt, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"idle timeout 9.5s", "FINDING idle-reset", "middlebox at hop 3 (198.18.2.2)", "reset 1", "server at hop 6"} {
+	for _, w := range []string{"idle timeout 9.5s", "FINDING idle-reset", "middlebox at hop 3 (198.18.2.2), confidence high (by fingerprint)", "reset 1", "server at hop 6"} {
 		if !strings.Contains(txt.String(), w) {
 			t.Errorf("text lacks %q:\n%s", w, txt.String())
 		}
