@@ -270,7 +270,7 @@ func diagnoseRun(ctx context.Context, c *ucli.Context, req runRequest, jobs []tc
 	rep.Warnings = append(rep.Warnings, warnings...)
 	if req.evidence != "" {
 		if err := diagnose.CaptureErr(rep); err != nil {
-			rep.Warnings = append(rep.Warnings, evidenceWarning(c.App.ErrWriter, flagString(c, "format"), req.evidence, err))
+			rep.Warnings = append(rep.Warnings, evidenceWarning(req.evidence, err))
 		}
 		if _, err := diagnose.WriteEvidence(req.evidence, &rep, sourceToward); err != nil {
 			rep.Warnings = append(rep.Warnings, err.Error())

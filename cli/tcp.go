@@ -177,7 +177,7 @@ func parseTCP(c *ucli.Context, test string) (*reportRun[tcpcheck.Report], error)
 			report := tcpcheck.Run(ctx, test, req.opt, jobs)
 			report.Tool = "hopcheck " + Version
 			if req.evidence != "" {
-				tcpEvidence(c.App.ErrWriter, flagString(c, "format"), req.evidence, &report, sourceToward)
+				tcpEvidence(req.evidence, &report, sourceToward)
 			}
 			return report, nil
 		},

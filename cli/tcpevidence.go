@@ -10,33 +10,24 @@ import (
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
 
-// textReport reports whether format is the human text report (the JSON,
-// Markdown and HTML reports carry warnings themselves).
+// textReport reports whether format is the human text report.
 func textReport(format string) bool { return format == "text" || format == "auto" }
 
 // evidenceWarning is the warning of an --evidence DIR that gets no packets
-// because the packet capture could not be opened (err), printed on stderr
-// for the text report; the caller adds it to the report's warnings.
-func evidenceWarning(errw io.Writer, format, dir string, err error) string {
-	w := evidence.CaptureWarning(dir, err)
-	if textReport(format) {
-		fmt.Fprintf(errw, "hopcheck: %s\n", w)
-	}
-	return w
-}
+// because the packet capture could not be opened (err); the caller adds
+// it to the report's warnings, which every report of run and tcp (text
+// too) prints: not on stderr as well.
+func evidenceWarning(dir string, err error) string { return evidence.CaptureWarning(dir, err) }
 
 // tcpEvidence is `hopcheck tcp --evidence DIR`: the pcapng files of the
 // connections behind each finding and the index, as `run --evidence`
-// writes them, named in the findings' evidence; a warning when the
-// capture could not be opened or a file not written.
-func tcpEvidence(errw io.Writer, format, dir string, rep *tcpcheck.Report, local func(netip.Addr) netip.Addr) {
+// writes them, named in the findings' evidence; a warning in the report
+// when the capture could not be opened or a file not written.
+func tcpEvidence(dir string, rep *tcpcheck.Report, local func(netip.Addr) netip.Addr) {
 	if err := tcpcheck.CaptureErr(rep.Results); err != nil {
-		rep.Warnings = append(rep.Warnings, evidenceWarning(errw, format, dir, err))
+		rep.Warnings = append(rep.Warnings, evidenceWarning(dir, err))
 	}
 	if _, err := tcpcheck.WriteEvidence(dir, rep, local); err != nil {
-		if textReport(format) {
-			fmt.Fprintf(errw, "hopcheck: %v\n", err)
-		}
 		rep.Warnings = append(rep.Warnings, err.Error())
 	}
 }
@@ -60,10 +51,15 @@ func captureErrToward(dst netip.AddrPort) error {
 // evidenceCaptureCheck is soak's check before it starts (its observers
 // are opened by its workers, hours of empty evidence later): open
 // (captureErrToward) opens a capture toward dst; the warning, if it
-// cannot.
+// cannot, also on stderr for the text report (soak's text report does not
+// list warnings, and the soak has hours to go).
 func evidenceCaptureCheck(errw io.Writer, format, dir string, dst netip.AddrPort, open func(netip.AddrPort) error) []string {
 	if err := open(dst); err != nil {
-		return []string{evidenceWarning(errw, format, dir, err)}
+		w := evidenceWarning(dir, err)
+		if textReport(format) {
+			fmt.Fprintf(errw, "hopcheck: %s\n", w)
+		}
+		return []string{w}
 	}
 	return nil
 }

@@ -378,6 +378,14 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  advice: %s\n", f.Advice)
 		}
 	}
+	// The run-wide caveats last, as run's text report gives them: the
+	// report is where they are said (not stderr as well).
+	if len(r.Warnings) > 0 {
+		b.WriteString("\n")
+	}
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", warn)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

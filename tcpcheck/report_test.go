@@ -97,3 +97,37 @@ func TestPhaseStats(t *testing.T) {
 		t.Errorf("phase stats %+v", ps)
 	}
 }
+
+// The text report says the run-wide warnings, each once, after the
+// findings (as run's text report does); none, no warning line.
+func TestWriteTextWarnings(t *testing.T) {
+	r := Report{Test: "idle", Evidence: "socket", Results: []Result{{Target: "https://x", Address: "198.18.0.2", Port: 443, App: AppHTTPS}},
+		Findings: []Finding{{Kind: KindIdleReset, Target: "https://x", Address: "198.18.0.2", Origin: probe.OriginUnknown, Confidence: "low"}},
+		Warnings: []string{"--evidence /tmp/ev: packet captures are unavailable", "a second caveat"}}
+	for _, tc := range []struct {
+		name     string
+		warnings []string
+	}{
+		{"two warnings", r.Warnings},
+		{"none", nil},
+	} {
+		r := r
+		r.Warnings = tc.warnings
+		var b bytes.Buffer
+		if err := WriteText(&b, r); err != nil {
+			t.Fatal(err)
+		}
+		txt := b.String()
+		if n := strings.Count(txt, "warning: "); n != len(tc.warnings) {
+			t.Errorf("%s: %d warning lines, want %d:\n%s", tc.name, n, len(tc.warnings), txt)
+		}
+		for _, w := range tc.warnings {
+			if strings.Count(txt, "\nwarning: "+w+"\n") != 1 {
+				t.Errorf("%s: text lacks %q once:\n%s", tc.name, w, txt)
+			}
+			if strings.Index(txt, w) < strings.Index(txt, "FINDING") {
+				t.Errorf("%s: %q before the findings:\n%s", tc.name, w, txt)
+			}
+		}
+	}
+}
