@@ -269,8 +269,8 @@ func diagnoseRun(ctx context.Context, c *ucli.Context, req runRequest, jobs []tc
 	rep.Tool = "hopcheck " + Version
 	rep.Warnings = append(rep.Warnings, warnings...)
 	if req.evidence != "" {
-		if err := diagnose.CaptureErr(rep); err != nil {
-			rep.Warnings = append(rep.Warnings, evidenceWarning(req.evidence, err))
+		if w := diagnose.CaptureWarning(req.evidence, rep); w != "" {
+			rep.Warnings = append(rep.Warnings, w)
 		}
 		if _, err := diagnose.WriteEvidence(req.evidence, &rep, sourceToward); err != nil {
 			rep.Warnings = append(rep.Warnings, err.Error())

@@ -84,6 +84,24 @@ func CaptureErr(rep Report) error {
 	return nil
 }
 
+// CaptureWarning is the run's one warning about packet captures that
+// could not be opened when --evidence dir was asked for ("" none): the
+// connection tests' (evidence.CaptureWarning: none of their pcapng
+// files), else the first in-flow confirmation's (no file of its probes),
+// not one per target.
+func CaptureWarning(dir string, rep Report) string {
+	if err := CaptureErr(rep); err != nil {
+		return evidence.CaptureWarning(dir, err)
+	}
+	for _, t := range rep.Targets {
+		if t.inFlowCaptureErr != nil {
+			return fmt.Sprintf("the packet capture of the in-flow confirmation toward %s is unavailable (%v): --evidence %s gets no pcapng file of its probes and their answers",
+				t.Address, t.inFlowCaptureErr, dir)
+		}
+	}
+	return ""
+}
+
 func inFlowOf(t *TargetReport) *InFlow {
 	if t.Localisation == nil {
 		return nil

@@ -152,3 +152,49 @@ func TestCaptureErr(t *testing.T) {
 		t.Errorf("CaptureErr = %v, want nil", err)
 	}
 }
+
+// The in-flow confirmation's observer that could not open its capture
+// (the error injected as inFlowConfirm hands it over) leaves no in-flow
+// file, and the run says so in one warning however many targets it hit;
+// the connection tests' capture error, when there is one, is the warning.
+func TestCaptureWarningInFlow(t *testing.T) {
+	boom := errors.New("flow capture: packet socket: operation not permitted")
+	inflow := newTestFlow(t, 40009).seg(0, true, 64, probe.FlagSYN, 10, 0).seg(3*time.Millisecond, true, 1, probe.FlagACK, 11, 1).c
+	target := func(addr string, testErr, inFlowErr error) TargetReport {
+		tg := TargetReport{Target: "https://" + addr, Address: addr, Port: 443,
+			Tests:        map[string]tcpcheck.Result{"idle": {Address: addr, CaptureErr: testErr}},
+			Localisation: &Localisation{InFlow: &InFlow{Flow: "198.18.0.1:40009 > " + addr + ":443"}}}
+		tg.keepInFlowCapture(inflow, inFlowErr)
+		return tg
+	}
+	for _, tc := range []struct {
+		name    string
+		targets []TargetReport
+		want    string // "" no warning
+	}{
+		{"captured", []TargetReport{target("198.18.5.2", nil, nil)}, ""},
+		{"in-flow capture failed toward two targets: one warning",
+			[]TargetReport{target("198.18.5.2", nil, nil), target("198.18.5.3", nil, boom), target("198.18.5.4", nil, boom)},
+			"the packet capture of the in-flow confirmation toward 198.18.5.3 is unavailable (" + boom.Error() + "): --evidence /tmp/ev gets no pcapng file of its probes and their answers"},
+		{"the tests' capture failed too: theirs", []TargetReport{target("198.18.5.2", boom, boom)},
+			evidence.CaptureWarning("/tmp/ev", errors.New("198.18.5.2: "+boom.Error()))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := Report{Targets: tc.targets}
+			if got := CaptureWarning("/tmp/ev", rep); got != tc.want {
+				t.Errorf("warning %q,\nwant %q", got, tc.want)
+			}
+			for _, tg := range tc.targets {
+				if (tg.inFlowCapture != nil) != (tg.inFlowCaptureErr == nil) {
+					t.Errorf("%s: in-flow capture kept %v with capture error %v", tg.Address, tg.inFlowCapture != nil, tg.inFlowCaptureErr)
+				}
+			}
+		})
+	}
+	// An empty history (nothing captured) is no error and no file.
+	var tg TargetReport
+	tg.keepInFlowCapture(probe.FlowCapture{}, nil)
+	if tg.inFlowCapture != nil || tg.inFlowCaptureErr != nil {
+		t.Errorf("empty history: kept %+v, error %v", tg.inFlowCapture, tg.inFlowCaptureErr)
+	}
+}

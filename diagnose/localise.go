@@ -249,9 +249,21 @@ func inFlowConfirm(ctx context.Context, cfg LocaliseConfig, t *TargetReport, dst
 	if err != nil {
 		return failed(flowName, fmt.Sprintf("probes after %s idle: %v", idle.Round(time.Second), err), err)
 	}
-	if c := obs.Capture(res.LocalPort); len(c.Packets) > 0 {
-		t.inFlowCapture = &c // the evidence hook: the probes and answers as captured
-	}
+	t.keepInFlowCapture(obs.Capture(res.LocalPort), obs.CaptureErr())
 	in := localise.NewInFlow(flowName, healthy, expired)
 	return &in
+}
+
+// keepInFlowCapture keeps the in-flow confirmation's packet history (its
+// probes and their answers as captured) for --evidence, or why there is
+// none: the observer's capture could not be opened (captureErr), which
+// CaptureWarning says once per run.
+func (t *TargetReport) keepInFlowCapture(c probe.FlowCapture, captureErr error) {
+	if captureErr != nil {
+		t.inFlowCaptureErr = captureErr
+		return
+	}
+	if len(c.Packets) > 0 {
+		t.inFlowCapture = &c
+	}
 }

@@ -103,6 +103,9 @@ type TargetReport struct {
 	// confirmation's connection (its probes and their answers), for
 	// --evidence.
 	inFlowCapture *probe.FlowCapture
+	// inFlowCaptureErr is why the in-flow confirmation's observer could
+	// not capture its packets (nil: it could, or it did not run).
+	inFlowCaptureErr error
 	// loginRefused is the broker's refusal of this address's AMQP login
 	// (its tests stop at the first); nil when none.
 	loginRefused *tcpcheck.AMQPReply
