@@ -39,6 +39,23 @@ const (
 	ConfidenceLow    = "low"
 )
 
+// LowerConfidence returns the lower of two confidences; an unknown one
+// ("" included) gives way to the other.
+func LowerConfidence(a, b string) string {
+	rank := map[string]int{ConfidenceLow: 0, ConfidenceMedium: 1, ConfidenceHigh: 2}
+	ra, oka := rank[a]
+	rb, okb := rank[b]
+	switch {
+	case !oka:
+		return b
+	case !okb:
+		return a
+	case rb < ra:
+		return b
+	}
+	return a
+}
+
 // Observation names what the evidence shows about the sender.
 type Observation string
 

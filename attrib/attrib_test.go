@@ -190,3 +190,18 @@ func TestUnknownPacketTTL(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 }
+
+func TestLowerConfidence(t *testing.T) {
+	for _, c := range []struct{ a, b, want string }{
+		{ConfidenceHigh, ConfidenceLow, ConfidenceLow},
+		{ConfidenceLow, ConfidenceHigh, ConfidenceLow},
+		{ConfidenceMedium, ConfidenceHigh, ConfidenceMedium},
+		{"", ConfidenceMedium, ConfidenceMedium},
+		{ConfidenceHigh, "", ConfidenceHigh},
+		{"", "", ""},
+	} {
+		if got := LowerConfidence(c.a, c.b); got != c.want {
+			t.Errorf("LowerConfidence(%q, %q) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}

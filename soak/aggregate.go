@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hopcheck/hopcheck/attrib"
 	"github.com/hopcheck/hopcheck/probe"
 	"github.com/hopcheck/hopcheck/tcpcheck"
 )
@@ -296,7 +297,7 @@ func (g *hopGroup) add(p Placement) {
 		m.confidence, m.candidates, m.countHop, m.evidence = p.Confidence, p.Candidates, p.CountHop, p.Evidence
 	}
 	m.count++
-	m.confidence = lowerConfidence(m.confidence, p.Confidence)
+	m.confidence = attrib.LowerConfidence(m.confidence, p.Confidence)
 	if m.address == "" {
 		m.address = p.HopAddress
 	}

@@ -164,19 +164,3 @@ func methodIndex(m string) int {
 	}
 	return numMethods - 1
 }
-
-// lowerConfidence returns the lower of two confidences ("" is none).
-func lowerConfidence(a, b string) string {
-	rank := map[string]int{attrib.ConfidenceLow: 0, attrib.ConfidenceMedium: 1, attrib.ConfidenceHigh: 2}
-	ra, oka := rank[a]
-	rb, okb := rank[b]
-	switch {
-	case !oka:
-		return b
-	case !okb:
-		return a
-	case rb < ra:
-		return b
-	}
-	return a
-}

@@ -407,7 +407,7 @@ func placed(f *tcpcheck.Finding, h HopCount) {
 		f.HopCandidates = append([]int(nil), h.HopCandidates...)
 	}
 	f.Observations = append(f.Observations, h.Observations...)
-	f.Confidence = lowerConfidence(f.Confidence, h.Confidence)
+	f.Confidence = attrib.LowerConfidence(f.Confidence, h.Confidence)
 }
 
 // WriteJSON writes the report as indented JSON.

@@ -198,7 +198,7 @@ func (ra *reattribution) apply(f *Finding) {
 	if len(r.Candidates) > 1 {
 		f.HopCandidates = r.Candidates
 	}
-	f.Confidence = lowerConfidence(f.Confidence, r.Confidence)
+	f.Confidence = attrib.LowerConfidence(f.Confidence, r.Confidence)
 	for _, o := range r.Observations {
 		f.Observations = append(f.Observations, string(o))
 	}
@@ -238,22 +238,6 @@ func hopText(hop int, origin probe.Origin) string {
 		return "unknown"
 	}
 	return fmt.Sprintf("hop %d", hop)
-}
-
-// lowerConfidence returns the lower of two confidences.
-func lowerConfidence(a, b string) string {
-	rank := map[string]int{"low": 0, "medium": 1, "high": 2}
-	ra, oka := rank[a]
-	rb, okb := rank[b]
-	switch {
-	case !oka:
-		return b
-	case !okb:
-		return a
-	case rb < ra:
-		return b
-	}
-	return a
 }
 
 // attribText is what the text report adds to a finding's origin: the
