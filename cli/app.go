@@ -94,6 +94,7 @@ func newApp(stdout, stderr io.Writer) *ucli.App {
 			tcpCommand(),
 			demoCommand(),
 			labServeCommand(),
+			labInjectCommand(),
 			serveCommand(),
 			diffCommand(),
 			soakCommand(),

@@ -48,6 +48,11 @@
 //     sender of a packet, so the client's next packet past the limit draws
 //     the RST and marks the flow; the server's packets of a marked flow
 //     draw one too.
+//   - On-path injection: Router.InjectRST is no rule but a process
+//     (`hopcheck lab-inject`, lab/inject.go) in the router's namespace:
+//     a packet socket sees the forwarded flows, a raw socket sends the
+//     RST toward the client with the server's next sequence number
+//     (Linux resets only on an exact match) while the kernel forwards on.
 //   - DAD is off (nodad, accept_dad=0) and the two ends of each veth get
 //     distinct ifindexes: with equal ones (both 2 in fresh namespaces)
 //     linkwatch reports carrier up to a second late, and IPv6 loses packets

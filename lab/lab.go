@@ -61,6 +61,12 @@ type Router struct {
 	// ICMPEveryNth makes the router send only every Nth ICMP error (a
 	// policer that lets one in N through); 0 or 1 = every one.
 	ICMPEveryNth int
+
+	// InjectRST runs an on-path RST injector on this router (lab/inject.go):
+	// the router forwards everything, and a packet program beside it
+	// injects a reset toward the client, so the server's answer still
+	// arrives after it. nil = none.
+	InjectRST *Injector
 }
 
 // Server configures the lab server. Zero values mean the defaults.
@@ -192,6 +198,7 @@ type Lab struct {
 	log       func(format string, args ...any)
 	server    *exec.Cmd
 	serverEnd chan struct{} // closed when the server process has been reaped
+	injectors []*labProcess // Router.InjectRST's processes (lab/inject.go)
 
 	mu        sync.Mutex
 	closed    bool
@@ -327,7 +334,7 @@ func (l *Lab) build(ctx context.Context, topo topology, binary string) error {
 			return err
 		}
 	}
-	return nil
+	return l.startInjectors(ctx, topo.injectors, binary)
 }
 
 // waitLinksReady waits until every lab interface in ns is operationally up
@@ -469,6 +476,7 @@ func (l *Lab) Close() error {
 		l.stopWatch()
 	}
 	var errs []error
+	l.stopInjectors()
 	if l.server != nil && l.server.Process != nil {
 		_ = l.server.Process.Signal(syscall.SIGTERM)
 		select {

@@ -106,7 +106,8 @@ type topology struct {
 	clientNS   string
 	serverNS   string
 	routerNS   []string
-	detourNS   []string // Router.ReturnDetour's extra routers (lab/attrib.go)
+	detourNS   []string       // Router.ReturnDetour's extra routers (lab/attrib.go)
+	injectors  []injectorPlan // Router.InjectRST's processes (lab/inject.go)
 	client4    netip.Addr
 	client6    netip.Addr
 	server4    netip.Addr
@@ -194,6 +195,9 @@ func planTopology(id string, sc Scenario) (topology, error) {
 		return topology{}, err
 	}
 	if err := validateAttrib(sc); err != nil {
+		return topology{}, err
+	}
+	if err := validateInject(sc); err != nil {
 		return topology{}, err
 	}
 	n := len(sc.Routers)
@@ -296,6 +300,7 @@ func planTopology(id string, sc Scenario) (topology, error) {
 		planTwin(&t, sc, id, names)
 	}
 	planAttrib(&t, sc, id)
+	planInject(&t, sc)
 	return t, nil
 }
 

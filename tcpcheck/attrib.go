@@ -88,6 +88,11 @@ func (s *session) reattribute(ctx context.Context, attr *probe.Attribution) *rea
 	serverHop := s.res.ServerHop
 	s.mu.Unlock()
 	server := s.attr.Server()
+	if !server.Known() {
+		// Every connection failed, so none taught the session the server's
+		// SYN-ACK: this flow's own answers it (as the soak does).
+		server = flowServer(capture)
+	}
 	maxHop := 30
 	if serverHop > 0 {
 		maxHop = min(serverHop+1, 30) // beyond it only the server answers: few SYNs reach it
@@ -135,10 +140,14 @@ func ServerAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) tri.State {
 // serverAnswerAfter reads a connection's packet history: did the server
 // (a segment with its SYN-ACK's TTL) still send after the RST that
 // arrived with rstTTL? Yes: the RST was injected beside the flow
-// (on-path); no: nothing of the server followed (in-path). Not tested
-// without a history, without the RST in it, or when the RST carries the
-// server's own TTL (the two cannot be told apart). Pure.
+// (on-path); no: nothing of the server followed (in-path). serverTTL 0
+// (unknown) takes the history's own SYN-ACK. Not tested without a
+// history, without the RST in it, or when the RST carries the server's
+// own TTL (the two cannot be told apart). Pure.
 func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) tri.State {
+	if c != nil && serverTTL <= 0 {
+		serverTTL = flowServer(c).TTL
+	}
 	if c == nil || rstTTL <= 0 || serverTTL <= 0 || rstTTL == serverTTL {
 		return tri.NotTested
 	}
@@ -162,6 +171,27 @@ func serverAnswerAfter(c *probe.FlowCapture, rstTTL, serverTTL int) tri.State {
 		return tri.NotTested
 	}
 	return tri.No
+}
+
+// flowServer is the fingerprint of the first SYN-ACK the history received
+// (unknown when none was kept). Pure.
+func flowServer(c *probe.FlowCapture) probe.Fingerprint {
+	if c == nil {
+		return probe.Fingerprint{}
+	}
+	for _, p := range c.Packets {
+		if p.Out {
+			continue
+		}
+		info, err := probe.DecodeCaptured(p.Data)
+		if err != nil || info.TCP == nil {
+			continue
+		}
+		if info.TCP.Flags.Has(probe.FlagSYN) && info.TCP.Flags.Has(probe.FlagACK) {
+			return probe.Fingerprint{TTL: info.TTL, DF: info.DF}
+		}
+	}
+	return probe.Fingerprint{}
 }
 
 func kindOfFlags(flags string) string {
