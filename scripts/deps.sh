@@ -15,8 +15,12 @@ command -v tshark >/dev/null     || need+=(tshark)
 # gzip are part of every Debian system.
 command -v setcap >/dev/null     || need+=(libcap2-bin)
 command -v getcap >/dev/null     || need+=(libcap2-bin)
-# A real RabbitMQ broker for e2e/rabbitmq_test.go (run in a lab namespace only).
+# Real servers the e2e tests run in a lab namespace only, beside the lab's
+# own doubles: RabbitMQ (e2e/rabbitmq_test.go), nginx as the API server and
+# HAProxy as a load balancer on the path.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+[ -x /usr/sbin/nginx ]                       || need+=(nginx-light)
+[ -x /usr/sbin/haproxy ]                     || need+=(haproxy)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -25,18 +29,21 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "installing: ${need[*]}"
-# The rabbitmq-server package must not start a broker in the root
-# namespace: policy-rc.d exiting 101 tells invoke-rc.d and
-# deb-systemd-invoke not to start services during the install; under
-# systemd the unit is also stopped and disabled afterwards. Lab tests start
-# their own broker inside a namespace.
-if [[ " ${need[*]} " == *" rabbitmq-server "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+# The server packages must not start a server in the root namespace:
+# policy-rc.d exiting 101 tells invoke-rc.d and deb-systemd-invoke not to
+# start services during the install; under systemd the units are also
+# stopped and disabled afterwards. Lab tests start their own servers
+# inside a namespace.
+servers=" rabbitmq-server nginx-light haproxy "
+starts_service=false
+for p in "${need[@]}"; do [[ "$servers" == *" $p "* ]] && starts_service=true; done
+if $starts_service && [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
   chmod 755 /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-if [[ " ${need[*]} " == *" rabbitmq-server "* ]] && [ -d /run/systemd/system ]; then
-  systemctl disable --now rabbitmq-server.service epmd.socket epmd.service >/dev/null 2>&1 || true
+if $starts_service && [ -d /run/systemd/system ]; then
+  systemctl disable --now rabbitmq-server.service epmd.socket epmd.service nginx.service haproxy.service >/dev/null 2>&1 || true
 fi
