@@ -93,6 +93,7 @@ func refine(f Finding, t TargetReport) Finding {
 					in.Hop, orDash(in.HopAddress), in.Behaviour))
 			}
 			f.Hop, f.HopAddress, f.Origin = in.Hop, in.HopAddress, probe.OriginMiddlebox
+			f.Advice = tcpcheck.WithoutProxyAdvice(f.Advice) // not the box that answered the SYN
 			f.Confidence = "high"
 			if f.Method != "" {
 				// The test's RST no longer places the box: the in-flow

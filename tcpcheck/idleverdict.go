@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/hopcheck/hopcheck/probe"
 )
 
 // RFC5382EstablishedIdleS is RFC 5382 §5 REQ-5's least established-
@@ -106,4 +108,38 @@ func (v IdleVerdict) WithOwnerAdvice(advice string, timeoutS float64) string {
 		return advice
 	}
 	return strings.TrimSpace(advice + " " + v.OwnerAdvice(timeoutS))
+}
+
+// proxyAdvicePrefix starts the advice about a TCP-terminating load
+// balancer or proxy in front of the server.
+const proxyAdvicePrefix = "The box that answered the SYN ended the connection"
+
+// ProxyIdleAdvice is the advice for an idle timeout enforced by the box
+// that answered the SYN. hopcheck cannot tell the server from a load
+// balancer or proxy that terminates TCP in front of it (an L4 load
+// balancer's SYN-ACK, FIN and RST all come from the load balancer), so it
+// names both and the settings of the common ones.
+func ProxyIdleAdvice(timeoutS float64) string {
+	return fmt.Sprintf("%s: the server, or a load balancer or proxy in front of it that terminates TCP (yours on the way out, or the service's virtual address). "+
+		"If it is a load balancer or proxy, its idle timeout of about %.0fs is the setting: HAProxy timeout client / timeout server, "+
+		"nginx stream proxy_timeout, AWS ALB idle_timeout (60 s default) or NLB TCP idle timeout (350 s), Azure Load Balancer idle timeout (4 min default); "+
+		"its owner can raise it above the clients' longest pooled idle time, else keep idle time below it.", proxyAdvicePrefix, timeoutS)
+}
+
+// withProxyAdvice appends ProxyIdleAdvice, once, to the advice of an idle
+// finding whose FIN/RST came from the box that answered the SYN.
+func withProxyAdvice(advice string, origin probe.Origin, timeoutS float64) string {
+	if origin != probe.OriginServer || strings.Contains(advice, proxyAdvicePrefix) {
+		return advice
+	}
+	return strings.TrimSpace(advice + " " + ProxyIdleAdvice(timeoutS))
+}
+
+// WithoutProxyAdvice removes what withProxyAdvice appended: for a finding
+// that later evidence (in-flow probes) moves from the server to a middlebox.
+func WithoutProxyAdvice(advice string) string {
+	if i := strings.Index(advice, proxyAdvicePrefix); i >= 0 {
+		return strings.TrimSpace(advice[:i])
+	}
+	return advice
 }

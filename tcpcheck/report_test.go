@@ -131,3 +131,40 @@ func TestWriteTextWarnings(t *testing.T) {
 		}
 	}
 }
+
+// An idle timeout enforced by the box that answered the SYN may be a
+// TCP-terminating load balancer's: its settings are named, for that
+// origin only, once; in-flow evidence of a middlebox removes them again.
+func TestProxyIdleAdvice(t *testing.T) {
+	base := IdleAdvice(6*time.Second, "close")
+	for _, c := range []struct {
+		name   string
+		advice string
+		origin probe.Origin
+		want   []string
+		absent []string
+	}{
+		{"server", base, probe.OriginServer, []string{base, "load balancer", "about 6s", "HAProxy timeout client / timeout server", "NLB TCP idle timeout (350 s)"}, nil},
+		{"middlebox", base, probe.OriginMiddlebox, []string{base}, []string{"HAProxy"}},
+		{"unknown", base, probe.OriginUnknown, []string{base}, []string{"HAProxy"}},
+		{"once", withProxyAdvice(base, probe.OriginServer, 6), probe.OriginServer, []string{"HAProxy"}, nil},
+	} {
+		got := withProxyAdvice(c.advice, c.origin, 6)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q lacks %q", c.name, got, w)
+			}
+		}
+		for _, w := range c.absent {
+			if strings.Contains(got, w) {
+				t.Errorf("%s: %q has %q", c.name, got, w)
+			}
+		}
+		if n := strings.Count(got, proxyAdvicePrefix); n > 1 {
+			t.Errorf("%s: the load balancer advice %d times", c.name, n)
+		}
+		if back := WithoutProxyAdvice(got); back != c.advice && c.name != "once" {
+			t.Errorf("%s: WithoutProxyAdvice = %q, want %q", c.name, back, c.advice)
+		}
+	}
+}
