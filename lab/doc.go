@@ -66,5 +66,7 @@
 // TLS AMQP 0-9-1 header responder that answers Connection.Start, and a TCP
 // echo. Server.MaxConns counts open connections across all ports and resets
 // (SO_LINGER 0) those beyond it; Server.IdleClose closes idle connections on
-// every port. The token reaches the server by file, never on a command line.
+// every port (HTTPS: after a response; a connection that never sent a
+// request gets nginx's client_header_timeout, 60 s). StartNginx runs a real
+// nginx as the HTTPS server instead (lab/nginx.go). The token reaches the server by file, never on a command line.
 package lab

@@ -102,9 +102,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 
 	srv := &http.Server{
-		Handler:           NewHTTPHandler(s),
-		IdleTimeout:       s.IdleClose,
-		ReadHeaderTimeout: s.IdleClose,
+		Handler:     NewHTTPHandler(s),
+		IdleTimeout: s.IdleClose,
+		// A connection's TLS handshake and its first request get nginx's
+		// client_header_timeout, not the keep-alive idle close: nginx holds
+		// a connection that never sent a request for 60 s whatever its
+		// keepalive_timeout (e2e/nginx_test.go checks it against nginx).
+		ReadHeaderTimeout: headerTimeout,
 		ErrorLog:          logger,
 	}
 	var wg sync.WaitGroup
@@ -144,6 +148,11 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	wg.Wait()
 	return result
 }
+
+// headerTimeout is how long the lab HTTPS server waits for a TLS handshake
+// and for the headers of a request: nginx's client_header_timeout default.
+// A variable so that unit tests can shorten it.
+var headerTimeout = 60 * time.Second
 
 // acceptLoop serves each accepted connection on its own goroutine until the
 // listener is closed.
