@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,8 +72,7 @@ type HAProxy struct {
 	Ports       []int
 
 	ns, dir string
-	cmd     *exec.Cmd
-	ended   chan struct{}
+	d       *daemon
 
 	mu       sync.Mutex
 	closed   bool
@@ -182,26 +180,12 @@ func (l *Lab) StartHAProxy(ctx context.Context, opt HAProxyOptions) (*HAProxy, e
 		return nil, fmt.Errorf("haproxy: %w", err)
 	}
 	logPath := filepath.Join(h.dir, "haproxy.log")
-	logFile, err := os.Create(logPath)
+	// SIGTERM if this process dies: HAProxy stops cleanly on it.
+	d, err := startDaemon("haproxy", h.ns, logPath, nil, syscall.SIGTERM, HAProxyBinary, "-db", "-f", cfg)
 	if err != nil {
-		return nil, fmt.Errorf("haproxy: %w", err)
+		return nil, err
 	}
-	cmd := exec.Command("ip", "netns", "exec", h.ns, HAProxyBinary, "-db", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group, so that Close reaches it; if this process
-	// dies, it gets SIGTERM (and the next run's CleanupStale removes the
-	// namespace).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("haproxy: starting %s: %w", HAProxyBinary, err)
-	}
-	h.cmd, h.ended = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(h.ended)
-	}()
+	h.d = d
 	ok := false
 	defer func() {
 		if !ok {
@@ -210,23 +194,8 @@ func (l *Lab) StartHAProxy(ctx context.Context, opt HAProxyOptions) (*HAProxy, e
 	}()
 	// Ready when the VIP accepts a connection on the router itself.
 	addr := netip.AddrPortFrom(HAProxyVIP4, uint16(opt.Ports[0])).String()
-	deadline := time.Now().Add(opt.StartWait)
-	for {
-		c, err := l.Dial(ctx, h.ns, "tcp4", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-h.ended:
-			return nil, fmt.Errorf("haproxy: exited before accepting connections: %s", tail(logPath, 1500))
-		case <-ctx.Done():
-			return nil, fmt.Errorf("haproxy: waiting for it: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("haproxy: not accepting connections on %s after %v: %s", addr, opt.StartWait, tail(logPath, 1500))
-		}
+	if err := d.waitAccepting(ctx, l, h.ns, addr, opt.StartWait, 50*time.Millisecond, func() string { return tail(logPath, 1500) }); err != nil {
+		return nil, err
 	}
 	ok = true
 	return h, nil
@@ -244,16 +213,8 @@ func (h *HAProxy) Close() error {
 		return h.closeErr
 	}
 	h.closed = true
-	if h.cmd != nil && h.cmd.Process != nil {
-		pgid := h.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-h.ended:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-h.ended
-		}
-		h.closeErr = killInNamespace(h.ns, "haproxy")
+	if h.d != nil {
+		h.closeErr = h.d.stop(syscall.SIGTERM, 5*time.Second, "haproxy")
 	}
 	return h.closeErr
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -54,8 +53,7 @@ type Nginx struct {
 	MarketsSize int
 
 	ns, dir string
-	cmd     *exec.Cmd
-	ended   chan struct{} // closed when nginx has been reaped
+	d       *daemon
 
 	mu       sync.Mutex
 	closed   bool
@@ -195,47 +193,18 @@ func (l *Lab) StartNginx(ctx context.Context, opt NginxOptions) (*Nginx, error) 
 			n.Close()
 		}
 	}()
-	logPath := filepath.Join(n.dir, "stderr.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("nginx: %w", err)
-	}
 	// -e: the error log before the config is read (the package's default
-	// is stderr; never /var/log/nginx).
-	cmd := exec.Command("ip", "netns", "exec", l.ServerNS, NginxBinary,
-		"-p", n.dir, "-c", filepath.Join(n.dir, "nginx.conf"), "-e", filepath.Join(n.dir, "error.log"))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// ip netns exec execs nginx in place: SIGKILL on Close or when this
-	// process dies reaches nginx itself.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("nginx: starting %s: %w", NginxBinary, err)
+	// is stderr; never /var/log/nginx). ip netns exec execs nginx in
+	// place: SIGKILL when this process dies reaches nginx itself.
+	d, err := startDaemon("nginx", l.ServerNS, filepath.Join(n.dir, "stderr.log"), nil, syscall.SIGKILL,
+		NginxBinary, "-p", n.dir, "-c", filepath.Join(n.dir, "nginx.conf"), "-e", filepath.Join(n.dir, "error.log"))
+	if err != nil {
+		return nil, err
 	}
-	n.cmd, n.ended = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(n.ended)
-	}()
+	n.d = d
 	addr := netip.AddrPortFrom(l.Server4, uint16(opt.Port)).String()
-	deadline := time.Now().Add(opt.StartWait)
-	for {
-		c, err := l.Dial(ctx, l.ServerNS, "tcp4", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-n.ended:
-			return nil, fmt.Errorf("nginx: exited before accepting connections: %s", n.Log())
-		case <-ctx.Done():
-			return nil, fmt.Errorf("nginx: waiting for it: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("nginx: not accepting connections on %s after %v: %s", addr, opt.StartWait, n.Log())
-		}
+	if err := d.waitAccepting(ctx, l, l.ServerNS, addr, opt.StartWait, 100*time.Millisecond, n.Log); err != nil {
+		return nil, err
 	}
 	ok = true
 	return n, nil
@@ -268,18 +237,9 @@ func (n *Nginx) Close() error {
 		return n.closeErr
 	}
 	n.closed = true
-	if n.cmd != nil && n.cmd.Process != nil {
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-n.ended:
-		case <-time.After(10 * time.Second):
-			n.closeErr = fmt.Errorf("nginx (pid %d) did not end after SIGKILL", n.cmd.Process.Pid)
-			return n.closeErr
-		}
+	if n.d != nil {
 		// Anything of it left in the namespace (none with master_process off).
-		if err := killInNamespace(n.ns, "nginx"); err != nil {
-			n.closeErr = err
-		}
+		n.closeErr = n.d.stop(syscall.SIGKILL, 0, "nginx")
 	}
 	return n.closeErr
 }

@@ -56,8 +56,7 @@ type RabbitMQ struct {
 	Started time.Duration
 
 	ns, dir string
-	cmd     *exec.Cmd
-	ended   chan struct{} // closed when the broker process has been reaped
+	d       *daemon
 	auth    *http.Server
 	authLn  net.Listener
 	authWG  sync.WaitGroup
@@ -175,58 +174,30 @@ func (l *Lab) StartRabbitMQ(ctx context.Context, opt RabbitMQOptions) (*RabbitMQ
 		}
 	}
 	logPath := filepath.Join(r.dir, "rabbitmq.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("rabbitmq: %w", err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", l.ServerNS, RabbitMQServerScript)
-	cmd.Env = append(os.Environ(),
-		"HOME="+r.dir, // the Erlang cookie
-		"RABBITMQ_NODENAME=rabbit-"+l.ID+"@localhost",
-		"RABBITMQ_CONFIG_FILE="+filepath.Join(r.dir, "rabbitmq.conf"),
-		"RABBITMQ_ADVANCED_CONFIG_FILE="+filepath.Join(r.dir, "advanced.config"),
-		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(r.dir, "rabbitmq-env.conf"), // none: not /etc/rabbitmq's
-		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(r.dir, "enabled_plugins"),
-		"RABBITMQ_MNESIA_BASE="+filepath.Join(r.dir, "mnesia"),
-		"RABBITMQ_LOG_BASE="+filepath.Join(r.dir, "log"),
-		"RABBITMQ_PID_FILE="+filepath.Join(r.dir, "rabbitmq.pid"),
+	env := []string{
+		"HOME=" + r.dir, // the Erlang cookie
+		"RABBITMQ_NODENAME=rabbit-" + l.ID + "@localhost",
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(r.dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(r.dir, "advanced.config"),
+		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(r.dir, "rabbitmq-env.conf"), // none: not /etc/rabbitmq's
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(r.dir, "enabled_plugins"),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(r.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(r.dir, "log"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(r.dir, "rabbitmq.pid"),
 		"RABBITMQ_LOGS=-", // to stdout, the log file
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group, so that Close reaches the start script and
-	// the Erlang VM; if this process dies, the script gets SIGTERM and
-	// stops the VM (stale namespaces and what is left in them are removed
-	// by the next run's CleanupStale).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("rabbitmq: starting %s: %w", RabbitMQServerScript, err)
 	}
-	r.cmd, r.ended = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(r.ended)
-	}()
+	// SIGTERM if this process dies: the start script stops the Erlang VM
+	// (stale namespaces and what is left in them are removed by the next
+	// run's CleanupStale).
+	start := time.Now()
+	d, err := startDaemon("rabbitmq", l.ServerNS, logPath, env, syscall.SIGTERM, RabbitMQServerScript)
+	if err != nil {
+		return nil, err
+	}
+	r.d = d
 	addr := netip.AddrPortFrom(l.Server4, uint16(opt.Port)).String()
-	deadline := time.Now().Add(opt.StartWait)
-	for {
-		c, err := l.Dial(ctx, l.ServerNS, "tcp4", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-r.ended:
-			return nil, fmt.Errorf("rabbitmq: broker exited before accepting connections: %s", tail(logPath, 1500))
-		case <-ctx.Done():
-			return nil, fmt.Errorf("rabbitmq: waiting for the broker: %w", ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("rabbitmq: not accepting connections on %s after %v: %s", addr, opt.StartWait, tail(logPath, 1500))
-		}
+	if err := d.waitAccepting(ctx, l, l.ServerNS, addr, opt.StartWait, 200*time.Millisecond, func() string { return tail(logPath, 1500) }); err != nil {
+		return nil, err
 	}
 	r.Started = time.Since(start)
 	ok = true
@@ -247,21 +218,11 @@ func (r *RabbitMQ) Close() error {
 	}
 	r.closed = true
 	var errs []error
-	if r.cmd != nil && r.cmd.Process != nil {
-		pgid := r.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-r.ended:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-r.ended
-		}
+	if r.d != nil {
 		// The VM's helpers outside its group (erl_child_setup,
 		// inet_gethost) go with it; epmd is a daemon of its own.
-		for _, name := range []string{"beam.smp", "erl_child_setup", "inet_gethost", "epmd"} {
-			if err := killInNamespace(r.ns, name); err != nil {
-				errs = append(errs, err)
-			}
+		if err := r.d.stop(syscall.SIGTERM, 15*time.Second, "beam.smp", "erl_child_setup", "inet_gethost", "epmd"); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if r.auth != nil {

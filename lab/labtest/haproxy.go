@@ -2,7 +2,6 @@ package labtest
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/lab"
@@ -14,14 +13,7 @@ import (
 func RequireHAProxy(t testing.TB) {
 	t.Helper()
 	Require(t)
-	why := lab.HAProxyMissing()
-	if why == "" {
-		return
-	}
-	if os.Getenv(RequiredEnv) == "required" {
-		t.Fatalf("%s (%s=required)", why, RequiredEnv)
-	}
-	t.Skipf("%s; set %s=required to fail instead", why, RequiredEnv)
+	requireProgram(t, lab.HAProxyMissing())
 }
 
 // StartHAProxy starts a real HAProxy on one of l's routers and stops it

@@ -120,3 +120,18 @@ func removeStaleBinaries() {
 		}
 	}
 }
+
+// requireProgram skips t, with the reason why, when a real server program
+// the test needs cannot run here (why empty: it can); with
+// HOPCHECK_LAB=required it fails t instead (.ci/run installs the
+// packages).
+func requireProgram(t testing.TB, why string) {
+	t.Helper()
+	if why == "" {
+		return
+	}
+	if os.Getenv(RequiredEnv) == "required" {
+		t.Fatalf("%s (%s=required)", why, RequiredEnv)
+	}
+	t.Skipf("%s; set %s=required to fail instead", why, RequiredEnv)
+}

@@ -2,7 +2,6 @@ package labtest
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/hopcheck/hopcheck/lab"
@@ -14,14 +13,7 @@ import (
 func RequireNginx(t testing.TB) {
 	t.Helper()
 	Require(t)
-	why := lab.RealNginxMissing()
-	if why == "" {
-		return
-	}
-	if os.Getenv(RequiredEnv) == "required" {
-		t.Fatalf("%s (%s=required)", why, RequiredEnv)
-	}
-	t.Skipf("%s; set %s=required to fail instead", why, RequiredEnv)
+	requireProgram(t, lab.RealNginxMissing())
 }
 
 // StartNginx starts a real nginx in l's server namespace and stops it when

@@ -2,7 +2,6 @@ package labtest
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -15,14 +14,7 @@ import (
 func RequireRabbitMQ(t testing.TB) {
 	t.Helper()
 	Require(t)
-	why := lab.RabbitMQMissing()
-	if why == "" {
-		return
-	}
-	if os.Getenv(RequiredEnv) == "required" {
-		t.Fatalf("%s (%s=required)", why, RequiredEnv)
-	}
-	t.Skipf("%s; set %s=required to fail instead", why, RequiredEnv)
+	requireProgram(t, lab.RabbitMQMissing())
 }
 
 // StartRabbitMQ starts a real broker in l's server namespace and stops it
