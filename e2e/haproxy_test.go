@@ -46,8 +46,11 @@ func TestHAProxyIdleTimeout(t *testing.T) {
 				t.Fatalf("findings %+v: want one; %s", rep.Findings, resultSummary(rep))
 			}
 			f := oneFinding(t, rep, tcpcheck.KindIdleClose)
+			// HAProxy's timer fires a few ms after the timeout (a
+			// connection idle 6.001 s may still be served): the bracket's
+			// lower end may pass 6 s by that much.
 			if math.Abs(f.IdleTimeoutS-timeoutClient) > 0.1*timeoutClient || len(f.IdleBracketS) != 2 ||
-				f.IdleBracketS[0] > timeoutClient || f.IdleBracketS[1] < 0.9*timeoutClient {
+				f.IdleBracketS[0] > 1.02*timeoutClient || f.IdleBracketS[1] < 0.9*timeoutClient {
 				t.Errorf("idle timeout %.2fs bracket %v, want %.0fs ±10%%", f.IdleTimeoutS, f.IdleBracketS, timeoutClient)
 			}
 			if f.Origin != probe.OriginServer || f.Hop != lb.Hop || f.Address != lb.VIP4.String() {
@@ -62,19 +65,27 @@ func TestHAProxyIdleTimeout(t *testing.T) {
 					t.Errorf("advice %q lacks %q", f.Advice, w)
 				}
 			}
-			// Every FIN and RST of the failed connections is the load balancer's.
+			// Every FIN and RST of the failed connections is the load
+			// balancer's, and each connection's first is a FIN: an idle
+			// close. With nolinger a RST comes with it at once; without,
+			// a RST may still answer a request the client wrote after the
+			// FIN (data to a closed socket), so only its presence with
+			// nolinger is asserted.
 			var flags []string
 			for _, c := range rep.Results[0].Connections {
-				for _, p := range c.Packets {
+				for i, p := range c.Packets {
 					flags = append(flags, p.Flags)
 					if p.Hop != lb.Hop || p.Origin != probe.OriginServer {
 						t.Errorf("connection %d: %s from hop %d (%s), want hop %d, the server side: %s", c.ID, p.Flags, p.Hop, p.Origin, lb.Hop, p.Reason)
 					}
+					if i == 0 && !strings.HasPrefix(p.Flags, "FIN") {
+						t.Errorf("connection %d: first packet %s, want the FIN of an idle close", c.ID, p.Flags)
+					}
 				}
 			}
 			all := strings.Join(flags, " ")
-			if !strings.Contains(all, "FIN") || strings.Contains(all, "RST") != tc.noLinger {
-				t.Errorf("packets %v: want a FIN, and a RST only with nolinger (%v)", flags, tc.noLinger)
+			if !strings.Contains(all, "FIN") || (tc.noLinger && !strings.Contains(all, "RST")) {
+				t.Errorf("packets %v: want FINs, and with nolinger (%v) the RST sent with them", flags, tc.noLinger)
 			}
 			t.Logf("T=%.2fs bracket %v (true %.0fs), hop %d, packets %v, wall %v", f.IdleTimeoutS, f.IdleBracketS, timeoutClient, f.Hop, flags, wall.Round(100*time.Millisecond))
 		})

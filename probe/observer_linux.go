@@ -298,22 +298,33 @@ func (o *Observer) Flow(port uint16) FlowRecord {
 // WaitFinRst waits up to wait for a FIN or RST toward port that arrived
 // at or after since (the kernel hands the raw copy out before the socket
 // reports the error, but our reader may lag a little), and returns the
-// flow record.
+// flow record. Once one is there it waits finRstSettle more, so that
+// what a box sends with it (HAProxy's `option nolinger`: a FIN and, at
+// once, a RST) is in the record too.
 func (o *Observer) WaitFinRst(port uint16, since time.Time, wait time.Duration) FlowRecord {
 	deadline := time.Now().Add(wait)
+	var settled time.Time // when the first FIN or RST was seen, plus finRstSettle
 	for {
 		r := o.Flow(port)
-		for _, s := range r.FinRst {
-			if !s.At.Before(since) {
-				return r
+		if settled.IsZero() {
+			for _, s := range r.FinRst {
+				if !s.At.Before(since) {
+					settled = time.Now().Add(finRstSettle)
+					break
+				}
 			}
 		}
-		if time.Now().After(deadline) {
+		now := time.Now()
+		if (!settled.IsZero() && !now.Before(settled)) || now.After(deadline) {
 			return r
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// finRstSettle is how long WaitFinRst waits after the first FIN or RST
+// for the packets sent with it.
+const finRstSettle = 50 * time.Millisecond
 
 // WaitSynAck waits up to wait for the SYN-ACK toward port and returns the
 // flow record. A connect() that just returned had its SYN-ACK copied to
