@@ -14,19 +14,7 @@ import (
 func TestServerAnswerAfterWithoutSessionServer(t *testing.T) {
 	server, client := netip.MustParseAddr("198.18.3.2"), netip.MustParseAddr("198.18.0.1")
 	pkt := func(t *testing.T, ttl int, flags probe.TCPFlags, payload int, out bool) probe.CapturedPacket {
-		src, dst := server, client
-		if out {
-			src, dst = client, server
-		}
-		seg, err := probe.BuildTCPSegment(src, dst, 443, 40000, 1, 1, flags, 1000, make([]byte, payload))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, err := probe.BuildIPv4(src, dst, 6, ttl, 0, true, seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return probe.CapturedPacket{Out: out, Data: ip, Length: len(ip)}
+		return capturedTCP(t, server, client, ttl, flags, payload, out)
 	}
 	syn := pkt(t, 64, probe.FlagSYN, 0, true)
 	synAck := pkt(t, 61, probe.FlagSYN|probe.FlagACK, 0, false) // the server, hop 4

@@ -71,19 +71,7 @@ func TestReattributionApply(t *testing.T) {
 func TestServerAnswerAfter(t *testing.T) {
 	server, client := netip.MustParseAddr("198.18.5.2"), netip.MustParseAddr("198.18.0.1")
 	pkt := func(t *testing.T, ttl int, flags probe.TCPFlags, payload int, out bool) probe.CapturedPacket {
-		src, dst := server, client
-		if out {
-			src, dst = client, server
-		}
-		seg, err := probe.BuildTCPSegment(src, dst, 443, 40000, 1, 1, flags, 1000, make([]byte, payload))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, err := probe.BuildIPv4(src, dst, 6, ttl, 0, true, seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return probe.CapturedPacket{Out: out, Data: ip, Length: len(ip)}
+		return capturedTCP(t, server, client, ttl, flags, payload, out)
 	}
 	req := pkt(t, 64, probe.FlagACK|probe.FlagPSH, 100, true)
 	rst := pkt(t, 62, probe.FlagRST, 0, false)    // the box at hop 3
@@ -212,4 +200,23 @@ func TestCountFindingsMethod(t *testing.T) {
 			t.Errorf("idle finding, %s: method %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// capturedTCP is a captured IPv4 TCP packet of the flow client:40000 ↔
+// server:443 (out: from the client), as the flow observer keeps it.
+func capturedTCP(t *testing.T, server, client netip.Addr, ttl int, flags probe.TCPFlags, payload int, out bool) probe.CapturedPacket {
+	t.Helper()
+	src, dst := server, client
+	if out {
+		src, dst = client, server
+	}
+	seg, err := probe.BuildTCPSegment(src, dst, 443, 40000, 1, 1, flags, 1000, make([]byte, payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := probe.BuildIPv4(src, dst, 6, ttl, 0, true, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return probe.CapturedPacket{Out: out, Data: ip, Length: len(ip)}
 }
