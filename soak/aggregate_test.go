@@ -2,6 +2,7 @@ package soak
 
 import (
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,6 +124,20 @@ func TestFindings(t *testing.T) {
 				if f.Hop != 2 || f.IdleTimeoutS != 20.3 || len(f.IdleBracketS) != 2 || f.Confidence != "high" {
 					t.Errorf("%+v", f)
 				}
+				if strings.Contains(f.Advice, "load balancer") {
+					t.Errorf("a middlebox's resets got the server-side advice: %q", f.Advice)
+				}
+			}},
+		{"idle reset by the server side", TargetReport{Requests: 200, Resets: tcpcheck.NewRate(20, 200), IdleBracketS: [2]float64{19.5, 21},
+			ResetsByHop: []HopCount{{Origin: probe.OriginServer, Hop: 4, Count: 20, Method: "server"}},
+			Bands:       []BandReport{band(BandFresh, 20, 0, 0), band(BandUnder30s, 160, 0, 0), band(Band30to60s, 20, 20, 20)}},
+			[]string{tcpcheck.KindIdleReset}, func(t *testing.T, fs []tcpcheck.Finding) {
+				// The box that answered the SYN reset: a load balancer in
+				// front of the server may be the one, and its settings are
+				// named (as tcp and run do).
+				if f := fs[0]; f.Origin != probe.OriginServer || !strings.Contains(f.Advice, "HAProxy timeout client") {
+					t.Errorf("origin %s advice %q", f.Origin, f.Advice)
+				}
 			}},
 		{"idle drop (timeouts)", TargetReport{Requests: 200, IdleBracketS: [2]float64{4, 75},
 			Bands: []BandReport{band(BandFresh, 20, 0, 0), band(BandUnder30s, 160, 0, 0), band(Band1to5m, 20, 20, 0)}},
@@ -230,5 +245,28 @@ func BenchmarkSoakMemory(b *testing.B) {
 	b.ReportMetric(float64(last), "heap-bytes-after-5M")
 	if float64(last) > 1.1*float64(first) {
 		b.Fatalf("heap grew from %d to %d bytes between 1 M and 5 M samples", first, last)
+	}
+}
+
+// The text report ends with the soak's warnings, once each, as tcp's and
+// run's do; none without.
+func TestWriteTextWarnings(t *testing.T) {
+	var buf strings.Builder
+	r := Report{Warnings: []string{"packet captures are unavailable (x)", "no CAP_NET_RAW"}}
+	if err := WriteText(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	text := buf.String()
+	for _, w := range r.Warnings {
+		if strings.Count(text, "warning: "+w+"\n") != 1 {
+			t.Errorf("warning %q not once in\n%s", w, text)
+		}
+	}
+	if !strings.HasSuffix(text, "warning: no CAP_NET_RAW\n") || strings.Index(text, "no findings") > strings.Index(text, "warning:") {
+		t.Errorf("warnings not at the end:\n%s", text)
+	}
+	buf.Reset()
+	if err := WriteText(&buf, Report{}); err != nil || strings.Contains(buf.String(), "warning") {
+		t.Errorf("warnings without any: %v\n%s", err, buf.String())
 	}
 }

@@ -343,6 +343,11 @@ func Findings(t TargetReport) []tcpcheck.Finding {
 		}
 		if kind == tcpcheck.KindIdleReset {
 			withOrigin(&f)
+			if f.IdleTimeoutS > 0 {
+				// Resets from the box that answered the SYN: the server or
+				// a load balancer in front of it, as tcp and run advise.
+				f.Advice = tcpcheck.WithProxyAdvice(f.Advice, f.Origin, f.IdleTimeoutS)
+			}
 		}
 		out = append(out, f)
 	} else if t.Failures.Count > 0 && (len(fresh) == 0 || fresh[0].Failures.Count < t.Failures.Count) {
@@ -493,6 +498,14 @@ func WriteText(w io.Writer, r Report) error {
 		if f.Advice != "" {
 			fmt.Fprintf(&b, "  advice: %s\n", f.Advice)
 		}
+	}
+	// The soak-wide caveats last, as tcp's and run's text reports give
+	// them.
+	if len(r.Warnings) > 0 {
+		b.WriteString("\n")
+	}
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", warn)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -673,7 +673,7 @@ func (s *session) idleFinding(ctx context.Context, l *Ladder, idle *IdleResult, 
 	case "failed":
 		f.Evidence = append(f.Evidence, "a connection with TCP keepalive at half the timeout did NOT survive past it: the box ignores keepalives; evict idle connections instead")
 	}
-	f.Advice = withProxyAdvice(IdleAdvice(l.Estimate(), idle.Behaviour), f.Origin, idle.TimeoutS)
+	f.Advice = WithProxyAdvice(IdleAdvice(l.Estimate(), idle.Behaviour), f.Origin, idle.TimeoutS)
 	// A box's timeout (not the server's keep-alive) is judged against RFC
 	// 5382 and the vendor defaults, for its owner.
 	if f.Origin != probe.OriginServer && (f.Kind != KindIdleClose || f.Origin == probe.OriginMiddlebox) {

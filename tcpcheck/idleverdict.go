@@ -126,16 +126,17 @@ func ProxyIdleAdvice(timeoutS float64) string {
 		"its owner can raise it above the clients' longest pooled idle time, else keep idle time below it.", proxyAdvicePrefix, timeoutS)
 }
 
-// withProxyAdvice appends ProxyIdleAdvice, once, to the advice of an idle
-// finding whose FIN/RST came from the box that answered the SYN.
-func withProxyAdvice(advice string, origin probe.Origin, timeoutS float64) string {
+// WithProxyAdvice appends ProxyIdleAdvice, once, to the advice of an idle
+// finding whose FIN/RST came from the box that answered the SYN (tcp,
+// run and soak).
+func WithProxyAdvice(advice string, origin probe.Origin, timeoutS float64) string {
 	if origin != probe.OriginServer || strings.Contains(advice, proxyAdvicePrefix) {
 		return advice
 	}
 	return strings.TrimSpace(advice + " " + ProxyIdleAdvice(timeoutS))
 }
 
-// WithoutProxyAdvice removes what withProxyAdvice appended: for a finding
+// WithoutProxyAdvice removes what WithProxyAdvice appended: for a finding
 // that later evidence (in-flow probes) moves from the server to a middlebox.
 func WithoutProxyAdvice(advice string) string {
 	if i := strings.Index(advice, proxyAdvicePrefix); i >= 0 {

@@ -147,9 +147,9 @@ func TestProxyIdleAdvice(t *testing.T) {
 		{"server", base, probe.OriginServer, []string{base, "load balancer", "about 6s", "HAProxy timeout client / timeout server", "NLB TCP idle timeout (350 s)"}, nil},
 		{"middlebox", base, probe.OriginMiddlebox, []string{base}, []string{"HAProxy"}},
 		{"unknown", base, probe.OriginUnknown, []string{base}, []string{"HAProxy"}},
-		{"once", withProxyAdvice(base, probe.OriginServer, 6), probe.OriginServer, []string{"HAProxy"}, nil},
+		{"once", WithProxyAdvice(base, probe.OriginServer, 6), probe.OriginServer, []string{"HAProxy"}, nil},
 	} {
-		got := withProxyAdvice(c.advice, c.origin, 6)
+		got := WithProxyAdvice(c.advice, c.origin, 6)
 		for _, w := range c.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("%s: %q lacks %q", c.name, got, w)
