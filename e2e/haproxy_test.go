@@ -66,20 +66,19 @@ func TestHAProxyIdleTimeout(t *testing.T) {
 				}
 			}
 			// Every FIN and RST of the failed connections is the load
-			// balancer's, and each connection's first is a FIN: an idle
-			// close. With nolinger a RST comes with it at once; without,
-			// a RST may still answer a request the client wrote after the
-			// FIN (data to a closed socket), so only its presence with
-			// nolinger is asserted.
+			// balancer's, and there are FINs: an idle close (the finding's
+			// kind says so too). With nolinger a RST comes with each FIN at
+			// once. Without, a RST may still answer a request the client
+			// wrote after the FIN (data to a closed socket), and a FIN that
+			// came while the connection idled, before the request, is
+			// outside the capture window: so neither the absence of RSTs
+			// nor a FIN first is asserted.
 			var flags []string
 			for _, c := range rep.Results[0].Connections {
-				for i, p := range c.Packets {
+				for _, p := range c.Packets {
 					flags = append(flags, p.Flags)
 					if p.Hop != lb.Hop || p.Origin != probe.OriginServer {
 						t.Errorf("connection %d: %s from hop %d (%s), want hop %d, the server side: %s", c.ID, p.Flags, p.Hop, p.Origin, lb.Hop, p.Reason)
-					}
-					if i == 0 && !strings.HasPrefix(p.Flags, "FIN") {
-						t.Errorf("connection %d: first packet %s, want the FIN of an idle close", c.ID, p.Flags)
 					}
 				}
 			}
