@@ -197,8 +197,11 @@ func frontier(first int, perTTL map[int]tally) int {
 // cell answered partly, or most hops were silent (a whole column of '*' is
 // what an exhausted budget looks like; a router that never answers is
 // silent and costs no retry on a healthy path). Only TTLs up to the
-// destination (or, unreached, the last answering TTL) are retried.
-func planRetries(cells map[cellKey]tally, cfg Config, destTTL, pass int) []want {
+// destination (or, unreached, the last answering TTL) are retried. A cell
+// that answered none is also retried once when its TTL is known to answer
+// (answered, toward this address, earlier in the process): a router that
+// answered before and not now is rate limiting, not silent.
+func planRetries(cells map[cellKey]tally, cfg Config, destTTL, pass int, answersAt map[int]bool) []want {
 	if pass >= cfg.RetryPasses {
 		return nil
 	}
@@ -233,7 +236,7 @@ func planRetries(cells map[cellKey]tally, cfg Config, destTTL, pass int) []want 
 			}
 			n := cfg.Queries - t.answered
 			if t.answered == 0 {
-				if !pressure {
+				if !pressure && !answersAt[ttl] {
 					continue
 				}
 				n = 1
@@ -435,7 +438,7 @@ func runRound(ctx context.Context, pr probe.Prober, cfg Config, dst Destination,
 		// deciding whether the round is over.
 		next := expire(time.Now())
 		if len(wants) == 0 && len(inflight) == 0 {
-			retries := planRetries(cells, cfg, destTTL, pass)
+			retries := planRetries(cells, cfg, destTTL, pass, sched.AnsweringTTLs(dst.Addr))
 			if len(retries) == 0 {
 				return obs, destTTL, nil
 			}

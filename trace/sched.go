@@ -378,6 +378,18 @@ func (s *Scheduler) Released(key string) {
 	}
 }
 
+// AnsweringTTLs returns the TTLs toward dst at which a router has
+// answered so far in this process, from any trace.
+func (s *Scheduler) AnsweringTTLs(dst netip.Addr) map[int]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[int]bool{}
+	for ttl := range s.hopAt[dst.Unmap()] {
+		out[ttl] = true
+	}
+	return out
+}
+
 // DestinationHop returns the destination's hop learnt so far (0 unknown).
 func (s *Scheduler) DestinationHop(dst netip.Addr) int {
 	s.mu.Lock()

@@ -115,21 +115,25 @@ func TestPlanRetries(t *testing.T) {
 		destTTL int
 		pass    int
 		want    map[int]int // ttl -> probes retried
+		// answersAt: TTLs whose router answered earlier in the process.
+		answersAt map[int]bool
 	}{
-		{"all answered", map[cellKey]tally{{1, 0}: full, {2, 0}: full}, 2, 0, map[int]int{}},
-		{"partial hop retried for the missing answers", map[cellKey]tally{{1, 0}: full, {2, 0}: {sent: 3, answered: 1}, {3, 0}: full}, 3, 0, map[int]int{2: 2}},
+		{"all answered", map[cellKey]tally{{1, 0}: full, {2, 0}: full}, 2, 0, map[int]int{}, nil},
+		{"partial hop retried for the missing answers", map[cellKey]tally{{1, 0}: full, {2, 0}: {sent: 3, answered: 1}, {3, 0}: full}, 3, 0, map[int]int{2: 2}, nil},
 		{"silent routers on a healthy path are not retried", map[cellKey]tally{{1, 0}: full, {2, 0}: silent, {3, 0}: full, {4, 0}: silent, {5, 0}: full, {6, 0}: full, {7, 0}: full}, 7, 0,
-			map[int]int{}},
-		{"a column of stars is retried once per hop", map[cellKey]tally{{1, 0}: silent, {2, 0}: silent, {3, 0}: silent, {4, 0}: full}, 4, 0, map[int]int{1: 1, 2: 1, 3: 1}},
-		{"with a partial hop, silent hops are retried too", map[cellKey]tally{{1, 0}: silent, {2, 0}: {sent: 3, answered: 2}, {3, 0}: full, {4, 0}: full}, 4, 0, map[int]int{1: 1, 2: 1}},
-		{"unreached: nothing past the last answer", map[cellKey]tally{{1, 0}: {sent: 3, answered: 1}, {2, 0}: silent, {3, 0}: silent}, 0, 0, map[int]int{1: 2}},
-		{"no more than RetryPasses", map[cellKey]tally{{1, 0}: {sent: 3, answered: 1}, {2, 0}: full}, 2, 2, map[int]int{}},
-		{"the destination's hop is retried (port unreachables are limited too)", map[cellKey]tally{{1, 0}: full, {2, 0}: {sent: 3, answered: 1}}, 2, 1, map[int]int{2: 2}},
+			map[int]int{}, nil},
+		{"a column of stars is retried once per hop", map[cellKey]tally{{1, 0}: silent, {2, 0}: silent, {3, 0}: silent, {4, 0}: full}, 4, 0, map[int]int{1: 1, 2: 1, 3: 1}, nil},
+		{"with a partial hop, silent hops are retried too", map[cellKey]tally{{1, 0}: silent, {2, 0}: {sent: 3, answered: 2}, {3, 0}: full, {4, 0}: full}, 4, 0, map[int]int{1: 1, 2: 1}, nil},
+		{"unreached: nothing past the last answer", map[cellKey]tally{{1, 0}: {sent: 3, answered: 1}, {2, 0}: silent, {3, 0}: silent}, 0, 0, map[int]int{1: 2}, nil},
+		{"no more than RetryPasses", map[cellKey]tally{{1, 0}: {sent: 3, answered: 1}, {2, 0}: full}, 2, 2, map[int]int{}, nil},
+		{"the destination's hop is retried (port unreachables are limited too)", map[cellKey]tally{{1, 0}: full, {2, 0}: {sent: 3, answered: 1}}, 2, 1, map[int]int{2: 2}, nil},
+		{"a silent hop whose router answered before is rate limiting: retried once", map[cellKey]tally{{1, 0}: full, {2, 0}: silent, {3, 0}: full, {4, 0}: silent, {5, 0}: full}, 5, 0,
+			map[int]int{2: 1}, map[int]bool{1: true, 2: true, 3: true, 5: true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got := map[int]int{}
-			for _, w := range planRetries(c.cells, cfg, c.destTTL, c.pass) {
+			for _, w := range planRetries(c.cells, cfg, c.destTTL, c.pass, c.answersAt) {
 				got[w.ttl]++
 				if w.pass != c.pass+1 || w.tier != 0 {
 					t.Errorf("want pass %d tier 0, got %+v", c.pass+1, w)
